@@ -1,0 +1,130 @@
+//! Settings of the DNS server, shared by the standalone binary and the agent (which embeds them
+//! as its `[dns]` table).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Every knob of the DNS server. Defaults follow Docker where Docker has a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResolverConfig {
+    /// Port of every listener (UDP and TCP). 0 picks a free port (tests).
+    pub port: u16,
+    /// TTL of local answers, seconds (Docker: 600).
+    pub ttl: u32,
+    /// Upstream servers, `IP` or `IP:PORT` (`[IPv6]:PORT`). Empty: the nameservers of
+    /// `resolv_conf`, re-read when that file changes.
+    pub upstreams: Vec<String>,
+    /// Where to read upstreams from when `upstreams` is empty.
+    pub resolv_conf: PathBuf,
+    /// How long to wait for one upstream before trying the next, milliseconds
+    /// (Docker: a fixed 4 s).
+    pub forward_timeout_ms: u64,
+    /// Forwarded queries in flight at once; past it the asker gets REFUSED.
+    pub max_inflight: usize,
+    /// Upstream answers kept in the cache (0 disables caching).
+    pub cache_entries: usize,
+    /// A TCP connection with no complete query for this long is closed, milliseconds.
+    pub tcp_idle_timeout_ms: u64,
+    /// Open TCP connections per listener; more are closed at once.
+    pub max_tcp_connections: usize,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            port: 53,
+            ttl: 600,
+            upstreams: Vec::new(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            forward_timeout_ms: 2000,
+            max_inflight: 1024,
+            cache_entries: 10_000,
+            tcp_idle_timeout_ms: 10_000,
+            max_tcp_connections: 256,
+        }
+    }
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid upstream {0:?}: expected IP or IP:PORT")]
+    BadUpstream(String),
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl ResolverConfig {
+    /// Check every value; the server refuses to start on an error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.fixed_upstreams()?;
+        if self.forward_timeout_ms == 0 {
+            return Err(ConfigError::Zero("forward_timeout_ms"));
+        }
+        if self.tcp_idle_timeout_ms == 0 {
+            return Err(ConfigError::Zero("tcp_idle_timeout_ms"));
+        }
+        if self.max_inflight == 0 {
+            return Err(ConfigError::Zero("max_inflight"));
+        }
+        if self.max_tcp_connections == 0 {
+            return Err(ConfigError::Zero("max_tcp_connections"));
+        }
+        Ok(())
+    }
+
+    /// The configured upstreams, parsed. Empty means "use resolv.conf".
+    pub fn fixed_upstreams(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.upstreams.iter().map(|s| parse_upstream(s)).collect()
+    }
+
+    pub fn forward_timeout(&self) -> Duration {
+        Duration::from_millis(self.forward_timeout_ms)
+    }
+
+    pub fn tcp_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.tcp_idle_timeout_ms)
+    }
+}
+
+/// `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when none is given.
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, ConfigError> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse::<SocketAddr>()
+        .map_err(|_| ConfigError::BadUpstream(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_forms() {
+        assert_eq!(
+            parse_upstream("127.0.0.1").unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("127.0.0.1:5353").unwrap(),
+            "127.0.0.1:5353".parse().unwrap()
+        );
+        assert_eq!(parse_upstream("::1").unwrap(), "[::1]:53".parse().unwrap());
+        assert!(parse_upstream("nope").is_err());
+    }
+
+    #[test]
+    fn toml_defaults_and_unknown_keys() {
+        let c: ResolverConfig = toml::from_str("ttl = 30").unwrap();
+        assert_eq!(c.ttl, 30);
+        assert_eq!(c.port, 53);
+        assert!(toml::from_str::<ResolverConfig>("tll = 30").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The local half of the query path: bytes in, reply bytes out, or "forward this".
+//!
+//! Runs on the listener's own thread, synchronously: parse the question, find the asker, ask the
+//! policy, write the answer into the caller's buffer. Nothing here waits or allocates on the
+//! local-answer path (answers of up to eight addresses live on the stack).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::policy::{self, Decision};
+use crate::table::{NetKey, Table};
+use crate::wire::{self, Rcode};
+
+/// What became of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `out` holds the reply.
+    Reply,
+    /// Not a local name: hand the query to the forwarder.
+    Forward,
+    /// Send nothing.
+    Drop,
+}
+
+/// Where a query came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub src: IpAddr,
+    /// Interface index it arrived on, when the transport tells (UDP with IP_PKTINFO).
+    pub ifindex: Option<u32>,
+    /// The network whose gateway listener received it.
+    pub listener: NetKey,
+    /// The largest reply the transport takes before truncation: `None` means the asker's UDP
+    /// limit (512 or its EDNS size), `Some(n)` a fixed one (TCP).
+    pub fixed_limit: Option<usize>,
+}
+
+/// Answers local names from the table. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Responder {
+    table: Table,
+    ttl: Arc<AtomicU32>,
+}
+
+impl Responder {
+    pub fn new(table: Table, ttl: u32) -> Self {
+        Responder {
+            table,
+            ttl: Arc::new(AtomicU32::new(ttl)),
+        }
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Change the TTL of local answers (configuration reload).
+    pub fn set_ttl(&self, ttl: u32) {
+        self.ttl.store(ttl, Ordering::Relaxed);
+    }
+
+    /// Answer `bytes` into `out`, or say it must be forwarded or dropped.
+    pub fn respond(&self, bytes: &[u8], from: &Arrival, out: &mut Vec<u8>) -> Outcome {
+        let req = match wire::parse(bytes) {
+            Ok(r) => r,
+            Err(reject) => {
+                return match wire::write_reject(out, bytes, reject) {
+                    Some(()) => Outcome::Reply,
+                    None => Outcome::Drop,
+                };
+            }
+        };
+        let asker = self.table.asker(from.src, from.ifindex, from.listener);
+        let limit = from.fixed_limit.unwrap_or_else(|| req.udp_limit());
+        let ttl = self.ttl.load(Ordering::Relaxed);
+        match policy::decide(&self.table, &asker, &req) {
+            Decision::Addresses(mut addrs) => {
+                fastrand::shuffle(&mut addrs);
+                wire::write_addresses(out, &req, &addrs, ttl, limit);
+            }
+            Decision::Ptr(target) => wire::write_ptr(out, &req, &target, ttl, limit),
+            Decision::NoData => wire::write_empty(out, &req, Rcode::NoError),
+            Decision::NxDomain => wire::write_empty(out, &req, Rcode::NxDomain),
+            Decision::Forward => return Outcome::Forward,
+        }
+        Outcome::Reply
+    }
+}
