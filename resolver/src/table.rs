@@ -208,6 +208,8 @@ struct Inner {
     next_container: AtomicU64,
     net_ids: DashMap<Arc<str>, NetKey>,
     nets: DashMap<NetKey, NetMeta>,
+    /// Lower-cased network name → key, for `NAME.NETWORK`.
+    net_names: DashMap<Box<[u8]>, NetKey>,
     container_keys: DashMap<Box<str>, ContainerKey>,
     names: DashMap<Box<[u8]>, SmallVec<[Holder; 1]>>,
     ptrs: DashMap<IpAddr, SmallVec<[PtrHolder; 1]>>,
@@ -276,6 +278,10 @@ impl Table {
                 k
             }
         };
+        if let Some(old) = self.inner.nets.get(&key).map(|m| m.name_lower.clone()) {
+            self.inner.net_names.remove(old.as_bytes());
+        }
+        self.inner.net_names.insert(lower.as_bytes().into(), key);
         self.inner.nets.insert(
             key,
             NetMeta {
@@ -305,8 +311,14 @@ impl Table {
         for k in members {
             self.remove_locked(k);
         }
-        self.inner.nets.remove(&key);
+        if let Some((_, m)) = self.inner.nets.remove(&key) {
+            self.inner.net_names.remove(m.name_lower.as_bytes());
+        }
         self.inner.net_ids.remove(id);
+    }
+
+    fn net_by_name(&self, lower: &[u8]) -> Option<NetKey> {
+        self.inner.net_names.get(lower).map(|k| *k)
     }
 
     /// The key of a network by id.
@@ -596,33 +608,34 @@ impl Table {
                 return found;
             }
         }
-        // NAME.NETWORK: the network name as a suffix.
-        for s in &asker.scope {
-            let net_name = match self.inner.nets.get(&s.net) {
-                Some(m) => m.name_lower.clone(),
-                None => continue,
-            };
-            let Some(prefix) = name
-                .strip_suffix(net_name.as_bytes())
-                .and_then(|p| p.strip_suffix(b"."))
-            else {
-                continue;
-            };
+        // NAME.NETWORK: the network name as a suffix. Tried at every dot, since container
+        // and network names may both hold dots.
+        for (i, _) in name.iter().enumerate().filter(|(_, &c)| c == b'.') {
+            let (prefix, suffix) = (&name[..i], &name[i + 1..]);
             if prefix.is_empty() {
                 continue;
             }
-            if s.has_links {
+            let Some(net) = self.net_by_name(suffix) else {
+                continue;
+            };
+            let scope = asker.scope.iter().find(|s| s.net == net);
+            if let Some(s) = scope.filter(|s| s.has_links) {
                 if let Some(found) = self.via_link(asker, s.net, prefix) {
                     return found;
                 }
             }
             let holders: SmallVec<[Holder; 8]> = match self.inner.names.get(prefix) {
-                Some(hs) => hs.iter().filter(|h| h.net == s.net).copied().collect(),
+                Some(hs) => hs.iter().filter(|h| h.net == net).copied().collect(),
                 None => continue,
             };
+            if holders.is_empty() {
+                continue;
+            }
             known_elsewhere = true;
-            if let Some(found) = collect(&holders, s.net) {
-                return found;
+            if scope.is_some() {
+                if let Some(found) = collect(&holders, net) {
+                    return found;
+                }
             }
         }
         if known_elsewhere {

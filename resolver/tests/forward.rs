@@ -1,0 +1,222 @@
+//! Forwarding through real sockets, against stub upstreams on loopback.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use resolver::NetworkSpec;
+
+fn addr(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// An address where nothing listens: bound and dropped, so the port is closed.
+async fn dead_upstream() -> SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_from_dead_and_silent_upstreams() {
+    let b = block();
+    let dead = dead_upstream().await;
+    let silent = upstream(Behaviour::Silent).await;
+    let good = upstream(Behaviour::Answer(addr("192.0.2.7"), 60)).await;
+    let s = server(&config(&[dead, silent.addr, good.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let m = ask(gw, ip(b, 2), "example.com", RecordType::A).await;
+    assert_eq!(a_records(&m), [addr("192.0.2.7")]);
+    assert_eq!(silent.count(), 1);
+    assert_eq!(good.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_and_refused_move_on_nxdomain_is_relayed() {
+    let b = block();
+    let sf = upstream(Behaviour::ServFail).await;
+    let rf = upstream(Behaviour::Refused).await;
+    let nx = upstream(Behaviour::NxDomain).await;
+    let never = upstream(Behaviour::Answer(addr("192.0.2.8"), 60)).await;
+    let s = server(&config(&[sf.addr, rf.addr, nx.addr, never.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let m = ask(gw, ip(b, 2), "NoSuch.Example.", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    assert_eq!(m.queries[0].name().to_ascii(), "NoSuch.Example.");
+    assert_eq!((sf.count(), rf.count(), nx.count()), (1, 1, 1));
+    assert_eq!(
+        never.count(),
+        0,
+        "an NXDOMAIN is an answer: not retried elsewhere"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_upstream_answering_is_servfail() {
+    let b = block();
+    let sf = upstream(Behaviour::ServFail).await;
+    let silent = upstream(Behaviour::Silent).await;
+    let s = server(&config(&[sf.addr, silent.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let m = ask(gw, ip(b, 2), "example.com", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::ServFail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_cached_for_their_ttl() {
+    let b = block();
+    let up = upstream(Behaviour::Answer(addr("192.0.2.9"), 2)).await;
+    let s = server(&config(&[up.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let first = ask(gw, ip(b, 2), "cached.example", RecordType::A).await;
+    let second = ask(gw, ip(b, 3), "CACHED.example", RecordType::A).await;
+    assert_eq!(a_records(&first), a_records(&second));
+    assert_eq!(second.queries[0].name().to_ascii(), "CACHED.example.");
+    assert_eq!(
+        up.count(),
+        1,
+        "the second question was answered from the cache"
+    );
+    // After the TTL the upstream is asked again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    ask(gw, ip(b, 2), "cached.example", RecordType::A).await;
+    assert_eq!(up.count(), 2);
+    // Negative answers are cached by the SOA's rules too.
+    let nx = upstream(Behaviour::NxDomain).await;
+    let s2 = server(&config(&[nx.addr]));
+    let gw2 = add_net(&s2, &net_spec("n2", "other"), ip(b, 129)).await;
+    for _ in 0..3 {
+        let m = ask(gw2, ip(b, 130), "gone.example", RecordType::A).await;
+        assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    }
+    assert_eq!(nx.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_upstream_reply_is_relayed_with_tc_and_tcp_gets_it_whole() {
+    let b = block();
+    let up = upstream(Behaviour::Truncated(60)).await;
+    let s = server(&config(&[up.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let m = ask(gw, ip(b, 2), "big.example", RecordType::A).await;
+    assert!(m.metadata.truncation, "TC relayed");
+    assert!(m.answers.is_empty());
+    let m = tcp_ask(gw, ip(b, 2), "big.example", RecordType::A).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(
+        a_records(&m).len(),
+        60,
+        "TCP forwarding brings the whole answer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_only_askers_get_no_forwarding() {
+    let b = block();
+    let up = upstream(Behaviour::Answer(addr("192.0.2.10"), 60)).await;
+    let s = server(&config(&[up.addr]));
+    let spec = NetworkSpec {
+        internal: true,
+        ..net_spec("n1", "private")
+    };
+    let gw = add_net(&s, &spec, ip(b, 1)).await;
+    s.table()
+        .upsert_endpoint(&endpoint("n1", "inside000000", "inside", v4(b, 2)))
+        .unwrap();
+    let m = ask(gw, ip(b, 2), "example.com", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    assert_eq!(
+        a_records(&ask(gw, ip(b, 2), "inside", RecordType::A).await),
+        [v4(b, 2)]
+    );
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_past_the_in_flight_cap_are_refused() {
+    let b = block();
+    let silent = upstream(Behaviour::Silent).await;
+    let mut c = config(&[silent.addr]);
+    c.max_inflight = 2;
+    c.forward_timeout_ms = 1500;
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    // Two queries occupy the cap...
+    let pending: Vec<_> = (0..2)
+        .map(|i| {
+            let q = question(&format!("slow{i}.example"), RecordType::A);
+            tokio::spawn(async move { udp(gw, ip(b, 2), &q).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...the third is refused at once, and local names still answer.
+    let started = Instant::now();
+    let m = ask(gw, ip(b, 3), "third.example", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::Refused);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    for p in pending {
+        assert_eq!(rcode(&p.await.unwrap()), ResponseCode::ServFail);
+    }
+    assert_eq!(
+        s.forwarder()
+            .stats()
+            .refused_over_cap
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Once they are done, forwarding works again.
+    let m = ask(gw, ip(b, 3), "fourth.example", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::ServFail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_with_the_wrong_id_are_ignored() {
+    let b = block();
+    let up = upstream(Behaviour::WrongIdFirst(addr("192.0.2.11"))).await;
+    let s = server(&config(&[up.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let m = ask(gw, ip(b, 2), "spoof.example", RecordType::A).await;
+    assert_eq!(a_records(&m), [addr("192.0.2.11")]);
+}
+
+/// Upstreams from a resolv.conf, re-read when it changes. resolv.conf has no ports, so the
+/// stubs listen on port 53 of their own loopback addresses: this test needs root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolv_conf_is_reread_when_it_changes() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test binds port 53 on loopback and must run as root"
+    );
+    let b = block();
+    let (ua, ub) = (ip([127, 53, b[2]], 1), ip([127, 53, b[2]], 2));
+    let first = upstream_on(ua, 53, Behaviour::Answer(addr("192.0.2.1"), 0)).await;
+    let second = upstream_on(ub, 53, Behaviour::Answer(addr("192.0.2.2"), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resolv.conf");
+    std::fs::write(&path, format!("search example\nnameserver {ua}\n")).unwrap();
+    let mut c = config(&[]);
+    c.resolv_conf = path.clone();
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let m = ask(gw, ip(b, 2), "x.example", RecordType::A).await;
+    assert_eq!(a_records(&m), [addr("192.0.2.1")]);
+    // Replace the file the way resolvconf does: write a new one and rename it over.
+    let tmp = dir.path().join("resolv.conf.new");
+    std::fs::write(&tmp, format!("nameserver {ub}\n# changed\n")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = ask(gw, ip(b, 2), "y.example", RecordType::A).await;
+        if a_records(&m) == [addr("192.0.2.2")] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new upstream not used after 5 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(second.count() >= 1);
+    let _ = (first, IpAddr::from([0u8; 4]));
+}
