@@ -1,0 +1,196 @@
+//! The standalone `resolver` binary on a records file, queried with dig, reloaded while a
+//! prober keeps asking.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::rr::RecordType;
+
+/// Kills the server however the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port(ip: IpAddr) -> u16 {
+    let u = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    u.local_addr().unwrap().port()
+}
+
+fn records(b: [u8; 3], extra: &str) -> String {
+    format!(
+        r#"
+[dns]
+ttl = 30
+
+[[network]]
+name = "front"
+listen = ["{gw}"]
+
+[[container]]
+name = "web"
+hostname = "web-host"
+[[container.endpoint]]
+network = "front"
+ipv4 = "{web}"
+aliases = ["www"]
+
+[[container]]
+name = "client"
+[[container.endpoint]]
+network = "front"
+ipv4 = "{client}"
+links = ["web:frontend"]
+{extra}
+"#,
+        gw = ip(b, 1),
+        web = ip(b, 2),
+        client = ip(b, 3)
+    )
+}
+
+fn dig(server: IpAddr, port: u16, src: IpAddr, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args([
+            format!("@{server}"),
+            "-p".into(),
+            port.to_string(),
+            "-b".into(),
+            src.to_string(),
+            "+time=2".into(),
+            "+tries=1".into(),
+        ])
+        .args(args)
+        .output()
+        .expect("dig must be installed (bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
+    let b = block();
+    let up = upstream(Behaviour::Answer("192.0.2.53".parse().unwrap(), 60)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.toml");
+    std::fs::write(&path, records(b, "")).unwrap();
+    let port = free_port(ip(b, 1));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_resolver"))
+        .args([
+            "--records",
+            path.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--upstream", &up.addr.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let (gw, client) = (ip(b, 1), ip(b, 3));
+    assert_eq!(
+        dig(gw, port, client, &["+short", "www"]),
+        ip(b, 2).to_string()
+    );
+    assert_eq!(
+        dig(gw, port, client, &["+short", "+tcp", "web-host"]),
+        ip(b, 2).to_string()
+    );
+    assert_eq!(
+        dig(gw, port, client, &["+short", "frontend"]),
+        ip(b, 2).to_string()
+    );
+    assert_eq!(
+        dig(gw, port, client, &["+short", "example.com"]),
+        "192.0.2.53"
+    );
+    let full = dig(gw, port, client, &["+noall", "+answer", "WEB.front"]);
+    let fields: Vec<&str> = full.split_whitespace().collect();
+    assert_eq!(
+        fields,
+        ["WEB.front.", "30", "IN", "A", &ip(b, 2).to_string()],
+        "{full}"
+    );
+
+    // A prober asks for "web" the whole time the file changes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let prober = {
+        let (stop, ok, bad) = (stop.clone(), ok.clone(), bad.clone());
+        let server = std::net::SocketAddr::new(gw, port);
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let q = question("web", RecordType::A);
+                match udp_raw(server, client, &q.to_vec().unwrap(), Duration::from_secs(1)).await {
+                    Some(r)
+                        if hickory_proto::op::Message::from_vec(&r)
+                            .is_ok_and(|m| a_records(&m) == [v4(b, 2)]) =>
+                    {
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => bad.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    // A new container appears when the file changes.
+    let db = format!(
+        "[[container]]\nname = \"db\"\n[[container.endpoint]]\nnetwork = \"front\"\nipv4 = \"{}\"\n",
+        ip(b, 4)
+    );
+    write_atomically(&path, &records(b, &db));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dig(gw, port, client, &["+short", "db"]) != ip(b, 4).to_string() {
+        assert!(Instant::now() < deadline, "file change not picked up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A broken file is rejected and the old records stay.
+    write_atomically(&path, "[[network]]\nname = \"front\"\nbogus = 1\n");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        dig(gw, port, client, &["+short", "db"]),
+        ip(b, 4).to_string()
+    );
+    // SIGHUP reloads too: db goes away (and, no longer local, is forwarded).
+    std::fs::write(&path, records(b, "")).unwrap();
+    unsafe { libc::kill(running.0.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dig(gw, port, client, &["+short", "db"]) != "192.0.2.53" {
+        assert!(Instant::now() < deadline, "SIGHUP reload not seen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    prober.await.unwrap();
+    assert!(ok.load(Ordering::Relaxed) > 50);
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "no query lost across reloads"
+    );
+    drop(running);
+}
