@@ -47,7 +47,7 @@ pub struct NetworkSpec {
 }
 
 /// `--link target:alias`, declared by one endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Link {
     pub target: String,
     pub alias: String,

@@ -1,0 +1,1146 @@
+//! The operations (create network, connect, start, stop, …) that combine IPAM, netlink, state
+//! and the resolver's table, each rolled back whole on error. API handlers are thin calls here.
+//!
+//! One mutex serialises the control path: operations read and change one [`State`], persist it
+//! before answering, and update the record table before returning, so a connect returns only
+//! once its names answer. Veth deletion, the slow kernel call, runs after the lock is released.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use resolver::{EndpointSpec, Link, NetworkSpec, Server};
+use tokio::sync::Mutex;
+
+use crate::config::AgentConfig;
+use crate::error::{AgentError, Result};
+use crate::ipam::{self, Pool};
+use crate::netlink::Netlink;
+use crate::netns;
+use crate::state::{Attached, Container, Endpoint, Network, RunState, State, Store};
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub driver: Option<String>,
+    pub internal: bool,
+    pub attachable: bool,
+    pub enable_ipv6: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    /// (subnet, ip-range, gateway), as strings: validated here, with Docker's errors.
+    pub ipam: Vec<IpamRequest>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IpamRequest {
+    pub subnet: Option<String>,
+    pub ip_range: Option<String>,
+    pub gateway: Option<String>,
+}
+
+/// What `network connect` (or `create --network`) asks for; strings as the user gave them.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointRequest {
+    pub aliases: Vec<String>,
+    pub links: Vec<String>,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    pub link_local: Vec<String>,
+}
+
+/// What `container create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerCreate {
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub image: String,
+    pub netns: Option<PathBuf>,
+    pub labels: BTreeMap<String, String>,
+    /// Networks to attach at start, in order.
+    pub networks: Vec<(String, EndpointRequest)>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    store: Store,
+    dns: Server,
+    host: Netlink,
+    cfg: AgentConfig,
+}
+
+/// The agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+/// Kernel work left for after the lock: host-side veths to delete (each takes its peer).
+#[derive(Debug, Default)]
+#[must_use]
+struct Cleanup {
+    veths: Vec<String>,
+}
+
+impl Cleanup {
+    async fn run(self, host: &Netlink) {
+        for v in self.veths {
+            if let Err(e) = host.delete_link(&v).await {
+                tracing::warn!(veth = %v, error = %e, "cannot delete veth");
+            }
+        }
+    }
+}
+
+pub fn random_id() -> String {
+    (0..4)
+        .map(|_| format!("{:016x}", fastrand::u64(..)))
+        .collect()
+}
+
+pub fn now_rfc3339() -> String {
+    // Without a date crate: civil-from-days (Howard Hinnant's algorithm), UTC, nanoseconds.
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+fn check_name(name: &str) -> Result<()> {
+    // Short enough for a file name under /run/netns and a DNS label chain.
+    const MAX: usize = 64;
+    if resolver::records::valid_name(name) && name.len() <= MAX {
+        Ok(())
+    } else {
+        Err(AgentError::BadName(name.to_string(), MAX))
+    }
+}
+
+/// Docker's MAC for an endpoint: 02:42 followed by the IPv4 address.
+fn mac_for(v4: Ipv4Addr) -> [u8; 6] {
+    let o = v4.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// A checked endpoint request.
+struct EndpointConfig {
+    aliases: Vec<String>,
+    links: Vec<Link>,
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+    link_local: Vec<IpAddr>,
+}
+
+fn nonempty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Parse and check an endpoint request against the network it is for.
+fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointConfig> {
+    let v4 = match nonempty(&req.ipv4) {
+        Some(s) => {
+            let ip: Ipv4Addr = s.parse().map_err(|_| AgentError::BadIpv4(s.to_string()))?;
+            if !net.v4.subnet.contains(&IpAddr::V4(ip)) {
+                return Err(ipam::IpamError::OutsideSubnet(IpAddr::V4(ip)).into());
+            }
+            Some(ip)
+        }
+        None => None,
+    };
+    let v6 = match nonempty(&req.ipv6) {
+        Some(s) => {
+            let ip: Ipv6Addr = s.parse().map_err(|_| AgentError::BadIpv6(s.to_string()))?;
+            if !net
+                .v6
+                .as_ref()
+                .is_some_and(|p| p.subnet.contains(&IpAddr::V6(ip)))
+            {
+                return Err(ipam::IpamError::OutsideSubnet(IpAddr::V6(ip)).into());
+            }
+            Some(ip)
+        }
+        None => None,
+    };
+    let mut link_local = Vec::new();
+    for s in &req.link_local {
+        let ip: IpAddr = s
+            .trim()
+            .parse()
+            .map_err(|_| AgentError::BadLinkLocal(s.to_string()))?;
+        let ok = match ip {
+            IpAddr::V4(a) => a.is_link_local(),
+            IpAddr::V6(a) => a.is_unicast_link_local(),
+        };
+        if !ok {
+            return Err(AgentError::BadLinkLocal(s.to_string()));
+        }
+        link_local.push(ip);
+    }
+    let links = req
+        .links
+        .iter()
+        .map(|l| {
+            l.parse::<Link>()
+                .map_err(|_| AgentError::BadLink(l.clone()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut aliases = Vec::new();
+    for a in req
+        .aliases
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+    {
+        if !aliases.iter().any(|x: &String| x == a) {
+            aliases.push(a.to_string());
+        }
+    }
+    Ok(EndpointConfig {
+        aliases,
+        links,
+        v4,
+        v6,
+        link_local,
+    })
+}
+
+/// Find by full id, exact name, or unique id prefix, in that order.
+fn resolve<'a, T>(
+    items: impl Iterator<Item = (&'a String, &'a T)> + Clone,
+    name_of: impl Fn(&T) -> &str,
+    key: &str,
+) -> std::result::Result<&'a String, usize>
+where
+    T: 'a,
+{
+    let key = key.trim_start_matches('/');
+    if let Some((id, _)) = items.clone().find(|(id, _)| id.as_str() == key) {
+        return Ok(id);
+    }
+    if let Some((id, _)) = items.clone().find(|(_, t)| name_of(t) == key) {
+        return Ok(id);
+    }
+    if key.is_empty() {
+        return Err(0);
+    }
+    let matches: Vec<&String> = items
+        .filter(|(id, _)| id.starts_with(key))
+        .map(|(id, _)| id)
+        .collect();
+    match matches.len() {
+        1 => Ok(matches[0]),
+        n => Err(n),
+    }
+}
+
+fn find_network(state: &State, key: &str) -> Result<String> {
+    resolve(state.networks.iter(), |n: &Network| &n.name, key)
+        .cloned()
+        .map_err(|n| {
+            if n > 1 {
+                AgentError::AmbiguousNetwork(key.to_string(), n)
+            } else {
+                AgentError::NoSuchNetwork(key.to_string())
+            }
+        })
+}
+
+fn find_container(state: &State, key: &str) -> Result<String> {
+    resolve(state.containers.iter(), |c: &Container| &c.name, key)
+        .cloned()
+        .map_err(|n| {
+            if n > 1 {
+                AgentError::AmbiguousContainer(key.to_string())
+            } else {
+                AgentError::NoSuchContainer(key.to_string())
+            }
+        })
+}
+
+impl Agent {
+    /// Load the state, reconcile it with the kernel, and serve DNS for every network.
+    pub async fn open(cfg: AgentConfig) -> Result<Agent> {
+        let store = Store::new(&cfg.state_dir).map_err(AgentError::io("state directory"))?;
+        let state = store.load().map_err(AgentError::io("loading state"))?;
+        let dns = Server::new(&cfg.dns, resolver::Table::new())?;
+        let host = Netlink::host()?;
+        let agent = Agent {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                store,
+                dns,
+                host,
+                cfg,
+            }),
+        };
+        agent.reconcile().await?;
+        Ok(agent)
+    }
+
+    pub fn dns(&self) -> &Server {
+        &self.inner.dns
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.cfg
+    }
+
+    /// A copy of the whole state (inspect, ls).
+    pub async fn snapshot(&self) -> State {
+        self.inner.state.lock().await.clone()
+    }
+
+    fn save(&self, state: &State) -> Result<()> {
+        self.inner
+            .store
+            .save(state)
+            .map_err(AgentError::io("saving state"))
+    }
+
+    fn bridge_name(&self, id: &str) -> String {
+        let p = &self.inner.cfg.link_prefix;
+        format!("{p}-{}", &id[..(14 - p.len()).min(id.len())])
+    }
+
+    fn veth_name(&self) -> String {
+        let p = &self.inner.cfg.link_prefix;
+        let hex = format!("{:016x}", fastrand::u64(..));
+        format!("{p}{}", &hex[..15 - p.len()])
+    }
+
+    // ---- networks ---------------------------------------------------------------------
+
+    /// Create a network: IPAM, bridge, DNS listeners. Returns its id.
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<String> {
+        check_name(&req.name)?;
+        let driver = req
+            .driver
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("bridge".into());
+        if driver != "bridge" {
+            return Err(AgentError::NoSuchDriver(driver));
+        }
+        let mut state = self.inner.state.lock().await;
+        if state.networks.values().any(|n| n.name == req.name) {
+            return Err(AgentError::NetworkExists(req.name));
+        }
+        let taken: Vec<IpNet> = state
+            .networks
+            .values()
+            .flat_map(|n| std::iter::once(n.v4.subnet).chain(n.v6.as_ref().map(|p| p.subnet)))
+            .collect();
+        let (mut v4, mut v6) = (None, None);
+        for r in &req.ipam {
+            let parse = |s: &Option<String>| -> Result<Option<IpNet>> {
+                nonempty(s)
+                    .map(ipam::parse_cidr)
+                    .transpose()
+                    .map_err(Into::into)
+            };
+            let subnet = parse(&r.subnet)?;
+            let range = parse(&r.ip_range)?;
+            let gateway =
+                match nonempty(&r.gateway) {
+                    Some(g) => Some(g.parse::<IpAddr>().map_err(|_| {
+                        AgentError::Invalid(format!("invalid gateway address: {g}"))
+                    })?),
+                    None => None,
+                };
+            let Some(subnet) = subnet else {
+                if range.is_some() || gateway.is_some() {
+                    return Err(AgentError::Invalid(
+                        "ip-range and gateway need a --subnet".into(),
+                    ));
+                }
+                continue;
+            };
+            if taken.iter().any(|t| ipam::overlaps(t, &subnet)) {
+                return Err(ipam::IpamError::Overlap.into());
+            }
+            let pool = Pool::new(subnet, range, gateway)?;
+            let slot = if pool.is_v6() { &mut v6 } else { &mut v4 };
+            if slot.is_some() {
+                return Err(AgentError::Invalid(
+                    "one IPv4 and one IPv6 subnet per network are supported".into(),
+                ));
+            }
+            *slot = Some(pool);
+        }
+        if v6.is_some() && !req.enable_ipv6 {
+            return Err(AgentError::Invalid(
+                "an IPv6 subnet needs --ipv6 (EnableIPv6)".into(),
+            ));
+        }
+        if req.enable_ipv6 && v6.is_none() {
+            return Err(AgentError::Invalid(
+                "--ipv6 needs an IPv6 --subnet: there is no default IPv6 pool".into(),
+            ));
+        }
+        let v4 = match v4 {
+            Some(p) => p,
+            None => {
+                let mut avoid = taken.clone();
+                avoid.extend(self.inner.host.ipv4_routes().await?);
+                Pool::new(ipam::pick_default(&avoid)?, None, None)?
+            }
+        };
+        let id = random_id();
+        let mac_tail = fastrand::u32(..).to_be_bytes();
+        let net = Network {
+            id: id.clone(),
+            name: req.name.clone(),
+            created: now_rfc3339(),
+            driver,
+            internal: req.internal,
+            attachable: req.attachable,
+            labels: req.labels,
+            options: req.options,
+            bridge: self.bridge_name(&id),
+            bridge_mac: [
+                0x02,
+                0x42,
+                mac_tail[0],
+                mac_tail[1],
+                mac_tail[2],
+                mac_tail[3],
+            ],
+            v4,
+            v6,
+        };
+        if let Err(e) = self.bring_up_network(&net).await {
+            self.tear_down_network(&net).await;
+            return Err(e);
+        }
+        state.networks.insert(id.clone(), net.clone());
+        if let Err(e) = self.save(&state) {
+            state.networks.remove(&id);
+            self.tear_down_network(&net).await;
+            return Err(e);
+        }
+        tracing::info!(network = %net.name, %id, subnet = %net.v4.subnet, bridge = %net.bridge, "network created");
+        Ok(id)
+    }
+
+    /// Bridge with its gateways, and DNS listeners on them. Idempotent (used at start too).
+    async fn bring_up_network(&self, net: &Network) -> Result<()> {
+        let addrs: Vec<(IpAddr, u8)> = std::iter::once(&net.v4)
+            .chain(net.v6.as_ref())
+            .map(|p| (p.gateway, p.prefix_len()))
+            .collect();
+        let index = self
+            .inner
+            .host
+            .ensure_bridge(&net.bridge, net.bridge_mac, &addrs)
+            .await?;
+        let spec = NetworkSpec {
+            id: net.id.clone(),
+            name: net.name.clone(),
+            internal: net.internal,
+            bridge_ifindex: Some(index),
+        };
+        self.inner.dns.add_network(&spec, &net.gateways()).await?;
+        Ok(())
+    }
+
+    async fn tear_down_network(&self, net: &Network) {
+        self.inner.dns.remove_network(&net.id).await;
+        if let Err(e) = self.inner.host.delete_link(&net.bridge).await {
+            tracing::warn!(bridge = %net.bridge, error = %e, "cannot delete bridge");
+        }
+    }
+
+    /// Remove a network without attached endpoints. Stopped containers forget their settings
+    /// for it (unlike Docker, whose next start would then fail).
+    pub async fn remove_network(&self, key: &str) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let id = find_network(&state, key)?;
+        self.remove_network_locked(&mut state, &id).await
+    }
+
+    async fn remove_network_locked(&self, state: &mut State, id: &str) -> Result<()> {
+        let net = state.networks[id].clone();
+        let attached = state
+            .containers
+            .values()
+            .any(|c| c.endpoint(id).is_some_and(|e| e.attached.is_some()));
+        if attached {
+            return Err(AgentError::ActiveEndpoints(net.name));
+        }
+        let before = state.clone();
+        state.networks.remove(id);
+        for c in state.containers.values_mut() {
+            c.endpoints.retain(|e| e.network_id != id);
+        }
+        if let Err(e) = self.save(state) {
+            *state = before;
+            return Err(e);
+        }
+        self.tear_down_network(&net).await;
+        tracing::info!(network = %net.name, "network removed");
+        Ok(())
+    }
+
+    /// Remove every network without attached endpoints; their names.
+    pub async fn prune_networks(&self) -> Result<Vec<String>> {
+        let mut state = self.inner.state.lock().await;
+        let idle: Vec<String> = state
+            .networks
+            .keys()
+            .filter(|id| {
+                !state
+                    .containers
+                    .values()
+                    .any(|c| c.endpoint(id).is_some_and(|e| e.attached.is_some()))
+            })
+            .cloned()
+            .collect();
+        let mut names = Vec::new();
+        for id in idle {
+            let name = state.networks[&id].name.clone();
+            self.remove_network_locked(&mut state, &id).await?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// The id of a network by id, name or prefix.
+    pub async fn network_id(&self, key: &str) -> Result<String> {
+        find_network(&*self.inner.state.lock().await, key)
+    }
+
+    /// The id of a container by id, name or prefix.
+    pub async fn container_id(&self, key: &str) -> Result<String> {
+        find_container(&*self.inner.state.lock().await, key)
+    }
+
+    // ---- connect / disconnect ---------------------------------------------------------
+
+    /// Connect a container to a network: at once when it runs, at its next start otherwise.
+    /// Returns after the records answer (running container).
+    pub async fn connect(&self, net_key: &str, ctr_key: &str, req: &EndpointRequest) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let net_id = find_network(&state, net_key)?;
+        let cid = find_container(&state, ctr_key)?;
+        let net = state.networks[&net_id].clone();
+        let c = &state.containers[&cid];
+        if c.endpoint(&net_id).is_some() {
+            return Err(AgentError::AlreadyConnected {
+                container: c.name.clone(),
+                network: net.name.clone(),
+            });
+        }
+        let cfg = check_endpoint(req, &net)?;
+        let ep = Endpoint {
+            network_id: net_id.clone(),
+            endpoint_id: random_id(),
+            aliases: cfg.aliases,
+            links: cfg.links,
+            static_v4: cfg.v4,
+            static_v6: cfg.v6,
+            link_local: cfg.link_local,
+            attached: None,
+        };
+        let before = state.clone();
+        state
+            .containers
+            .get_mut(&cid)
+            .expect("found above")
+            .endpoints
+            .push(ep);
+        if state.containers[&cid].state.is_up() {
+            if let Err(e) = self.attach(&mut state, &cid, &net_id).await {
+                *state = before;
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.save(&state) {
+            let cleanup = self.detach(&mut state, &cid, &net_id);
+            *state = before;
+            drop(state);
+            cleanup.run(&self.inner.host).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Disconnect: records gone, interface removed, dynamic address freed.
+    pub async fn disconnect(&self, net_key: &str, ctr_key: &str, force: bool) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let net_id = match find_network(&state, net_key) {
+            Ok(id) => id,
+            Err(AgentError::NoSuchNetwork(_)) if force => {
+                // --force: clear what is left of a network that is gone.
+                let cleanup = self.forget_endpoints(&mut state, |_, e| e.network_id == net_key);
+                self.save(&state)?;
+                drop(state);
+                cleanup.run(&self.inner.host).await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let cid = match find_container(&state, ctr_key) {
+            Ok(id) => id,
+            Err(AgentError::NoSuchContainer(_)) if force => {
+                self.inner.dns.table().remove_endpoint(&net_id, ctr_key);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let c = &state.containers[&cid];
+        if c.endpoint(&net_id).is_none() {
+            return Err(AgentError::NotConnected {
+                container: c.name.clone(),
+                network: state.networks[&net_id].name.clone(),
+            });
+        }
+        let cleanup = self.detach(&mut state, &cid, &net_id);
+        state
+            .containers
+            .get_mut(&cid)
+            .expect("found above")
+            .endpoints
+            .retain(|e| e.network_id != net_id);
+        self.refresh_etc(&state, &cid);
+        self.save(&state)?;
+        drop(state);
+        cleanup.run(&self.inner.host).await;
+        Ok(())
+    }
+
+    fn forget_endpoints(
+        &self,
+        state: &mut State,
+        pred: impl Fn(&Container, &Endpoint) -> bool,
+    ) -> Cleanup {
+        let mut cleanup = Cleanup::default();
+        for c in state.containers.values_mut() {
+            let cid = c.id.clone();
+            let gone: Vec<Endpoint> = c.endpoints.iter().filter(|e| pred(c, e)).cloned().collect();
+            for e in gone {
+                self.inner.dns.table().remove_endpoint(&e.network_id, &cid);
+                if let Some(a) = &e.attached {
+                    cleanup.veths.push(a.host_veth.clone());
+                }
+                c.endpoints.retain(|x| x.network_id != e.network_id);
+            }
+        }
+        cleanup
+    }
+
+    /// Attach one configured endpoint of a running container: addresses, veth, records.
+    /// Rolled back whole on error.
+    async fn attach(&self, state: &mut State, cid: &str, net_id: &str) -> Result<()> {
+        let c = state.containers[cid].clone();
+        let ep = c.endpoint(net_id).expect("endpoint configured").clone();
+        let net = state.networks.get_mut(net_id).expect("network exists");
+        // Addresses first: the cheapest step to fail and to undo.
+        let v4 = match ep.static_v4 {
+            Some(ip) => {
+                net.v4.reserve(IpAddr::V4(ip))?;
+                ip
+            }
+            None => match net.v4.allocate(&net.name)? {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(_) => unreachable!("v4 pool"),
+            },
+        };
+        let v6 = match (&mut net.v6, ep.static_v6) {
+            (Some(pool), Some(ip)) => match pool.reserve(IpAddr::V6(ip)) {
+                Ok(()) => Some(ip),
+                Err(e) => {
+                    net.v4.release(IpAddr::V4(v4));
+                    return Err(e.into());
+                }
+            },
+            (Some(pool), None) => match pool.allocate(&net.name) {
+                Ok(IpAddr::V6(ip)) => Some(ip),
+                Ok(IpAddr::V4(_)) => unreachable!("v6 pool"),
+                Err(e) => {
+                    net.v4.release(IpAddr::V4(v4));
+                    return Err(e.into());
+                }
+            },
+            (None, _) => None,
+        };
+        let net = net.clone();
+        let first = !c.endpoints.iter().any(|e| e.attached.is_some());
+        let host_veth = self.veth_name();
+        let result = self.plumb(&c, &net, &ep, &host_veth, v4, v6, first).await;
+        let ifname = match result {
+            Ok(ifname) => ifname,
+            Err(e) => {
+                let n = state.networks.get_mut(net_id).expect("network exists");
+                n.v4.release(IpAddr::V4(v4));
+                if let (Some(p), Some(ip)) = (n.v6.as_mut(), v6) {
+                    p.release(IpAddr::V6(ip));
+                }
+                let _ = self.inner.host.delete_link(&host_veth).await;
+                return Err(e);
+            }
+        };
+        let attached = Attached {
+            ifname,
+            host_veth: host_veth.clone(),
+            mac: mac_for(v4),
+            v4,
+            v6,
+        };
+        let spec = EndpointSpec {
+            network_id: net_id.to_string(),
+            container_id: c.id.clone(),
+            container_name: c.name.clone(),
+            hostname: Some(c.hostname.clone()),
+            aliases: ep.aliases.clone(),
+            links: ep.links.clone(),
+            ipv4: Some(v4),
+            ipv6: v6,
+        };
+        if let Err(e) = self.inner.dns.table().upsert_endpoint(&spec) {
+            let n = state.networks.get_mut(net_id).expect("network exists");
+            n.v4.release(IpAddr::V4(v4));
+            if let (Some(p), Some(ip)) = (n.v6.as_mut(), v6) {
+                p.release(IpAddr::V6(ip));
+            }
+            let _ = self.inner.host.delete_link(&host_veth).await;
+            return Err(e.into());
+        }
+        state
+            .containers
+            .get_mut(cid)
+            .expect("container exists")
+            .endpoint_mut(net_id)
+            .expect("endpoint configured")
+            .attached = Some(attached);
+        self.refresh_etc(state, cid);
+        Ok(())
+    }
+
+    /// The kernel part of attaching: veth into the namespace, addresses, routes. Returns the
+    /// interface name inside the namespace.
+    #[allow(clippy::too_many_arguments)]
+    async fn plumb(
+        &self,
+        c: &Container,
+        net: &Network,
+        ep: &Endpoint,
+        host_veth: &str,
+        v4: Ipv4Addr,
+        v6: Option<Ipv6Addr>,
+        default_route: bool,
+    ) -> Result<String> {
+        let ns = netns::open(&c.netns).map_err(AgentError::io(format!(
+            "network namespace {}",
+            c.netns.display()
+        )))?;
+        let inside = Netlink::inside(&ns)?;
+        let present = inside.link_names().await?;
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !present.contains(n))
+            .expect("some ethN is free");
+        let bridge = self
+            .inner
+            .host
+            .index_of(&net.bridge)
+            .await?
+            .ok_or_else(|| crate::netlink::NetlinkError::NoLink(net.bridge.clone()))?;
+        self.inner
+            .host
+            .add_veth(host_veth, bridge, &ns, &ifname, mac_for(v4))
+            .await?;
+        let index = inside
+            .index_of(&ifname)
+            .await?
+            .ok_or_else(|| crate::netlink::NetlinkError::NoLink(ifname.clone()))?;
+        inside
+            .add_address(index, IpAddr::V4(v4), net.v4.prefix_len())
+            .await?;
+        if let (Some(ip), Some(pool)) = (v6, &net.v6) {
+            inside
+                .add_address(index, IpAddr::V6(ip), pool.prefix_len())
+                .await?;
+        }
+        for ll in &ep.link_local {
+            let prefix = if ll.is_ipv4() { 16 } else { 64 };
+            inside.add_address(index, *ll, prefix).await?;
+        }
+        inside.set_up(index).await?;
+        if let Some(lo) = inside.index_of("lo").await? {
+            inside.set_up(lo).await?;
+        }
+        if default_route {
+            inside.add_default_route(net.v4.gateway).await?;
+            if let (Some(_), Some(pool)) = (v6, &net.v6) {
+                inside.add_default_route(pool.gateway).await?;
+            }
+        }
+        Ok(ifname)
+    }
+
+    /// Undo an attachment in the table and IPAM at once; the veth goes in the cleanup.
+    fn detach(&self, state: &mut State, cid: &str, net_id: &str) -> Cleanup {
+        let mut cleanup = Cleanup::default();
+        self.inner.dns.table().remove_endpoint(net_id, cid);
+        let Some(c) = state.containers.get_mut(cid) else {
+            return cleanup;
+        };
+        let Some(ep) = c.endpoint_mut(net_id) else {
+            return cleanup;
+        };
+        if let Some(a) = ep.attached.take() {
+            if let Some(n) = state.networks.get_mut(net_id) {
+                n.v4.release(IpAddr::V4(a.v4));
+                if let (Some(p), Some(ip)) = (n.v6.as_mut(), a.v6) {
+                    p.release(IpAddr::V6(ip));
+                }
+            }
+            cleanup.veths.push(a.host_veth);
+        }
+        cleanup
+    }
+
+    /// Rewrite /etc/netns/NAME/{resolv.conf,hosts} of an agent-made namespace.
+    fn refresh_etc(&self, state: &State, cid: &str) {
+        let Some(c) = state.containers.get(cid) else {
+            return;
+        };
+        let Some(name) = c.netns_name() else { return };
+        let mut servers = Vec::new();
+        let mut own = Vec::new();
+        for e in &c.endpoints {
+            if let (Some(a), Some(n)) = (&e.attached, state.networks.get(&e.network_id)) {
+                servers.push(n.v4.gateway);
+                own.push(IpAddr::V4(a.v4));
+                if let (Some(v6), Some(p)) = (a.v6, &n.v6) {
+                    servers.push(p.gateway);
+                    own.push(IpAddr::V6(v6));
+                }
+            }
+        }
+        if let Err(e) = netns::write_etc(name, &servers, &c.hostname, &own) {
+            tracing::warn!(container = %c.name, error = %e, "cannot write /etc/netns files");
+        }
+    }
+
+    // ---- containers -------------------------------------------------------------------
+
+    /// Create a container (its namespace too, unless one is given). Returns its id.
+    pub async fn create_container(&self, req: ContainerCreate) -> Result<String> {
+        let mut state = self.inner.state.lock().await;
+        let id = random_id();
+        let name = match &req.name {
+            Some(n) => {
+                let n = n.trim_start_matches('/').to_string();
+                check_name(&n)?;
+                n
+            }
+            None => crate::names::generate(|n| state.containers.values().any(|c| c.name == n)),
+        };
+        if let Some(other) = state.containers.values().find(|c| c.name == name) {
+            return Err(AgentError::ContainerExists {
+                name,
+                id: other.id.clone(),
+            });
+        }
+        let hostname = req
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| id[..12].to_string());
+        let mut endpoints = Vec::new();
+        for (key, ereq) in &req.networks {
+            let net_id = find_network(&state, key)?;
+            if endpoints.iter().any(|e: &Endpoint| e.network_id == net_id) {
+                continue;
+            }
+            let cfg = check_endpoint(ereq, &state.networks[&net_id])?;
+            endpoints.push(Endpoint {
+                network_id: net_id,
+                endpoint_id: random_id(),
+                aliases: cfg.aliases,
+                links: cfg.links,
+                static_v4: cfg.v4,
+                static_v6: cfg.v6,
+                link_local: cfg.link_local,
+                attached: None,
+            });
+        }
+        let (netns, owns_netns) = match &req.netns {
+            Some(p) => {
+                if !netns::is_netns(p) {
+                    return Err(AgentError::Invalid(format!(
+                        "{} is not a network namespace",
+                        p.display()
+                    )));
+                }
+                (p.clone(), false)
+            }
+            None => {
+                let p = netns::create_named(&name)
+                    .map_err(AgentError::io(format!("creating namespace {name}")))?;
+                (p, true)
+            }
+        };
+        let now = now_rfc3339();
+        let c = Container {
+            id: id.clone(),
+            name: name.clone(),
+            hostname,
+            image: req.image.clone(),
+            created: now.clone(),
+            netns,
+            owns_netns,
+            state: RunState::Created,
+            state_since: now,
+            labels: req.labels.clone(),
+            endpoints,
+        };
+        state.containers.insert(id.clone(), c);
+        if let Err(e) = self.save(&state) {
+            state.containers.remove(&id);
+            if owns_netns {
+                let _ = netns::remove_named(&name);
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Start: attach every configured network in order; any failure leaves it stopped with
+    /// nothing attached.
+    pub async fn start(&self, key: &str) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let cid = find_container(&state, key)?;
+        if state.containers[&cid].state.is_up() {
+            return Ok(());
+        }
+        let before = state.clone();
+        self.ensure_netns(&state.containers[&cid])?;
+        let nets: Vec<String> = state.containers[&cid]
+            .endpoints
+            .iter()
+            .map(|e| e.network_id.clone())
+            .collect();
+        for net_id in &nets {
+            if let Err(e) = self.attach(&mut state, &cid, net_id).await {
+                let mut cleanup = Cleanup::default();
+                for n in &nets {
+                    cleanup.veths.extend(self.detach(&mut state, &cid, n).veths);
+                }
+                *state = before;
+                drop(state);
+                cleanup.run(&self.inner.host).await;
+                return Err(e);
+            }
+        }
+        let c = state.containers.get_mut(&cid).expect("found above");
+        c.state = RunState::Running;
+        c.state_since = now_rfc3339();
+        self.refresh_etc(&state, &cid);
+        if let Err(e) = self.save(&state) {
+            let mut cleanup = Cleanup::default();
+            for n in &nets {
+                cleanup.veths.extend(self.detach(&mut state, &cid, n).veths);
+            }
+            *state = before;
+            drop(state);
+            cleanup.run(&self.inner.host).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A namespace the agent made must exist (it is gone after a reboot).
+    fn ensure_netns(&self, c: &Container) -> Result<()> {
+        if c.owns_netns && !netns::is_netns(&c.netns) {
+            netns::create_named(&c.name)
+                .map_err(AgentError::io(format!("creating namespace {}", c.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Stop: records removed, interfaces removed, dynamic addresses freed, settings kept.
+    pub async fn stop(&self, key: &str) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let cid = find_container(&state, key)?;
+        let cleanup = self.stop_locked(&mut state, &cid)?;
+        drop(state);
+        cleanup.run(&self.inner.host).await;
+        Ok(())
+    }
+
+    fn stop_locked(&self, state: &mut State, cid: &str) -> Result<Cleanup> {
+        let mut cleanup = Cleanup::default();
+        if !state.containers[cid].state.is_up() {
+            return Ok(cleanup);
+        }
+        let nets: Vec<String> = state.containers[cid]
+            .endpoints
+            .iter()
+            .map(|e| e.network_id.clone())
+            .collect();
+        for n in &nets {
+            cleanup.veths.extend(self.detach(state, cid, n).veths);
+        }
+        let c = state.containers.get_mut(cid).expect("container exists");
+        c.state = RunState::Exited;
+        c.state_since = now_rfc3339();
+        self.refresh_etc(state, cid);
+        self.save(state)?;
+        Ok(cleanup)
+    }
+
+    pub async fn restart(&self, key: &str) -> Result<()> {
+        self.stop(key).await?;
+        self.start(key).await
+    }
+
+    /// Pause/unpause: nothing changes in DNS or addressing.
+    pub async fn pause(&self, key: &str, pause: bool) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let cid = find_container(&state, key)?;
+        let c = state.containers.get_mut(&cid).expect("found above");
+        match (pause, c.state) {
+            (true, RunState::Running) => c.state = RunState::Paused,
+            (true, RunState::Paused) => {}
+            (true, _) => return Err(AgentError::NotRunning(cid)),
+            (false, RunState::Paused) => c.state = RunState::Running,
+            (false, _) => return Err(AgentError::NotPaused(cid)),
+        }
+        self.save(&state)
+    }
+
+    /// Remove a container (`force`: stop it first), and its namespace if the agent made it.
+    pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let cid = find_container(&state, key)?;
+        if state.containers[&cid].state.is_up() && !force {
+            return Err(AgentError::RemoveRunning(cid));
+        }
+        let cleanup = self.stop_locked(&mut state, &cid)?;
+        let c = state.containers.remove(&cid).expect("found above");
+        self.save(&state)?;
+        drop(state);
+        cleanup.run(&self.inner.host).await;
+        if let Some(name) = c.netns_name() {
+            if let Err(e) = netns::remove_named(name) {
+                tracing::warn!(container = %c.name, error = %e, "cannot remove namespace");
+            }
+        }
+        Ok(())
+    }
+
+    // ---- start-up ---------------------------------------------------------------------
+
+    /// Make the kernel and the table match the saved state: bridges adopted or recreated,
+    /// veths of running containers adopted when present and recreated with the same addresses
+    /// when not, leftovers with our prefix removed.
+    async fn reconcile(&self) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let nets: Vec<Network> = state.networks.values().cloned().collect();
+        for net in &nets {
+            self.bring_up_network(net).await?;
+        }
+        let ids: Vec<String> = state.containers.keys().cloned().collect();
+        let mut keep_veths = Vec::new();
+        for cid in &ids {
+            let c = state.containers[cid].clone();
+            if !c.state.is_up() {
+                continue;
+            }
+            if let Err(e) = self.ensure_netns(&c) {
+                tracing::error!(container = %c.name, error = %e, "cannot restore namespace");
+                continue;
+            }
+            for ep in &c.endpoints {
+                let Some(a) = &ep.attached else { continue };
+                let present = self.inner.host.index_of(&a.host_veth).await?.is_some()
+                    && match netns::open(&c.netns) {
+                        Ok(ns) => Netlink::inside(&ns)?.index_of(&a.ifname).await?.is_some(),
+                        Err(_) => false,
+                    };
+                if present {
+                    keep_veths.push(a.host_veth.clone());
+                    let spec = EndpointSpec {
+                        network_id: ep.network_id.clone(),
+                        container_id: c.id.clone(),
+                        container_name: c.name.clone(),
+                        hostname: Some(c.hostname.clone()),
+                        aliases: ep.aliases.clone(),
+                        links: ep.links.clone(),
+                        ipv4: Some(a.v4),
+                        ipv6: a.v6,
+                    };
+                    self.inner.dns.table().upsert_endpoint(&spec)?;
+                    continue;
+                }
+                // Gone (reboot, or someone deleted it): recreate with the same addresses.
+                tracing::info!(container = %c.name, network = %ep.network_id, "re-attaching");
+                let _ = self.inner.host.delete_link(&a.host_veth).await;
+                let net = state.networks.get_mut(&ep.network_id).expect("network");
+                net.v4.release(IpAddr::V4(a.v4));
+                if let (Some(p), Some(ip)) = (net.v6.as_mut(), a.v6) {
+                    p.release(IpAddr::V6(ip));
+                }
+                let e = state
+                    .containers
+                    .get_mut(cid)
+                    .and_then(|c| c.endpoint_mut(&ep.network_id))
+                    .expect("endpoint");
+                let (sv4, sv6) = (e.static_v4, e.static_v6);
+                e.static_v4 = Some(a.v4);
+                e.static_v6 = a.v6;
+                e.attached = None;
+                let r = self.attach(&mut state, cid, &ep.network_id).await;
+                let e = state
+                    .containers
+                    .get_mut(cid)
+                    .and_then(|c| c.endpoint_mut(&ep.network_id))
+                    .expect("endpoint");
+                e.static_v4 = sv4;
+                e.static_v6 = sv6;
+                match r {
+                    Ok(()) => {
+                        keep_veths.push(e.attached.as_ref().expect("attached").host_veth.clone())
+                    }
+                    Err(err) => {
+                        tracing::error!(container = %c.name, error = %err, "cannot re-attach")
+                    }
+                }
+            }
+        }
+        // Leftovers of a crash between kernel work and the state write.
+        let prefix = &self.inner.cfg.link_prefix;
+        let bridges: Vec<&str> = state.networks.values().map(|n| n.bridge.as_str()).collect();
+        for name in self.inner.host.link_names().await? {
+            let ours = name.starts_with(prefix.as_str());
+            if ours && !bridges.contains(&name.as_str()) && !keep_veths.contains(&name) {
+                tracing::info!(link = %name, "removing leftover link");
+                let _ = self.inner.host.delete_link(&name).await;
+            }
+        }
+        self.save(&state)?;
+        Ok(())
+    }
+}

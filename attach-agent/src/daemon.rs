@@ -1,0 +1,72 @@
+//! `attach-agent daemon`: configuration, the agent, the API socket, signals.
+
+use std::ffi::CString;
+
+use crate::agent::Agent;
+use crate::cli::DaemonArgs;
+use crate::config::AgentConfig;
+
+/// The configuration from the file (if any) with the flags on top.
+pub fn config(args: &DaemonArgs) -> Result<AgentConfig, String> {
+    let mut c = match &args.config {
+        Some(p) => AgentConfig::load(p)?,
+        None => AgentConfig::default(),
+    };
+    if let Some(s) = &args.socket {
+        c.socket = s.clone();
+    }
+    if let Some(s) = &args.state_dir {
+        c.state_dir = s.clone();
+    }
+    if !args.upstreams.is_empty() {
+        c.dns.upstreams = args.upstreams.clone();
+    }
+    if let Some(p) = args.dns_port {
+        c.dns.port = p;
+    }
+    if let Some(p) = &args.link_prefix {
+        c.link_prefix = p.clone();
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn group_id(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse() {
+        return Ok(gid);
+    }
+    let c = CString::new(name).map_err(|_| format!("bad group {name:?}"))?;
+    // SAFETY: getgrnam with a valid C string; the result is read at once.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    if g.is_null() {
+        Err(format!("no group {name:?}"))
+    } else {
+        Ok(unsafe { (*g).gr_gid })
+    }
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(args: DaemonArgs) -> Result<(), String> {
+    let cfg = config(&args)?;
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "the daemon must run as root (it creates bridges, veths and namespaces)".into(),
+        );
+    }
+    let group = cfg.socket_group.as_deref().map(group_id).transpose()?;
+    let agent = Agent::open(cfg.clone()).await.map_err(|e| e.to_string())?;
+    tracing::info!(socket = %cfg.socket.display(), state = %cfg.state_dir.display(), "attach-agent ready");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let server = crate::api::serve(agent.clone(), &cfg.socket, group);
+    tokio::select! {
+        r = server => r.map_err(|e| format!("API socket {}: {e}", cfg.socket.display()))?,
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    // Interfaces and namespaces stay: a restarted agent adopts them.
+    agent.dns().shutdown().await;
+    let _ = std::fs::remove_file(&cfg.socket);
+    tracing::info!("attach-agent stopped");
+    Ok(())
+}

@@ -1,0 +1,57 @@
+use clap::Parser;
+
+use attach_agent::cli::{run_client, Cli, Command};
+use attach_agent::client::Client;
+use attach_agent::config::DEFAULT_SOCKET;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("attach-agent: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(async move {
+        match cli.command {
+            Command::Daemon(args) => {
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+                    .with_writer(std::io::stderr)
+                    .init();
+                match attach_agent::daemon::run(args).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("attach-agent: {e}");
+                        1
+                    }
+                }
+            }
+            cmd => {
+                let host = cli
+                    .host
+                    .unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}"));
+                let client = match Client::new(&host) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return 1;
+                    }
+                };
+                match run_client(&client, cmd).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        1
+                    }
+                }
+            }
+        }
+    });
+    std::process::ExitCode::from(code as u8)
+}

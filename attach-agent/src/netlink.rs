@@ -1,0 +1,258 @@
+//! Bridges, veths, addresses and routes, in the host and inside a namespace, over rtnetlink.
+//! The only place that talks to the kernel about links (as in netavark).
+//!
+//! A [`Netlink`] is a handle on one namespace: [`Netlink::host`] for the agent's own, and
+//! [`Netlink::inside`] for a container's, whose netlink socket is opened on a thread that has
+//! entered that namespace (a socket stays in the namespace it was created in).
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NetlinkError {
+    #[error("netlink: {what}: {source}")]
+    Kernel {
+        what: String,
+        source: rtnetlink::Error,
+    },
+    #[error("netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no link named {0}")]
+    NoLink(String),
+}
+
+impl NetlinkError {
+    fn errno(&self) -> Option<i32> {
+        match self {
+            NetlinkError::Kernel {
+                source: rtnetlink::Error::NetlinkError(m),
+                ..
+            } => Some(m.raw_code().abs()),
+            _ => None,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+fn kernel(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    let what = what.into();
+    move |source| NetlinkError::Kernel { what, source }
+}
+
+/// A netlink handle on one network namespace. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// The agent's own namespace.
+    pub fn host() -> Result<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// The namespace `ns`. Must be called inside a tokio runtime.
+    pub fn inside(ns: &File) -> Result<Netlink> {
+        let rt = tokio::runtime::Handle::current();
+        let rt2 = rt.clone();
+        let (conn, handle) = crate::netns::run_in(ns, move || {
+            let _enter = rt2.enter();
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            Ok((conn, handle))
+        })?;
+        rt.spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// Index of the link named `name`, if there is one.
+    pub async fn index_of(&self, name: &str) -> Result<Option<u32>> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(l)) => Ok(Some(l.header.index)),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ENODEV => {
+                Ok(None)
+            }
+            Err(e) => Err(kernel(format!("get link {name}"))(e)),
+        }
+    }
+
+    /// Names of every link in this namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>> {
+        let links: Vec<_> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(kernel("list links"))?;
+        Ok(links
+            .iter()
+            .filter_map(|l| {
+                l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// Make sure bridge `name` exists with MAC `mac`, carries `addrs` (no DAD) and is up.
+    /// An existing bridge is adopted (agent restart). Returns its index.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        mac: [u8; 6],
+        addrs: &[(IpAddr, u8)],
+    ) -> Result<u32> {
+        if self.index_of(name).await?.is_none() {
+            // A fixed MAC: otherwise the bridge takes the lowest of its ports' MACs and changes
+            // as containers come and go, which flushes every neighbour's ARP entry for it.
+            let msg = LinkBridge::new(name).address(mac.to_vec()).build();
+            if let Err(e) = self.handle.link().add(msg).execute().await {
+                let e = kernel(format!("add bridge {name}"))(e);
+                if e.errno() != Some(libc::EEXIST) {
+                    return Err(e);
+                }
+            }
+        }
+        let index = self
+            .index_of(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NoLink(name.into()))?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.to_vec())
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(kernel(format!("set bridge {name} up")))?;
+        for &(ip, prefix) in addrs {
+            self.add_address(index, ip, prefix).await?;
+        }
+        Ok(index)
+    }
+
+    /// Add an address without duplicate address detection (replacing an identical one).
+    pub async fn add_address(&self, index: u32, ip: IpAddr, prefix: u8) -> Result<()> {
+        let mut req = self.handle.address().add(index, ip, prefix).replace();
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        req.execute()
+            .await
+            .map_err(kernel(format!("add address {ip}/{prefix}")))
+    }
+
+    /// Delete link `name` (a veth takes its peer with it). A missing link is not an error.
+    pub async fn delete_link(&self, name: &str) -> Result<()> {
+        let Some(index) = self.index_of(name).await? else {
+            return Ok(());
+        };
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ENODEV => Ok(()),
+            Err(e) => Err(kernel(format!("delete link {name}"))(e)),
+        }
+    }
+
+    /// Create a veth pair: `host_name` here, a port of `bridge` and up; its peer created
+    /// directly inside `ns` as `peer_name` with MAC `peer_mac` (never visible in the host).
+    pub async fn add_veth(
+        &self,
+        host_name: &str,
+        bridge: u32,
+        ns: &File,
+        peer_name: &str,
+        peer_mac: [u8; 6],
+    ) -> Result<()> {
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name.to_string())
+            .address(peer_mac.to_vec())
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
+        let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(host_name.to_string())
+            .controller(bridge)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(kernel(format!("add veth {host_name}")))
+    }
+
+    /// Bring a link up.
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(kernel("set link up"))
+    }
+
+    /// Add a default route via `gateway`; one already there is kept.
+    pub async fn add_default_route(&self, gateway: IpAddr) -> Result<()> {
+        let msg = match gateway {
+            IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(g).build(),
+            IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(g).build(),
+        };
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
+            Err(e) => Err(kernel(format!("add default route via {gateway}"))(e)),
+        }
+    }
+
+    /// The IPv4 destinations routed in this namespace (not the default route): a default
+    /// address pool must not overlap any of them.
+    pub async fn ipv4_routes(&self) -> Result<Vec<IpNet>> {
+        let routes: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(kernel("list routes"))?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length > 0)
+            .filter_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                        IpNet::new(IpAddr::V4(*ip), r.header.destination_prefix_length).ok()
+                    }
+                    _ => None,
+                })
+            })
+            .filter(|n| !n.addr().is_loopback())
+            .collect())
+    }
+}

@@ -1,0 +1,187 @@
+//! Network namespaces: creating and removing named ones (what `ip netns add/delete` does),
+//! opening any by path, and the resolv.conf/hosts of agent-made ones under /etc/netns.
+
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Where named namespaces live, as iproute2 keeps them.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+/// Per-namespace files `ip netns exec` bind-mounts over /etc.
+pub const NETNS_ETC_DIR: &str = "/etc/netns";
+
+fn cstr(p: &Path) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path with NUL"))
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Make /run/netns a shared mount point, as iproute2 does, so a namespace bind-mounted there
+/// is visible in other mount namespaces.
+fn prepare_run_dir() -> io::Result<()> {
+    let dir = Path::new(NETNS_RUN_DIR);
+    std::fs::create_dir_all(dir)?;
+    let d = cstr(dir)?;
+    let none = c"none";
+    // SAFETY: plain mount(2) calls with valid NUL-terminated strings.
+    unsafe {
+        if libc::mount(
+            none.as_ptr(),
+            d.as_ptr(),
+            none.as_ptr(),
+            libc::MS_SHARED | libc::MS_REC,
+            std::ptr::null(),
+        ) == 0
+        {
+            return Ok(());
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return Err(io::Error::last_os_error());
+        }
+        // Not a mount point yet: bind it onto itself, then make it shared.
+        check(libc::mount(
+            d.as_ptr(),
+            d.as_ptr(),
+            none.as_ptr(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            none.as_ptr(),
+            d.as_ptr(),
+            none.as_ptr(),
+            libc::MS_SHARED | libc::MS_REC,
+            std::ptr::null(),
+        ))
+    }
+}
+
+/// The path of the named namespace `name`.
+pub fn named_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// Create the named namespace `name` (an empty network namespace with only `lo`), unless it
+/// exists already. Returns its path.
+pub fn create_named(name: &str) -> io::Result<PathBuf> {
+    let path = named_path(name);
+    if is_netns(&path) {
+        return Ok(path);
+    }
+    prepare_run_dir()?;
+    File::create(&path)?;
+    let target = path.clone();
+    // unshare() changes the calling thread's namespace: do it on a thread of its own, which
+    // ends right after, so no other work ever runs in the new namespace by accident.
+    let result = std::thread::spawn(move || -> io::Result<()> {
+        // SAFETY: unshare and mount with valid arguments; this thread does nothing else.
+        unsafe {
+            check(libc::unshare(libc::CLONE_NEWNET))?;
+            let src = cstr(Path::new("/proc/thread-self/ns/net"))?;
+            let dst = cstr(&target)?;
+            check(libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                c"none".as_ptr(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))
+        }
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?;
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// Remove a named namespace made by [`create_named`] and its /etc/netns files. Missing is fine.
+pub fn remove_named(name: &str) -> io::Result<()> {
+    let path = named_path(name);
+    if path.exists() {
+        let p = cstr(&path)?;
+        // SAFETY: umount2 with a valid path.
+        unsafe {
+            libc::umount2(p.as_ptr(), libc::MNT_DETACH);
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let etc = Path::new(NETNS_ETC_DIR).join(name);
+    if etc.exists() {
+        std::fs::remove_dir_all(etc)?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is a network namespace (nsfs file).
+pub fn is_netns(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e736673;
+    let Ok(p) = cstr(path) else { return false };
+    // SAFETY: statfs into a zeroed struct.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(p.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC
+    }
+}
+
+/// Open a namespace by path (/run/netns/X, /proc/PID/ns/net).
+pub fn open(path: &Path) -> io::Result<File> {
+    if !is_netns(path) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not a network namespace", path.display()),
+        ));
+    }
+    File::open(path)
+}
+
+/// Run `f` on a fresh thread that has entered the namespace `ns`.
+pub fn run_in<T: Send + 'static>(
+    ns: &File,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let fd = ns.try_clone()?;
+    std::thread::spawn(move || {
+        // SAFETY: setns with an fd we own, on a thread that ends after `f`.
+        check(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) })?;
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Write /etc/netns/NAME/resolv.conf (the gateways of the container's networks) and
+/// /etc/netns/NAME/hosts, atomically, so `ip netns exec NAME` resolves through the agent.
+pub fn write_etc(
+    name: &str,
+    nameservers: &[IpAddr],
+    hostname: &str,
+    own: &[IpAddr],
+) -> io::Result<()> {
+    let dir = Path::new(NETNS_ETC_DIR).join(name);
+    std::fs::create_dir_all(&dir)?;
+    let mut resolv = String::from("# written by attach-agent\n");
+    for ns in nameservers {
+        resolv.push_str(&format!("nameserver {ns}\n"));
+    }
+    resolv.push_str("options ndots:0\n");
+    let mut hosts = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    for a in own {
+        hosts.push_str(&format!("{a}\t{hostname}\n"));
+    }
+    crate::state::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes())?;
+    crate::state::write_atomic(&dir.join("hosts"), hosts.as_bytes())
+}
