@@ -1,0 +1,297 @@
+//! Test harness: a daemon of our own (state dir, socket, link prefix, subnets all unique to the
+//! test), the CLI against it, and cleanup of every namespace, bridge and veth on drop, also
+//! when the test fails. Needs root, and says so.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
+
+/// Every name a test makes starts with `x` + three digits + a letter: the family swept.
+fn is_test_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    b.len() >= 5
+        && b[0] == b'x'
+        && b[1..4].iter().all(u8::is_ascii_digit)
+        && b[4].is_ascii_lowercase()
+}
+
+fn netns_list() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn link_list() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Remove namespaces, /etc/netns dirs and links whose names match `pred`.
+fn sweep(pred: impl Fn(&str) -> bool) {
+    for ns in netns_list().into_iter().filter(|n| pred(n)) {
+        let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
+    }
+    if let Ok(d) = std::fs::read_dir("/etc/netns") {
+        for e in d.flatten() {
+            if e.file_name().to_str().is_some_and(&pred) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    for l in link_list().into_iter().filter(|n| pred(n)) {
+        // A veth may vanish with its namespace meanwhile: say nothing about that.
+        let _ = Command::new("ip")
+            .args(["link", "delete", &l])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&o.stderr).to_string(),
+        }
+    }
+}
+
+pub struct Env {
+    /// Prefix of every host-visible name this test makes (links, namespaces).
+    pub prefix: String,
+    /// Second octet of this test's 10.X.0.0/16 address space.
+    pub octet: u8,
+    dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub upstreams: Vec<String>,
+    daemon: Option<Child>,
+}
+
+impl Env {
+    /// A fresh environment with its daemon running.
+    pub fn new() -> Env {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the attach-agent tests create namespaces, bridges and veths: run them as root"
+        );
+        // Leftovers of an earlier, interrupted run (no two test processes run at once).
+        SWEEP.call_once(|| sweep(is_test_name));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 26, "too many environments in one test binary");
+        let prefix = format!(
+            "x{:03}{}",
+            std::process::id() % 1000,
+            (b'a' + n as u8) as char
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let mut env = Env {
+            prefix,
+            octet: 200 + n as u8,
+            dir,
+            socket,
+            // Port 9 on loopback: nothing listens, so forwarding fails fast and never leaves
+            // the machine.
+            upstreams: vec!["127.0.0.1:9".into()],
+            daemon: None,
+        };
+        env.start_daemon();
+        env
+    }
+
+    /// A container name unique to this test (it names a namespace on the host).
+    pub fn name(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    /// `10.X.third.0/24` of this test.
+    pub fn subnet(&self, third: u8) -> String {
+        format!("10.{}.{third}.0/24", self.octet)
+    }
+
+    pub fn ip(&self, third: u8, last: u8) -> String {
+        format!("10.{}.{third}.{last}", self.octet)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attach-agent"));
+        cmd.args(["daemon", "--socket"])
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(["--link-prefix", &self.prefix, "--log", "warn"]);
+        for u in &self.upstreams {
+            cmd.args(["--upstream", u]);
+        }
+        let child = cmd.stdin(Stdio::null()).spawn().expect("start daemon");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.socket.exists() && self.cli(&["network", "ls", "-q"]).code == 0 {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.daemon.as_mut().map(|c| c.try_wait()) {
+                panic!("daemon exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "daemon did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL the daemon (crash), leaving whatever it had made.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon").id()
+    }
+
+    /// Run the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Out {
+        Command::new(env!("CARGO_BIN_EXE_attach-agent"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cli")
+            .into()
+    }
+
+    /// Run the CLI; it must succeed. Its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert_eq!(o.code, 0, "{args:?} failed: {}{}", o.stdout, o.stderr);
+        o.stdout
+    }
+
+    /// Run the CLI; it must fail with a one-line message. That line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert_ne!(o.code, 0, "{args:?} succeeded: {}", o.stdout);
+        assert_eq!(
+            o.stderr.lines().count(),
+            1,
+            "one line on stderr: {:?}",
+            o.stderr
+        );
+        o.stderr.trim().to_string()
+    }
+
+    /// Run a command inside a container's namespace, as `ip netns exec` (so the namespace's
+    /// /etc/netns resolv.conf and hosts apply).
+    pub fn exec(&self, container: &str, cmd: &[&str]) -> Out {
+        Command::new("ip")
+            .args(["netns", "exec", container])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec")
+            .into()
+    }
+
+    /// `getent hosts NAME` inside `container`: the addresses, or empty when it fails.
+    pub fn getent(&self, container: &str, name: &str) -> Vec<String> {
+        let o = self.exec(container, &["getent", "hosts", name]);
+        o.stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    }
+
+    /// `dig +short` inside `container` (its resolv.conf's server).
+    pub fn dig(&self, container: &str, args: &[&str]) -> String {
+        let mut cmd = vec!["dig", "+short", "+time=2", "+tries=1"];
+        cmd.extend_from_slice(args);
+        self.exec(container, &cmd).stdout.trim().to_string()
+    }
+
+    /// Names of host links made by this test.
+    pub fn links(&self) -> Vec<String> {
+        let mut l: Vec<String> = link_list()
+            .into_iter()
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect();
+        l.sort();
+        l
+    }
+
+    /// Interfaces inside a namespace.
+    pub fn links_in(&self, container: &str) -> Vec<String> {
+        let o = self.exec(container, &["ip", "-o", "link", "show"]);
+        o.stdout
+            .lines()
+            .filter_map(|l| {
+                let name = l.split(':').nth(1)?.trim();
+                Some(name.split('@').next()?.to_string())
+            })
+            .collect()
+    }
+
+    /// IPv4 addresses of `ifname` inside a namespace.
+    pub fn addrs_in(&self, container: &str, ifname: &str) -> Vec<String> {
+        let o = self.exec(
+            container,
+            &["ip", "-o", "-4", "addr", "show", "dev", ifname],
+        );
+        o.stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
+            .collect()
+    }
+
+    /// `network inspect` parsed.
+    pub fn inspect_network(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["network", "inspect", name]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0].clone()
+    }
+
+    /// IPv4 address of a container on a network, from `container inspect`.
+    pub fn ip_of(&self, container: &str, network: &str) -> String {
+        let out = self.ok(&["container", "inspect", container]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["NetworkSettings"]["Networks"][network]["IPAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.kill_daemon();
+        let p = self.prefix.clone();
+        sweep(|n| n.starts_with(&p));
+    }
+}

@@ -1,0 +1,372 @@
+//! The examples of Docker's `network connect` page, through the agent's CLI, in real namespaces.
+
+mod common;
+
+use common::Env;
+
+#[test]
+fn connect_page_examples() {
+    let env = Env::new();
+    let (c1, c2, c3) = (
+        env.name("container1"),
+        env.name("container2"),
+        env.name("container3"),
+    );
+
+    // Connect a running container to a network, by name and by id.
+    let net_id = env
+        .ok(&[
+            "network",
+            "create",
+            "--subnet",
+            &env.subnet(1),
+            "multi-host-network",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(net_id.len(), 64);
+    env.ok(&["run", "--name", &c1, "busybox"]);
+    env.ok(&["network", "connect", "multi-host-network", &c1]);
+    assert_eq!(env.addrs_in(&c1, "eth0"), [format!("{}/24", env.ip(1, 2))]);
+    env.ok(&["run", "--name", &c2, "busybox"]);
+    env.ok(&["network", "connect", &net_id[..12], &c2]);
+    assert_eq!(env.addrs_in(&c2, "eth0"), [format!("{}/24", env.ip(1, 3))]);
+
+    // Connect a container when it starts: run --network.
+    env.ok(&[
+        "run",
+        "--name",
+        &c3,
+        "--network",
+        "multi-host-network",
+        "busybox",
+    ]);
+    assert_eq!(env.ip_of(&c3, "multi-host-network"), env.ip(1, 4));
+
+    // A static address.
+    let c4 = env.name("container4");
+    env.ok(&["run", "--name", &c4, "busybox"]);
+    env.ok(&[
+        "network",
+        "connect",
+        "--ip",
+        &env.ip(1, 122),
+        "multi-host-network",
+        &c4,
+    ]);
+    assert_eq!(
+        env.addrs_in(&c4, "eth0"),
+        [format!("{}/24", env.ip(1, 122))]
+    );
+
+    // Aliases and links.
+    let c5 = env.name("container5");
+    env.ok(&["run", "--name", &c5, "busybox"]);
+    let link = format!("{c1}:c1");
+    env.ok(&[
+        "network",
+        "connect",
+        "--link",
+        &link,
+        "--alias",
+        "db",
+        "--alias",
+        "mysql",
+        "multi-host-network",
+        &c5,
+    ]);
+    assert_eq!(env.getent(&c5, "c1"), [env.ip(1, 2)], "link alias");
+    assert_eq!(
+        env.getent(&c2, "db"),
+        [env.ip(1, 5)],
+        "network-scoped alias"
+    );
+    assert_eq!(env.getent(&c2, "mysql"), [env.ip(1, 5)]);
+    assert!(
+        env.getent(&c2, "c1").is_empty(),
+        "the link is the declarer's only"
+    );
+
+    // inspect shows every container with its address.
+    let v = env.inspect_network("multi-host-network");
+    let containers = v["Containers"].as_object().unwrap();
+    assert_eq!(containers.len(), 5);
+    let names: Vec<&str> = containers
+        .values()
+        .map(|c| c["Name"].as_str().unwrap())
+        .collect();
+    for n in [&c1, &c2, &c3, &c4, &c5] {
+        assert!(names.contains(&n.as_str()), "{n} in inspect");
+    }
+    assert_eq!(v["IPAM"]["Config"][0]["Subnet"], env.subnet(1));
+    assert_eq!(v["IPAM"]["Config"][0]["Gateway"], env.ip(1, 1));
+
+    // Disconnect removes the interface and the records, and frees the address.
+    env.ok(&["network", "disconnect", "multi-host-network", &c2]);
+    assert!(!env.links_in(&c2).contains(&"eth0".to_string()));
+    assert!(env.getent(&c1, &c2).is_empty());
+    let c6 = env.name("container6");
+    env.ok(&[
+        "run",
+        "--name",
+        &c6,
+        "--network",
+        "multi-host-network",
+        "busybox",
+    ]);
+    assert_eq!(
+        env.ip_of(&c6, "multi-host-network"),
+        env.ip(1, 3),
+        "the freed address is reused"
+    );
+
+    // One container on two networks.
+    env.ok(&["network", "create", "--subnet", &env.subnet(2), "second"]);
+    env.ok(&["network", "connect", "second", &c1]);
+    assert_eq!(env.addrs_in(&c1, "eth1"), [format!("{}/24", env.ip(2, 2))]);
+    let routes = env.exec(&c1, &["ip", "route", "show", "default"]).stdout;
+    assert!(
+        routes.contains(&format!("via {}", env.ip(1, 1))),
+        "default route stays on the first network: {routes}"
+    );
+    let resolv = std::fs::read_to_string(format!("/etc/netns/{c1}/resolv.conf")).unwrap();
+    assert!(
+        resolv.contains(&env.ip(1, 1)) && resolv.contains(&env.ip(2, 1)),
+        "{resolv}"
+    );
+}
+
+#[test]
+fn ip_range_static_address_survives_stop_start_and_a_taken_one_fails_start() {
+    let env = Env::new();
+    let (web, thief) = (env.name("web"), env.name("thief"));
+    let subnet = format!("10.{}.0.0/16", env.octet);
+    let range = format!("10.{}.240.0/20", env.octet);
+    let fixed = format!("10.{}.128.2", env.octet);
+    env.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &subnet,
+        "--ip-range",
+        &range,
+        "ranged",
+    ]);
+    // Dynamic addresses come from the range...
+    env.ok(&["run", "--name", &thief, "--network", "ranged", "busybox"]);
+    assert_eq!(
+        env.ip_of(&thief, "ranged"),
+        format!("10.{}.240.0", env.octet)
+    );
+    // ...a static one may lie outside it.
+    env.ok(&["run", "--name", &web, "busybox"]);
+    env.ok(&["network", "connect", "--ip", &fixed, "ranged", &web]);
+    assert_eq!(env.ip_of(&web, "ranged"), fixed);
+
+    env.ok(&["container", "stop", &web]);
+    assert!(
+        env.getent(&thief, &web).is_empty(),
+        "stop removes the records"
+    );
+    assert!(
+        !env.links_in(&web).contains(&"eth0".to_string()),
+        "stop removes the interface"
+    );
+    env.ok(&["container", "start", &web]);
+    assert_eq!(env.ip_of(&web, "ranged"), fixed, "reapplied at start");
+    assert_eq!(env.getent(&thief, &web), [fixed.as_str()]);
+
+    // Someone takes the address while web is stopped: web's start fails, it stays stopped.
+    env.ok(&["container", "stop", &web]);
+    let other = env.name("other");
+    env.ok(&["container", "create", "--name", &other, "busybox"]);
+    env.ok(&["network", "connect", "--ip", &fixed, "ranged", &other]);
+    env.ok(&["container", "start", &other]);
+    let err = env.fails(&["container", "start", &web]);
+    assert_eq!(err, "Error response from daemon: Address already in use");
+    let ps = env.ok(&["container", "ls", "-a"]);
+    let line = ps.lines().find(|l| l.ends_with(&web)).unwrap();
+    assert!(line.contains("Exited"), "{line}");
+    assert!(!env.links_in(&web).contains(&"eth0".to_string()));
+    assert_eq!(
+        env.dig(&thief, &["-x", &fixed]),
+        format!("{other}.ranged."),
+        "the PTR names the new owner"
+    );
+    assert_eq!(env.getent(&thief, &other), [fixed.as_str()]);
+}
+
+#[test]
+fn errors_are_clear_and_change_nothing() {
+    let env = Env::new();
+    let (a, b) = (env.name("a"), env.name("b"));
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "net"]);
+    env.ok(&["run", "--name", &a, "--network", "net", "busybox"]);
+    env.ok(&["run", "--name", &b, "busybox"]);
+    let links_before = env.links();
+    let inspect_before = env.inspect_network("net");
+    let in_b_before = env.links_in(&b);
+
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["nonet".into(), b.clone()],
+            "network nonet not found".into(),
+        ),
+        (
+            vec!["net".into(), "nobody".into()],
+            "No such container: nobody".into(),
+        ),
+        (
+            vec!["--ip".into(), "10.99.99.99".into(), "net".into(), b.clone()],
+            "no configured subnet contains IP address 10.99.99.99".into(),
+        ),
+        (
+            vec!["--ip".into(), env.ip(1, 2), "net".into(), b.clone()],
+            "Address already in use".into(),
+        ),
+        (
+            vec!["--ip".into(), env.ip(1, 1), "net".into(), b.clone()],
+            "Address already in use".into(),
+        ),
+        (
+            vec!["--ip".into(), "300.1.1.1".into(), "net".into(), b.clone()],
+            "invalid IPv4 address: 300.1.1.1".into(),
+        ),
+        (
+            vec!["--ip6".into(), "fd00::zz".into(), "net".into(), b.clone()],
+            "invalid IPv6 address: fd00::zz".into(),
+        ),
+        (
+            vec![
+                "--link-local-ip".into(),
+                "10.0.0.1".into(),
+                "net".into(),
+                b.clone(),
+            ],
+            "invalid link-local IP address: 10.0.0.1".into(),
+        ),
+        (
+            vec!["--link".into(), "a:b:c".into(), "net".into(), b.clone()],
+            "bad format for links: a:b:c".into(),
+        ),
+        (
+            vec!["net".into(), a.clone()],
+            format!("endpoint with name {a} already exists in network net"),
+        ),
+    ];
+    for (args, msg) in cases {
+        let mut full = vec!["network", "connect"];
+        full.extend(args.iter().map(String::as_str));
+        assert_eq!(
+            env.fails(&full),
+            format!("Error response from daemon: {msg}"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(env.links(), links_before, "no link made or lost");
+    assert_eq!(
+        env.links_in(&b),
+        in_b_before,
+        "nothing half-configured in the namespace"
+    );
+    let after = env.inspect_network("net");
+    assert_eq!(after["Containers"], inspect_before["Containers"]);
+    // The address pool did not leak: the next dynamic address is still .3.
+    env.ok(&["network", "connect", "net", &b]);
+    assert_eq!(env.ip_of(&b, "net"), env.ip(1, 3));
+
+    // Network errors.
+    assert_eq!(
+        env.fails(&["network", "create", "--subnet", &env.subnet(1), "other"]),
+        "Error response from daemon: invalid pool request: Pool overlaps with other one on this address space"
+    );
+    assert_eq!(
+        env.fails(&["network", "create", "--subnet", &env.subnet(9), "net"]),
+        "Error response from daemon: network with name net already exists"
+    );
+    assert_eq!(
+        env.fails(&["network", "rm", "net"]),
+        "Error response from daemon: network net has active endpoints"
+    );
+    assert_eq!(
+        env.fails(&["network", "create", "--subnet", "10.1.2.3/99", "bad"]),
+        "Error response from daemon: invalid CIDR address: 10.1.2.3/99"
+    );
+    // Connecting a stopped container to a missing network fails at once (unlike Docker).
+    let c = env.name("c");
+    env.ok(&["container", "create", "--name", &c, "busybox"]);
+    assert_eq!(
+        env.fails(&["network", "connect", "ghost", &c]),
+        "Error response from daemon: network ghost not found"
+    );
+}
+
+#[test]
+fn network_ls_rm_prune_and_lifecycle_verbs() {
+    let env = Env::new();
+    env.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &env.subnet(1),
+        "--label",
+        "tier=front",
+        "front",
+    ]);
+    env.ok(&["network", "create", "--subnet", &env.subnet(2), "back"]);
+    env.ok(&["network", "create", "idle"]);
+    let ls = env.ok(&["network", "ls"]);
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    );
+    assert_eq!(lines.len(), 4);
+    assert!(lines[1..]
+        .iter()
+        .all(|l| l.contains("bridge") && l.ends_with("local")));
+    let filtered = env.ok(&["network", "ls", "--filter", "label=tier=front", "-q"]);
+    assert_eq!(filtered.lines().count(), 1);
+    // The default pool was used for "idle", avoiding the host's routes and other networks.
+    let idle = env.inspect_network("idle");
+    let subnet = idle["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        subnet.ends_with("/16") || subnet.ends_with("/20"),
+        "{subnet}"
+    );
+
+    let w = env.name("w");
+    env.ok(&["run", "--name", &w, "--network", "front", "busybox"]);
+    env.ok(&["container", "pause", &w]);
+    assert_eq!(
+        env.getent(&w, &w),
+        [env.ip(1, 2)],
+        "pause changes nothing in DNS"
+    );
+    env.ok(&["container", "unpause", &w]);
+    env.ok(&["container", "restart", &w]);
+    assert_eq!(env.ip_of(&w, "front"), env.ip(1, 2));
+
+    let pruned = env.ok(&["network", "prune", "-f"]);
+    let mut names: Vec<&str> = pruned.lines().skip(1).collect();
+    names.sort();
+    assert_eq!(names, ["back", "idle"]);
+    assert_eq!(
+        env.fails(&["network", "rm", "front"]),
+        "Error response from daemon: network front has active endpoints"
+    );
+    env.ok(&["container", "rm", "-f", &w]);
+    assert!(
+        !std::path::Path::new(&format!("/run/netns/{w}")).exists(),
+        "namespace removed with the container"
+    );
+    env.ok(&["network", "rm", "front"]);
+    assert!(
+        env.links().is_empty(),
+        "no bridge or veth left: {:?}",
+        env.links()
+    );
+}
