@@ -370,3 +370,105 @@ fn network_ls_rm_prune_and_lifecycle_verbs() {
         env.links()
     );
 }
+
+#[test]
+fn dual_stack_link_local_and_more_errors() {
+    let env = Env::new();
+    let (a, b) = (env.name("a"), env.name("b"));
+    let v6net = format!("fd{:02x}:1::/64", env.octet);
+    env.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &env.subnet(1),
+        "--subnet",
+        &v6net,
+        "dual",
+    ]);
+    let v = env.inspect_network("dual");
+    assert_eq!(v["EnableIPv6"], true);
+    env.ok(&["run", "--name", &a, "--network", "dual", "busybox"]);
+    env.ok(&["run", "--name", &b, "busybox"]);
+    let ip6 = format!("fd{:02x}:1::33", env.octet);
+    env.ok(&[
+        "network",
+        "connect",
+        "--ip6",
+        &ip6,
+        "--link-local-ip",
+        "169.254.7.7",
+        "dual",
+        &b,
+    ]);
+    let addrs = env
+        .exec(&b, &["ip", "-o", "addr", "show", "dev", "eth0"])
+        .stdout;
+    assert!(addrs.contains(&format!("{ip6}/64")), "{addrs}");
+    assert!(addrs.contains("169.254.7.7/16"), "{addrs}");
+    // AAAA over the IPv6 gateway and the IPv4 one; the link-local address has no record.
+    assert_eq!(env.dig(&a, &["AAAA", &b]), ip6);
+    let gw6 = format!("fd{:02x}:1::1", env.octet);
+    assert_eq!(env.dig(&a, &[&format!("@{gw6}"), "AAAA", &b]), ip6);
+    assert_eq!(env.dig(&a, &["-x", "169.254.7.7"]), "");
+    let resolv = std::fs::read_to_string(format!("/etc/netns/{a}/resolv.conf")).unwrap();
+    assert!(resolv.contains(&gw6), "{resolv}");
+
+    // Pool exhausted: a /29 holds 5 containers besides its gateway.
+    env.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &format!("10.{}.9.0/29", env.octet),
+        "tiny",
+    ]);
+    for i in 0..5 {
+        let c = env.name(&format!("t{i}"));
+        env.ok(&["run", "--name", &c, "--network", "tiny", "busybox"]);
+    }
+    let links = env.links();
+    let err = env.fails(&["network", "connect", "tiny", &a]);
+    assert_eq!(
+        err,
+        "Error response from daemon: no available IPv4 addresses on this network's address pools: tiny"
+    );
+    assert_eq!(env.links(), links);
+
+    // An ambiguous id prefix: among 17 networks two share their first hex digit.
+    let mut ids = Vec::new();
+    for i in 0..15 {
+        let id = env.ok(&[
+            "network",
+            "create",
+            "--subnet",
+            &env.subnet(20 + i),
+            &format!("n{i}"),
+        ]);
+        ids.push(id.trim().to_string());
+    }
+    ids.push(v["Id"].as_str().unwrap().to_string());
+    ids.push(
+        env.inspect_network("tiny")["Id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let c = (0..16u8)
+        .map(|d| char::from_digit(d as u32, 16).unwrap())
+        .find(|d| ids.iter().filter(|id| id.starts_with(*d)).count() > 1)
+        .unwrap();
+    let n = ids.iter().filter(|id| id.starts_with(c)).count();
+    assert_eq!(
+        env.fails(&["network", "connect", &c.to_string(), &a]),
+        format!("Error response from daemon: network {c} is ambiguous ({n} matches found based on ID prefix)")
+    );
+
+    // disconnect --force clears an endpoint whose network is gone from under a stopped
+    // container, and a plain disconnect of a container not on the network is an error.
+    assert_eq!(
+        env.fails(&["network", "disconnect", "n0", &a]),
+        format!("Error response from daemon: container {a} is not connected to network n0")
+    );
+    env.ok(&["network", "disconnect", "-f", "dual", &b]);
+    assert!(!env.links_in(&b).contains(&"eth0".to_string()));
+}
