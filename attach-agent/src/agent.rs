@@ -66,6 +66,8 @@ pub struct ContainerCreate {
 
 struct Inner {
     state: Mutex<State>,
+    /// Bumped after every saved change: `wait` listens to it.
+    changes: tokio::sync::watch::Sender<u64>,
     store: Store,
     dns: Server,
     host: Netlink,
@@ -287,6 +289,7 @@ impl Agent {
         let agent = Agent {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
+                changes: tokio::sync::watch::Sender::new(0),
                 store,
                 dns,
                 host,
@@ -314,7 +317,14 @@ impl Agent {
         self.inner
             .store
             .save(state)
-            .map_err(AgentError::io("saving state"))
+            .map_err(AgentError::io("saving state"))?;
+        self.inner.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// A receiver that sees every saved change (for `wait`).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     fn bridge_name(&self, id: &str) -> String {

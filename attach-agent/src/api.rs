@@ -77,6 +77,7 @@ pub async fn serve(agent: Agent, socket: &Path, group: Option<u32>) -> std::io::
 
 /// `/v1.41/networks` → `/networks`: every route answers with and without a version prefix.
 fn strip_version(mut req: Request<Body>) -> Request<Body> {
+    tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/v") {
         if let Some(slash) = rest.find('/') {
@@ -112,6 +113,11 @@ pub fn router(agent: Agent) -> Router {
         .route("/containers/create", post(create_container))
         .route("/containers/json", get(list_containers))
         .route("/containers/{id}/json", get(inspect_container))
+        .route("/containers/{id}/wait", post(wait_container))
+        .route("/info", get(info))
+        .route("/images/{name}/json", get(no_such("image")))
+        .route("/volumes/{name}", get(no_such("volume")))
+        .route("/plugins/{name}/json", get(no_such("plugin")))
         .route("/containers/{id}/{action}", post(container_action))
         .route("/containers/{id}", axum::routing::delete(remove_container))
         .fallback(unsupported)
@@ -156,6 +162,105 @@ async fn version() -> Response {
         "BuildTime": "",
     });
     engine_headers(Json(v).into_response())
+}
+
+/// Objects the agent has none of: a 404 with the Engine's text, so clients that probe for them
+/// (`docker inspect NAME` tries every kind) go on to the next kind.
+fn no_such(
+    kind: &'static str,
+) -> impl Fn(UrlPath<String>) -> std::future::Ready<ApiError> + Clone + Send + Sync + 'static {
+    move |UrlPath(name): UrlPath<String>| {
+        std::future::ready(ApiError(
+            StatusCode::NOT_FOUND,
+            match kind {
+                "image" => format!("No such image: {name}"),
+                "volume" => format!("get {name}: no such volume"),
+                _ => format!("plugin \"{name}\" not found"),
+            },
+        ))
+    }
+}
+
+async fn info(AxState(agent): AxState<Agent>) -> Response {
+    let state = agent.snapshot().await;
+    let count = |f: fn(crate::state::RunState) -> bool| {
+        state.containers.values().filter(|c| f(c.state)).count()
+    };
+    use crate::state::RunState;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let v = serde_json::json!({
+        "ID": "",
+        "Containers": state.containers.len(),
+        "ContainersRunning": count(|s| s == RunState::Running),
+        "ContainersPaused": count(|s| s == RunState::Paused),
+        "ContainersStopped": count(|s| !s.is_up()),
+        "Images": 0,
+        "Driver": "",
+        "Name": hostname.trim(),
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "OperatingSystem": "attach-agent",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "KernelVersion": kernel.trim(),
+        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "DockerRootDir": agent.config().state_dir,
+        "Swarm": {"LocalNodeState": "inactive", "ControlAvailable": false, "NodeID": "", "NodeAddr": ""},
+        "Plugins": {"Network": ["bridge"], "Volume": [], "Log": []},
+        "Labels": [],
+        "Warnings": [],
+    });
+    engine_headers(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    condition: Option<String>,
+}
+
+/// `POST /containers/{id}/wait`: answers when the container is not running (`not-running`,
+/// the default), after its next stop (`next-exit`), or once removed (`removed`).
+async fn wait_container(
+    AxState(agent): AxState<Agent>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Response> {
+    let cid = agent.container_id(&id).await?;
+    let condition = q.condition.unwrap_or_else(|| "not-running".into());
+    if !["not-running", "next-exit", "removed"].contains(&condition.as_str()) {
+        return Err(bad_request(format!("invalid condition: {condition:?}")));
+    }
+    let mut changes = agent.subscribe();
+    let first_since = agent
+        .snapshot()
+        .await
+        .containers
+        .get(&cid)
+        .map(|c| c.state_since.clone());
+    // The Engine sends the headers at once and the body when the condition holds; clients
+    // (docker run) wait for the headers before they go on to start the container.
+    let done = async move {
+        loop {
+            let state = agent.snapshot().await;
+            let done = match (state.containers.get(&cid), condition.as_str()) {
+                (None, _) => true,
+                (Some(c), "not-running") => !c.state.is_up(),
+                (Some(c), "next-exit") => {
+                    c.state == crate::state::RunState::Exited
+                        && Some(&c.state_since) != first_since.as_ref()
+                }
+                _ => false,
+            };
+            if done || changes.changed().await.is_err() {
+                let body = serde_json::json!({"StatusCode": 0, "Error": null}).to_string();
+                return Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(body + "\n"));
+            }
+        }
+    };
+    let body = Body::from_stream(futures::stream::once(done));
+    Ok(engine_headers(
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+    ))
 }
 
 async fn unsupported(method: Method, uri: Uri) -> ApiError {
@@ -377,12 +482,21 @@ async fn create_container(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: docker::ContainerCreateRequest = json_body(&body)?;
+    // Docker's predefined modes are not networks here: "default" and "bridge" mean the
+    // network named "bridge" if one was created, none otherwise.
+    let has_bridge = agent.network_id("bridge").await.is_ok();
+    let predefined = |k: &str| match k {
+        "default" | "bridge" => !has_bridge,
+        "none" | "host" | "" => true,
+        _ => false,
+    };
     let mut networks: Vec<(String, EndpointRequest)> = req
         .networking_config
         .as_ref()
         .map(|n| {
             n.endpoints_config
                 .iter()
+                .filter(|(k, _)| !predefined(k))
                 .map(|(k, v)| (k.clone(), endpoint_request(Some(v))))
                 .collect()
         })
@@ -392,8 +506,12 @@ async fn create_container(
         .as_ref()
         .map(|h| h.network_mode.clone())
         .unwrap_or_default();
+    let mode = match mode.as_str() {
+        "default" if has_bridge => "bridge".to_string(),
+        _ => mode,
+    };
     match mode.as_str() {
-        "" | "default" | "bridge" | "none" => {}
+        m if predefined(m) => {}
         m if m.starts_with("container:") || m == "host" => {
             return Err(ApiError(
                 StatusCode::NOT_IMPLEMENTED,
@@ -410,6 +528,8 @@ async fn create_container(
             }
         }
     }
+    // A 404 from create makes the docker client try to pull the image: a missing network is
+    // a bad request here, so the client prints the daemon's message instead.
     let id = agent
         .create_container(ContainerCreate {
             name: q.name.filter(|n| !n.is_empty()),
@@ -419,7 +539,11 @@ async fn create_container(
             labels: req.labels.unwrap_or_default(),
             networks,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            AgentError::NoSuchNetwork(_) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            e => e.into(),
+        })?;
     Ok(engine_headers(
         (
             StatusCode::CREATED,

@@ -660,13 +660,7 @@ async fn container(client: &Client, cmd: ContainerCmd) -> Result<i32, ClientErro
             .to_vec()];
             let now = docker::unix_seconds(&crate::agent::now_rfc3339());
             for c in &list {
-                let age = now - c.created;
-                let created = match age {
-                    a if a < 60 => "Less than a minute ago".to_string(),
-                    a if a < 3600 => format!("{} minutes ago", a / 60),
-                    a if a < 86400 => format!("{} hours ago", a / 3600),
-                    a => format!("{} days ago", a / 86400),
-                };
+                let created = format!("{} ago", docker::human_duration(now - c.created));
                 rows.push(vec![
                     c.id.chars().take(12).collect(),
                     c.image.clone(),

@@ -419,13 +419,21 @@ pub fn unix_seconds(rfc3339: &str) -> i64 {
     days * 86400 + hh * 3600 + mm * 60 + ss
 }
 
-fn human_age(secs: i64) -> String {
+/// Docker's `units.HumanDuration`, as `ps` prints ages.
+pub fn human_duration(secs: i64) -> String {
+    let (minutes, hours) = (secs / 60, (secs as f64 / 3600.0 + 0.5) as i64);
     match secs {
         s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
         s if s < 60 => format!("{s} seconds"),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 86400 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86400),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        s => format!("{} years", s / 3600 / 24 / 365),
     }
 }
 
@@ -433,9 +441,9 @@ pub fn container_summary(c: &Container, state: &State) -> ContainerSummary {
     let since = unix_seconds(&crate::agent::now_rfc3339()) - unix_seconds(&c.state_since);
     let status = match c.state {
         RunState::Created => "Created".to_string(),
-        RunState::Running => format!("Up {}", human_age(since)),
-        RunState::Paused => format!("Up {} (Paused)", human_age(since)),
-        RunState::Exited => format!("Exited (0) {} ago", human_age(since)),
+        RunState::Running => format!("Up {}", human_duration(since)),
+        RunState::Paused => format!("Up {} (Paused)", human_duration(since)),
+        RunState::Exited => format!("Exited (0) {} ago", human_duration(since)),
     };
     ContainerSummary {
         id: c.id.clone(),

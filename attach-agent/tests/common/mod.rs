@@ -208,6 +208,30 @@ impl Env {
         o.stderr.trim().to_string()
     }
 
+    /// Run the stock docker client against this daemon's socket.
+    pub fn docker(&self, args: &[&str]) -> Out {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the docker client must be on PATH (.ci/run installs it)")
+            .into()
+    }
+
+    /// The docker client must succeed; its stdout.
+    pub fn dok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert_eq!(
+            o.code, 0,
+            "docker {args:?} failed: {}{}",
+            o.stdout, o.stderr
+        );
+        o.stdout
+    }
+
     /// Run a command inside a container's namespace, as `ip netns exec` (so the namespace's
     /// /etc/netns resolv.conf and hosts apply).
     pub fn exec(&self, container: &str, cmd: &[&str]) -> Out {

@@ -1,0 +1,162 @@
+//! The stock docker client, pointed at the agent's socket, runs the `network connect` page.
+
+mod common;
+
+use common::Env;
+
+#[test]
+fn the_stock_docker_client_drives_the_agent() {
+    let env = Env::new();
+    let o = env.octet;
+    let (c1, c2, c3) = (env.name("c1"), env.name("c2"), env.name("c3"));
+    let version = env.dok(&["version", "--format", "{{.Server.APIVersion}}"]);
+    assert_eq!(version.trim(), "1.41");
+
+    let subnet = format!("10.{o}.0.0/17");
+    let range = format!("10.{o}.112.0/20");
+    let id = env.dok(&[
+        "network",
+        "create",
+        "--subnet",
+        &subnet,
+        "--ip-range",
+        &range,
+        "multi-host-network",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    // create + start with --network; run -d without a network, connected afterwards.
+    assert_eq!(
+        env.dok(&[
+            "create",
+            "--name",
+            &c1,
+            "--network",
+            "multi-host-network",
+            "busybox"
+        ])
+        .trim()
+        .len(),
+        64
+    );
+    assert_eq!(env.dok(&["start", &c1]).trim(), c1);
+    env.dok(&["run", "-d", "--name", &c2, "busybox"]);
+    env.dok(&["network", "connect", "multi-host-network", &c2]);
+    assert_eq!(
+        env.ip_of(&c1, "multi-host-network"),
+        format!("10.{o}.112.0")
+    );
+    assert_eq!(
+        env.ip_of(&c2, "multi-host-network"),
+        format!("10.{o}.112.1")
+    );
+    // --ip outside the range, --alias, --link, --link-local-ip.
+    env.dok(&["create", "--name", &c3, "busybox"]);
+    env.dok(&["start", &c3]);
+    let fixed = format!("10.{o}.64.2");
+    let link = format!("{c1}:one");
+    env.dok(&[
+        "network",
+        "connect",
+        "--ip",
+        &fixed,
+        "--alias",
+        "db",
+        "--alias",
+        "mysql",
+        "--link",
+        &link,
+        "--link-local-ip",
+        "169.254.9.9",
+        "multi-host-network",
+        &c3,
+    ]);
+    let fmt = "{{(index .NetworkSettings.Networks \"multi-host-network\").IPAddress}}";
+    assert_eq!(env.dok(&["inspect", "-f", fmt, &c3]).trim(), fixed);
+    assert_eq!(
+        env.getent(&c3, "one"),
+        [env.ip_of(&c1, "multi-host-network")]
+    );
+    assert_eq!(env.getent(&c1, "mysql"), [fixed.as_str()]);
+    assert!(env.getent(&c1, "one").is_empty());
+    let ll = env
+        .exec(&c3, &["ip", "-o", "addr", "show", "dev", "eth0"])
+        .stdout;
+    assert!(ll.contains("169.254.9.9"), "{ll}");
+
+    // --ip6 on a dual-stack network.
+    let v6 = format!("fd{o:02x}:2::/64");
+    env.dok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &format!("10.{o}.200.0/24"),
+        "--subnet",
+        &v6,
+        "dual",
+    ]);
+    let ip6 = format!("fd{o:02x}:2::33");
+    env.dok(&["network", "connect", "--ip6", &ip6, "dual", &c2]);
+    let fmt6 = "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}";
+    assert_eq!(env.dok(&["inspect", "-f", fmt6, &c2]).trim(), ip6);
+
+    // inspect, ls, ps.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.dok(&["network", "inspect", "multi-host-network"])).unwrap();
+    let names: Vec<&str> = inspect[0]["Containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let ls = env.dok(&["network", "ls"]);
+    assert!(ls.lines().next().unwrap().starts_with("NETWORK ID"));
+    assert!(ls.contains("multi-host-network") && ls.contains("dual"));
+    assert_eq!(
+        env.dok(&["network", "ls", "-q", "--filter", "name=dual"])
+            .lines()
+            .count(),
+        1
+    );
+    let ps = env.dok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    for c in [&c1, &c2, &c3] {
+        assert!(ps.contains(&format!("{c} running")), "{ps}");
+    }
+
+    // stop/start keeps the static address.
+    env.dok(&["stop", &c3]);
+    assert!(env.getent(&c1, "db").is_empty());
+    env.dok(&["start", &c3]);
+    assert_eq!(env.dok(&["inspect", "-f", fmt, &c3]).trim(), fixed);
+
+    // Errors as the Engine prints them.
+    let e = env.docker(&["network", "connect", "nonet", &c1]);
+    assert_ne!(e.code, 0);
+    assert_eq!(
+        e.stderr.trim(),
+        "Error response from daemon: network nonet not found"
+    );
+    let e = env.docker(&["network", "rm", "dual"]);
+    assert_eq!(
+        e.stderr.lines().next(),
+        Some("Error response from daemon: network dual has active endpoints")
+    );
+    let e = env.docker(&["exec", &c1, "true"]);
+    assert_ne!(e.code, 0);
+    assert!(
+        e.stderr.contains("not supported by attach-agent"),
+        "{}",
+        e.stderr
+    );
+
+    // disconnect, rm, prune.
+    env.dok(&["network", "disconnect", "dual", &c2]);
+    assert!(!env.links_in(&c2).contains(&"eth1".to_string()));
+    assert_eq!(env.dok(&["network", "rm", "dual"]).trim(), "dual");
+    env.dok(&["network", "create", "spare"]);
+    let pruned = env.dok(&["network", "prune", "-f"]);
+    assert_eq!(pruned.trim(), "Deleted Networks:\nspare");
+    env.dok(&["rm", "-f", &c1, &c2, &c3]);
+    assert_eq!(env.dok(&["ps", "-aq"]).trim(), "");
+}
