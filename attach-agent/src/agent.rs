@@ -679,7 +679,7 @@ impl Agent {
             (Some(pool), Some(ip)) => match pool.reserve(IpAddr::V6(ip)) {
                 Ok(()) => Some(ip),
                 Err(e) => {
-                    net.v4.release(IpAddr::V4(v4));
+                    net.release(v4, None);
                     return Err(e.into());
                 }
             },
@@ -687,7 +687,7 @@ impl Agent {
                 Ok(IpAddr::V6(ip)) => Some(ip),
                 Ok(IpAddr::V4(_)) => unreachable!("v6 pool"),
                 Err(e) => {
-                    net.v4.release(IpAddr::V4(v4));
+                    net.release(v4, None);
                     return Err(e.into());
                 }
             },
@@ -701,10 +701,7 @@ impl Agent {
             Ok(ifname) => ifname,
             Err(e) => {
                 let n = state.networks.get_mut(net_id).expect("network exists");
-                n.v4.release(IpAddr::V4(v4));
-                if let (Some(p), Some(ip)) = (n.v6.as_mut(), v6) {
-                    p.release(IpAddr::V6(ip));
-                }
+                n.release(v4, v6);
                 let _ = self.inner.host.delete_link(&host_veth).await;
                 return Err(e);
             }
@@ -728,10 +725,7 @@ impl Agent {
         };
         if let Err(e) = self.inner.dns.table().upsert_endpoint(&spec) {
             let n = state.networks.get_mut(net_id).expect("network exists");
-            n.v4.release(IpAddr::V4(v4));
-            if let (Some(p), Some(ip)) = (n.v6.as_mut(), v6) {
-                p.release(IpAddr::V6(ip));
-            }
+            n.release(v4, v6);
             let _ = self.inner.host.delete_link(&host_veth).await;
             return Err(e.into());
         }
@@ -820,10 +814,7 @@ impl Agent {
         };
         if let Some(a) = ep.attached.take() {
             if let Some(n) = state.networks.get_mut(net_id) {
-                n.v4.release(IpAddr::V4(a.v4));
-                if let (Some(p), Some(ip)) = (n.v6.as_mut(), a.v6) {
-                    p.release(IpAddr::V6(ip));
-                }
+                n.release(a.v4, a.v6);
             }
             cleanup.veths.push(a.host_veth);
         }
@@ -1109,10 +1100,7 @@ impl Agent {
                 tracing::info!(container = %c.name, network = %ep.network_id, "re-attaching");
                 let _ = self.inner.host.delete_link(&a.host_veth).await;
                 let net = state.networks.get_mut(&ep.network_id).expect("network");
-                net.v4.release(IpAddr::V4(a.v4));
-                if let (Some(p), Some(ip)) = (net.v6.as_mut(), a.v6) {
-                    p.release(IpAddr::V6(ip));
-                }
+                net.release(a.v4, a.v6);
                 let e = state
                     .containers
                     .get_mut(cid)

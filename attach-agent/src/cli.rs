@@ -314,6 +314,32 @@ where
     Ok(code)
 }
 
+/// `inspect NAME...`: a JSON array of what was found, an error line for each name that was not.
+async fn inspect(
+    client: &Client,
+    names: &[String],
+    kind: &str,
+    path: impl Fn(&str) -> String,
+) -> Result<i32, ClientError> {
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match client
+            .json::<serde_json::Value>(Method::GET, &path(n), None::<&()>)
+            .await
+        {
+            Ok(v) => out.push(v),
+            Err(ClientError::Daemon(_)) => {
+                eprintln!("Error: No such {kind}: {n}");
+                code = 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    print_json(&out);
+    Ok(code)
+}
+
 async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
     match cmd {
         NetworkCmd::Create {
@@ -433,28 +459,10 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
             Ok(0)
         }
         NetworkCmd::Inspect { names } => {
-            let mut out = Vec::new();
-            let mut code = 0;
-            for n in &names {
-                match client
-                    .json::<serde_json::Value>(
-                        Method::GET,
-                        &format!("/networks/{}", encode(n)),
-                        None::<&()>,
-                    )
-                    .await
-                {
-                    Ok(v) => out.push(v),
-                    Err(ClientError::Daemon(m)) => {
-                        eprintln!("Error: No such network: {n}");
-                        let _ = m;
-                        code = 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            print_json(&out);
-            Ok(code)
+            inspect(client, &names, "network", |n| {
+                format!("/networks/{}", encode(n))
+            })
+            .await
         }
         NetworkCmd::Ls {
             quiet,
@@ -611,27 +619,10 @@ async fn container(client: &Client, cmd: ContainerCmd) -> Result<i32, ClientErro
             .await
         }
         ContainerCmd::Inspect { names } => {
-            let mut out = Vec::new();
-            let mut code = 0;
-            for n in &names {
-                match client
-                    .json::<serde_json::Value>(
-                        Method::GET,
-                        &format!("/containers/{}/json", encode(n)),
-                        None::<&()>,
-                    )
-                    .await
-                {
-                    Ok(v) => out.push(v),
-                    Err(ClientError::Daemon(_)) => {
-                        eprintln!("Error: No such container: {n}");
-                        code = 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            print_json(&out);
-            Ok(code)
+            inspect(client, &names, "container", |n| {
+                format!("/containers/{}/json", encode(n))
+            })
+            .await
         }
         ContainerCmd::Ls { all, quiet } => {
             let path = if all {

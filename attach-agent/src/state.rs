@@ -48,8 +48,12 @@ impl Network {
             .collect()
     }
 
-    pub fn pools_mut(&mut self) -> impl Iterator<Item = &mut Pool> {
-        std::iter::once(&mut self.v4).chain(self.v6.as_mut())
+    /// Give an endpoint's addresses back to the pools.
+    pub fn release(&mut self, v4: Ipv4Addr, v6: Option<Ipv6Addr>) {
+        self.v4.release(IpAddr::V4(v4));
+        if let (Some(p), Some(ip)) = (self.v6.as_mut(), v6) {
+            p.release(IpAddr::V6(ip));
+        }
     }
 }
 
