@@ -670,7 +670,7 @@ impl Agent {
                 net.v4.reserve(IpAddr::V4(ip))?;
                 ip
             }
-            None => match net.v4.allocate(&net.name)? {
+            None => match net.v4.allocate(&format!("{} ({})", net.name, net.id))? {
                 IpAddr::V4(ip) => ip,
                 IpAddr::V6(_) => unreachable!("v4 pool"),
             },
@@ -683,7 +683,7 @@ impl Agent {
                     return Err(e.into());
                 }
             },
-            (Some(pool), None) => match pool.allocate(&net.name) {
+            (Some(pool), None) => match pool.allocate(&format!("{} ({})", net.name, net.id)) {
                 Ok(IpAddr::V6(ip)) => Some(ip),
                 Ok(IpAddr::V4(_)) => unreachable!("v6 pool"),
                 Err(e) => {

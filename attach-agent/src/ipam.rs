@@ -141,7 +141,9 @@ impl Pool {
     pub fn allocate(&mut self, network: &str) -> Result<IpAddr, IpamError> {
         let range = self.ip_range.unwrap_or(self.subnet);
         let (sf, sl) = Self::usable_bounds(self.subnet).ok_or(IpamError::TooSmall(self.subnet))?;
-        let first = to_u128(range.network()).max(sf);
+        // Like Docker, a range's own first address is not handed out (172.20.240.0/20 starts
+        // at .240.1); the subnet's is never usable anyway.
+        let first = (to_u128(range.network()) + 1).max(sf);
         let last = to_u128(range.broadcast()).min(sl);
         let v6 = self.is_v6();
         let gw = to_u128(self.gateway);
@@ -252,7 +254,7 @@ mod tests {
     #[test]
     fn ip_range_and_static_outside_it() {
         let mut p = Pool::new(net("172.20.0.0/16"), Some(net("172.20.240.0/20")), None).unwrap();
-        assert_eq!(p.allocate("n").unwrap(), ip("172.20.240.0"));
+        assert_eq!(p.allocate("n").unwrap(), ip("172.20.240.1"));
         p.reserve(ip("172.20.128.2")).unwrap();
         assert_eq!(p.reserve(ip("172.20.128.2")), Err(IpamError::InUse));
         assert_eq!(
@@ -269,6 +271,15 @@ mod tests {
             p.reserve(ip("10.0.0.1")),
             Err(IpamError::OutsideSubnet(ip("10.0.0.1")))
         );
+    }
+
+    #[test]
+    fn small_range_like_docker() {
+        // Docker 20.10 hands out .65, .66, .67 from 10.98.0.64/30, then reports exhaustion.
+        let mut p = Pool::new(net("10.98.0.0/24"), Some(net("10.98.0.64/30")), None).unwrap();
+        let got: Vec<_> = (0..3).map(|_| p.allocate("n").unwrap()).collect();
+        assert_eq!(got, ["10.98.0.65", "10.98.0.66", "10.98.0.67"].map(ip));
+        assert!(p.allocate("n").is_err());
     }
 
     #[test]

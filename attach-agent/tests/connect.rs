@@ -156,7 +156,7 @@ fn ip_range_static_address_survives_stop_start_and_a_taken_one_fails_start() {
     env.ok(&["run", "--name", &thief, "--network", "ranged", "busybox"]);
     assert_eq!(
         env.ip_of(&thief, "ranged"),
-        format!("10.{}.240.0", env.octet)
+        format!("10.{}.240.1", env.octet)
     );
     // ...a static one may lie outside it.
     env.ok(&["run", "--name", &web, "busybox"]);
@@ -428,9 +428,13 @@ fn dual_stack_link_local_and_more_errors() {
     }
     let links = env.links();
     let err = env.fails(&["network", "connect", "tiny", &a]);
+    let tiny_id = env.inspect_network("tiny")["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         err,
-        "Error response from daemon: no available IPv4 addresses on this network's address pools: tiny"
+        format!("Error response from daemon: no available IPv4 addresses on this network's address pools: tiny ({tiny_id})")
     );
     assert_eq!(env.links(), links);
 

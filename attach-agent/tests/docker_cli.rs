@@ -43,11 +43,11 @@ fn the_stock_docker_client_drives_the_agent() {
     env.dok(&["network", "connect", "multi-host-network", &c2]);
     assert_eq!(
         env.ip_of(&c1, "multi-host-network"),
-        format!("10.{o}.112.0")
+        format!("10.{o}.112.1")
     );
     assert_eq!(
         env.ip_of(&c2, "multi-host-network"),
-        format!("10.{o}.112.1")
+        format!("10.{o}.112.2")
     );
     // --ip outside the range, --alias, --link, --link-local-ip.
     env.dok(&["create", "--name", &c3, "busybox"]);
