@@ -412,7 +412,9 @@ impl Agent {
             None => {
                 let mut avoid = taken.clone();
                 avoid.extend(self.inner.host.ipv4_routes().await?);
-                Pool::new(ipam::pick_default(&avoid)?, None, None)?
+                let mut p = Pool::new(ipam::pick_default(&avoid)?, None, None)?;
+                p.show_gateway = true;
+                p
             }
         };
         let id = random_id();
@@ -525,6 +527,9 @@ impl Agent {
             })
             .cloned()
             .collect();
+        // By name, as the Engine lists them.
+        let mut idle = idle;
+        idle.sort_by(|a, b| state.networks[a].name.cmp(&state.networks[b].name));
         let mut names = Vec::new();
         for id in idle {
             let name = state.networks[&id].name.clone();
@@ -620,7 +625,7 @@ impl Agent {
         let c = &state.containers[&cid];
         if c.endpoint(&net_id).is_none() {
             return Err(AgentError::NotConnected {
-                container: c.name.clone(),
+                container: c.id.clone(),
                 network: state.networks[&net_id].name.clone(),
             });
         }

@@ -29,7 +29,7 @@ pub struct ApiError(StatusCode, String);
 impl From<AgentError> for ApiError {
     fn from(e: AgentError) -> Self {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");
         }
         ApiError(status, e.to_string())

@@ -243,11 +243,16 @@ fn key_values(items: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Docker's table layout: columns padded to the widest cell plus 3 spaces.
+/// Docker's table layout (Go's tabwriter with minwidth 10, padding 3): each column as wide as
+/// its widest cell plus 3, at least 10; the first column holds 12-character ids.
 fn print_table(rows: &[Vec<String>]) {
     let cols = rows.first().map_or(0, |r| r.len());
     let widths: Vec<usize> = (0..cols)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            let widest = rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+            let widest = if i == 0 { widest.max(12) } else { widest };
+            (widest + 3).max(10) - 3
+        })
         .collect();
     let mut out = std::io::stdout().lock();
     for r in rows {

@@ -283,7 +283,7 @@ pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> 
         .map(|p| IpamConfig {
             subnet: Some(p.subnet.to_string()),
             ip_range: p.ip_range.map(|r| r.to_string()),
-            gateway: Some(p.gateway.to_string()),
+            gateway: p.show_gateway.then(|| p.gateway.to_string()),
             auxiliary_addresses: None,
         })
         .collect();

@@ -16,7 +16,7 @@ use thiserror::Error;
 pub enum IpamError {
     #[error("invalid CIDR address: {0}")]
     BadCidr(String),
-    #[error("invalid pool request: Pool overlaps with other one on this address space")]
+    #[error("Pool overlaps with other one on this address space")]
     Overlap,
     #[error("no configured subnet contains IP address {0}")]
     OutsideSubnet(IpAddr),
@@ -44,6 +44,10 @@ pub struct Pool {
     /// Dynamic addresses come only from here (the subnet when absent).
     pub ip_range: Option<IpNet>,
     pub gateway: IpAddr,
+    /// Whether inspect shows the gateway: Docker shows it when it was given, or when the
+    /// subnet was picked from the default pools, not when it was derived from a given subnet.
+    #[serde(default)]
+    pub show_gateway: bool,
     /// Addresses held by running endpoints.
     pub allocated: BTreeSet<IpAddr>,
 }
@@ -82,6 +86,7 @@ impl Pool {
         if last <= first {
             return Err(IpamError::TooSmall(subnet));
         }
+        let show_gateway = gateway.is_some();
         let gateway = gateway.unwrap_or(from_u128(first, subnet.addr().is_ipv6()));
         let g = to_u128(gateway);
         if gateway.is_ipv4() != subnet.addr().is_ipv4() || g < first || g > last {
@@ -91,6 +96,7 @@ impl Pool {
             subnet,
             ip_range,
             gateway,
+            show_gateway,
             allocated: BTreeSet::new(),
         })
     }

@@ -301,6 +301,13 @@ impl Env {
         v[0].clone()
     }
 
+    /// The full id of a container.
+    pub fn container_id(&self, container: &str) -> String {
+        let out = self.ok(&["container", "inspect", container]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["Id"].as_str().unwrap_or_default().to_string()
+    }
+
     /// IPv4 address of a container on a network, from `container inspect`.
     pub fn ip_of(&self, container: &str, network: &str) -> String {
         let out = self.ok(&["container", "inspect", container]);
