@@ -260,6 +260,11 @@ impl Run<'_> {
                 .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
                 .collect::<Vec<_>>()
                 .join("\n")
+        } else if args.get(1) == Some(&"prune") {
+            // The Engine lists pruned networks in no fixed order.
+            let mut lines: Vec<String> = normalise(&o.stdout).lines().map(String::from).collect();
+            lines.sort();
+            lines.join("\n")
         } else {
             normalise(&o.stdout)
         };
