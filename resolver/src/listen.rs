@@ -1,8 +1,9 @@
 //! Sockets on gateway addresses: UDP and TCP, opened and closed per network.
 //!
-//! UDP is served by one plain thread per socket doing blocking `recvmsg` (with IP_PKTINFO, so
-//! the arrival interface is known) and answering local names in place: no task, no channel, no
-//! wakeup of an async runtime on the hot path. Only forwarded queries go to the tokio runtime.
+//! UDP is served by one plain thread per socket doing blocking `recvmmsg` (batches of datagrams,
+//! with IP_PKTINFO so the arrival interface is known) and answering local names in place, the
+//! batch's replies in one `sendmmsg`: no task, no channel, no wakeup of an async runtime on the
+//! hot path. Only forwarded queries go to the tokio runtime.
 //! TCP, whose clients can be slow or hostile, is all async: one task per connection, bounded in
 //! number, each read and write under the idle timeout, so one stalled client delays nobody else.
 //!
@@ -195,113 +196,202 @@ fn tcp_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 // ---- UDP ------------------------------------------------------------------------------------
 
+/// Queries taken from the socket per system call.
+const BATCH: usize = 32;
+/// Largest query read over UDP; a longer datagram is cut (and then answered FORMERR).
+const RECV_BUF: usize = 4096;
+
+/// The receive side of one batch: buffers, source addresses and control messages that
+/// `recvmmsg` fills, allocated once per listener thread.
+struct Batch {
+    bufs: Vec<[u8; RECV_BUF]>,
+    names: Vec<libc::sockaddr_storage>,
+    controls: Vec<[u64; 8]>,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// Replies, one per slot, and the send-side headers pointing at them.
+    outs: Vec<Vec<u8>>,
+    send_iovs: Vec<libc::iovec>,
+    send_msgs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    fn new() -> Box<Batch> {
+        // SAFETY: these are plain C structs for which all-zero is a valid value.
+        let zeroed_msg = || unsafe { std::mem::zeroed::<libc::mmsghdr>() };
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Box::new(Batch {
+            bufs: vec![[0u8; RECV_BUF]; BATCH],
+            names: vec![unsafe { std::mem::zeroed() }; BATCH],
+            controls: vec![[0u64; 8]; BATCH],
+            iovs: vec![iov; BATCH],
+            msgs: (0..BATCH).map(|_| zeroed_msg()).collect(),
+            outs: (0..BATCH).map(|_| Vec::with_capacity(RECV_BUF)).collect(),
+            send_iovs: vec![iov; BATCH],
+            send_msgs: (0..BATCH).map(|_| zeroed_msg()).collect(),
+        })
+    }
+
+    /// Point every receive header at its buffers again (the kernel changes the lengths).
+    fn arm(&mut self) {
+        for i in 0..BATCH {
+            self.iovs[i].iov_base = self.bufs[i].as_mut_ptr() as *mut libc::c_void;
+            self.iovs[i].iov_len = RECV_BUF;
+            let h = &mut self.msgs[i].msg_hdr;
+            h.msg_name = &mut self.names[i] as *mut _ as *mut libc::c_void;
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.controls[i].as_mut_ptr() as *mut libc::c_void;
+            h.msg_controllen = std::mem::size_of::<[u64; 8]>();
+            h.msg_flags = 0;
+            self.msgs[i].msg_len = 0;
+        }
+    }
+}
+
+/// Answer queries on one UDP socket: a batch of datagrams per `recvmmsg`, the local answers of
+/// the whole batch in one `sendmmsg`; forwarded queries go to the async runtime one by one.
 fn udp_loop(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: &ListenCtx) {
     let fd = sock.as_raw_fd();
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    let mut b = Batch::new();
     loop {
-        let received = recv_with_ifindex(fd, &mut buf);
+        b.arm();
+        // SAFETY: `arm` pointed every header at live buffers of `b` of the sizes given.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                b.msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let (n, src, ifindex) = match received {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
                 tracing::warn!(error = %e, "udp receive failed");
                 std::thread::sleep(Duration::from_millis(10));
-                continue;
             }
-        };
-        let Some(src) = src else { continue };
-        let arrival = Arrival {
-            src: src.ip(),
-            ifindex,
-            listener: net,
-            fixed_limit: None,
-        };
-        match ctx.responder.respond(&buf[..n], &arrival, &mut out) {
-            Outcome::Reply => {
-                if let Err(e) = sock.send_to(&out, src) {
-                    tracing::debug!(%src, error = %e, "udp send failed");
+            continue;
+        }
+        let mut replies = 0;
+        for i in 0..n as usize {
+            let len = b.msgs[i].msg_len as usize;
+            // SAFETY: the kernel filled name and control for this message.
+            let (src, ifindex) =
+                unsafe { (sockaddr_of(&b.names[i]), ifindex_of(&b.msgs[i].msg_hdr)) };
+            let Some(src) = src else { continue };
+            let arrival = Arrival {
+                src: src.ip(),
+                ifindex,
+                listener: net,
+                fixed_limit: None,
+            };
+            let query = &b.bufs[i][..len];
+            match ctx.responder.respond(query, &arrival, &mut b.outs[i]) {
+                Outcome::Reply => {
+                    b.send_iovs[replies] = libc::iovec {
+                        iov_base: b.outs[i].as_mut_ptr() as *mut libc::c_void,
+                        iov_len: b.outs[i].len(),
+                    };
+                    let h = &mut b.send_msgs[replies].msg_hdr;
+                    h.msg_name = &mut b.names[i] as *mut _ as *mut libc::c_void;
+                    h.msg_namelen = b.msgs[i].msg_hdr.msg_namelen;
+                    h.msg_iov = &mut b.send_iovs[replies];
+                    h.msg_iovlen = 1;
+                    h.msg_control = std::ptr::null_mut();
+                    h.msg_controllen = 0;
+                    replies += 1;
+                }
+                Outcome::Drop => {}
+                Outcome::Forward => {
+                    let query = query.to_vec();
+                    let (sock, fwd) = (sock.clone(), ctx.forwarder.clone());
+                    ctx.runtime.spawn(async move {
+                        let reply = fwd.forward(&query, Transport::Udp).await;
+                        if let Err(e) = sock.send_to(&reply, src) {
+                            tracing::debug!(%src, error = %e, "udp send failed");
+                        }
+                    });
                 }
             }
-            Outcome::Drop => {}
-            Outcome::Forward => {
-                let query = buf[..n].to_vec();
-                let (sock, fwd) = (sock.clone(), ctx.forwarder.clone());
-                ctx.runtime.spawn(async move {
-                    let reply = fwd.forward(&query, Transport::Udp).await;
-                    if let Err(e) = sock.send_to(&reply, src) {
-                        tracing::debug!(%src, error = %e, "udp send failed");
-                    }
-                });
+        }
+        let mut sent = 0;
+        while sent < replies {
+            // SAFETY: headers `sent..replies` point at live reply buffers and addresses.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    b.send_msgs[sent..].as_mut_ptr(),
+                    (replies - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if r <= 0 {
+                // A reply that cannot be sent (buffer full, peer gone) is dropped, as one
+                // sendto would; the asker retries.
+                sent += 1;
+            } else {
+                sent += r as usize;
             }
         }
     }
 }
 
-/// `recvmsg` with the IP_PKTINFO / IPV6_PKTINFO control message read for the interface index.
-fn recv_with_ifindex(
-    fd: i32,
-    buf: &mut [u8],
-) -> io::Result<(usize, Option<SocketAddr>, Option<u32>)> {
-    // SAFETY: every pointer handed to recvmsg points at a live local of the right size, and
-    // the control messages are read only within msg_controllen as the CMSG macros bound them.
-    unsafe {
-        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        let mut control = [0u64; 16];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(fd, &mut msg, 0);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+/// The source address of a received datagram.
+///
+/// # Safety
+/// `addr` must have been filled by the kernel (recvmsg/recvmmsg).
+unsafe fn sockaddr_of(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match addr.ss_family as i32 {
+        libc::AF_INET => {
+            let a = &*(addr as *const _ as *const libc::sockaddr_in);
+            Some(SocketAddr::from((
+                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(a.sin_port),
+            )))
         }
-        let mut ifindex = None;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
-                let info: libc::in_pktinfo =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
-                ifindex = Some(info.ipi_ifindex as u32);
-            } else if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
-                let info: libc::in6_pktinfo =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
-                ifindex = Some(info.ipi6_ifindex);
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        libc::AF_INET6 => {
+            let a = &*(addr as *const _ as *const libc::sockaddr_in6);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
         }
-        let src = match addr.ss_family as i32 {
-            libc::AF_INET => {
-                let a = &*(&addr as *const _ as *const libc::sockaddr_in);
-                Some(SocketAddr::from((
-                    u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
-                    u16::from_be(a.sin_port),
-                )))
-            }
-            libc::AF_INET6 => {
-                let a = &*(&addr as *const _ as *const libc::sockaddr_in6);
-                Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                    a.sin6_addr.s6_addr.into(),
-                    u16::from_be(a.sin6_port),
-                    a.sin6_flowinfo,
-                    a.sin6_scope_id,
-                )))
-            }
-            _ => None,
-        };
-        Ok((n as usize, src, ifindex))
+        _ => None,
     }
+}
+
+/// The arrival interface from an IP_PKTINFO / IPV6_PKTINFO control message.
+///
+/// # Safety
+/// `msg` must have been filled by the kernel, its control buffer still alive.
+unsafe fn ifindex_of(msg: &libc::msghdr) -> Option<u32> {
+    let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+    while !cmsg.is_null() {
+        let c = &*cmsg;
+        if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
+            let info: libc::in_pktinfo =
+                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
+            return Some(info.ipi_ifindex as u32);
+        }
+        if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
+            let info: libc::in6_pktinfo =
+                std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
+            return Some(info.ipi6_ifindex);
+        }
+        cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+    }
+    None
 }
 
 // ---- TCP ------------------------------------------------------------------------------------
