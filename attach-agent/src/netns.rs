@@ -182,6 +182,7 @@ pub fn write_etc(
     for a in own {
         hosts.push_str(&format!("{a}\t{hostname}\n"));
     }
-    crate::state::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes())?;
-    crate::state::write_atomic(&dir.join("hosts"), hosts.as_bytes())
+    // Regenerated from the state at every start: atomic, but not worth two fsyncs each.
+    crate::state::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes(), false)?;
+    crate::state::write_atomic(&dir.join("hosts"), hosts.as_bytes(), false)
 }

@@ -137,7 +137,10 @@ pub struct Attached {
 }
 
 /// Write `bytes` to `path` so that a crash leaves either the old or the new file whole.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// `durable`: also wait until the new file and its name are on disk (fsync of the file and of
+/// the directory) — for the state, which must survive a power cut once acknowledged; files the
+/// agent can regenerate at start skip the two flushes.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp{}",
@@ -147,10 +150,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    if durable {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Where the state lives.
@@ -182,7 +190,7 @@ impl Store {
     }
 
     pub fn save(&self, state: &State) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        write_atomic(&self.path, &bytes)
+        let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+        write_atomic(&self.path, &bytes, true)
     }
 }
