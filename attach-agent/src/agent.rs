@@ -963,7 +963,11 @@ impl Agent {
         let c = state.containers.get_mut(&cid).expect("found above");
         c.state = RunState::Running;
         c.state_since = now_rfc3339();
-        self.refresh_etc(&state, &cid);
+        if nets.is_empty() {
+            // attach() wrote them otherwise: a container without networks still gets its own
+            // (empty) resolv.conf rather than the host's.
+            self.refresh_etc(&state, &cid);
+        }
         if let Err(e) = self.save(&state) {
             let mut cleanup = Cleanup::default();
             for n in &nets {

@@ -134,6 +134,11 @@ impl Env {
         format!("10.{}.{third}.{last}", self.octet)
     }
 
+    /// The directory holding the socket and the state.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
