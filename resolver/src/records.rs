@@ -257,14 +257,16 @@ impl Records {
             .collect();
         // Remove what went away or changed first, so an address moving between containers is
         // free when its new owner is registered.
-        for have in table.endpoints() {
-            let key = (have.network_id.as_str(), have.container_id.as_str());
-            if wanted.get(&key).is_none_or(|w| **w != have) {
-                table.remove_endpoint(&have.network_id, &have.container_id);
+        for (net, cid) in table.endpoint_keys() {
+            let keep = wanted
+                .get(&(net.as_str(), cid.as_str()))
+                .is_some_and(|w| table.has_endpoint(w));
+            if !keep {
+                table.remove_endpoint(&net, &cid);
             }
         }
         for e in &self.endpoints {
-            if table.endpoint(&e.network_id, &e.container_id).as_ref() != Some(e) {
+            if !table.has_endpoint(e) {
                 table.upsert_endpoint(e)?;
             }
         }

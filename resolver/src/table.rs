@@ -73,7 +73,7 @@ impl std::str::FromStr for Link {
 }
 
 /// A container's attachment to one network, with every name it answers to there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EndpointSpec {
     pub network_id: String,
     pub container_id: String,
@@ -103,6 +103,15 @@ impl EndpointSpec {
             .filter(|n| !n.is_empty() && seen.insert(n.clone()))
             .map(|n| n.into_bytes().into_boxed_slice())
             .collect()
+    }
+
+    /// A 64-bit digest of every field: what the table keeps instead of a copy, so a caller can
+    /// ask whether an endpoint is registered exactly so ([`Table::has_endpoint`]).
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
     }
 }
 
@@ -157,11 +166,14 @@ struct NetMeta {
     bridge_ifindex: Option<u32>,
 }
 
-/// What the table registered for an endpoint, so it can be undone exactly.
+/// What the table registered for an endpoint, so it can be undone exactly: its names and
+/// addresses, and a digest of its whole spec (not a copy: that would double the table's size).
 #[derive(Debug, Clone)]
 struct Stored {
-    spec: EndpointSpec,
-    names: Vec<Box<[u8]>>,
+    names: Box<[Box<[u8]>]>,
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+    fingerprint: u64,
 }
 
 /// Links declared by one endpoint: (alias, target), both normalised.
@@ -210,7 +222,9 @@ struct Inner {
     nets: DashMap<NetKey, NetMeta>,
     /// Lower-cased network name → key, for `NAME.NETWORK`.
     net_names: DashMap<Box<[u8]>, NetKey>,
-    container_keys: DashMap<Box<str>, ContainerKey>,
+    container_keys: DashMap<Arc<str>, ContainerKey>,
+    /// Key → id, sharing the id's allocation with `container_keys`.
+    container_ids: DashMap<ContainerKey, Arc<str>>,
     names: DashMap<Box<[u8]>, SmallVec<[Holder; 1]>>,
     ptrs: DashMap<IpAddr, SmallVec<[PtrHolder; 1]>>,
     sources: DashMap<IpAddr, Source>,
@@ -433,8 +447,10 @@ impl Table {
         self.inner.endpoints.insert(
             (net, container),
             Stored {
-                spec: spec.clone(),
-                names,
+                names: names.into_boxed_slice(),
+                v4: spec.ipv4,
+                v6: spec.ipv6,
+                fingerprint: spec.fingerprint(),
             },
         );
         Ok(())
@@ -457,7 +473,9 @@ impl Table {
             return *k;
         }
         let k = self.inner.next_container.fetch_add(1, Ordering::Relaxed);
-        self.inner.container_keys.insert(id.into(), k);
+        let id: Arc<str> = Arc::from(id);
+        self.inner.container_keys.insert(id.clone(), k);
+        self.inner.container_ids.insert(k, id);
         k
     }
 
@@ -467,7 +485,7 @@ impl Table {
         }
         self.unindex(key);
         let (net, container) = key;
-        let stored = self.inner.endpoints.remove(&key).map(|(_, s)| s);
+        self.inner.endpoints.remove(&key);
         let now_empty = {
             let mut gone = false;
             if let Some(mut scope) = self.inner.scopes.get_mut(&container) {
@@ -478,10 +496,8 @@ impl Table {
         };
         if now_empty {
             self.inner.scopes.remove(&container);
-            if let Some(s) = stored {
-                self.inner
-                    .container_keys
-                    .remove(s.spec.container_id.as_str());
+            if let Some((_, id)) = self.inner.container_ids.remove(&container) {
+                self.inner.container_keys.remove(&*id);
             }
         }
         true
@@ -505,12 +521,9 @@ impl Table {
                 self.inner.names.remove_if(name, |_, hs| hs.is_empty());
             }
         }
-        for addr in [
-            stored.spec.ipv4.map(IpAddr::V4),
-            stored.spec.ipv6.map(IpAddr::V6),
-        ]
-        .into_iter()
-        .flatten()
+        for addr in [stored.v4.map(IpAddr::V4), stored.v6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
         {
             let empty = match self.inner.ptrs.get_mut(&addr) {
                 Some(mut hs) => {
@@ -701,19 +714,35 @@ impl Table {
         self.inner.names.len()
     }
 
-    /// The endpoint registered for (network id, container id).
-    pub fn endpoint(&self, network_id: &str, container_id: &str) -> Option<EndpointSpec> {
-        let net = self.network_key(network_id)?;
-        let c = self.inner.container_keys.get(container_id).map(|k| *k)?;
-        self.inner.endpoints.get(&(net, c)).map(|s| s.spec.clone())
-    }
-
-    /// Every registered endpoint (for diffing on reload).
-    pub fn endpoints(&self) -> Vec<EndpointSpec> {
+    /// Whether exactly `spec` is registered (same network, container and every field).
+    pub fn has_endpoint(&self, spec: &EndpointSpec) -> bool {
+        let Some(net) = self.network_key(&spec.network_id) else {
+            return false;
+        };
+        let Some(c) = self
+            .inner
+            .container_keys
+            .get(spec.container_id.as_str())
+            .map(|k| *k)
+        else {
+            return false;
+        };
         self.inner
             .endpoints
-            .iter()
-            .map(|e| e.spec.clone())
+            .get(&(net, c))
+            .is_some_and(|s| s.fingerprint == spec.fingerprint())
+    }
+
+    /// (network id, container id) of every registered endpoint (for diffing on reload).
+    pub fn endpoint_keys(&self) -> Vec<(String, String)> {
+        let keys: Vec<(NetKey, ContainerKey)> =
+            self.inner.endpoints.iter().map(|e| *e.key()).collect();
+        keys.into_iter()
+            .filter_map(|(n, c)| {
+                let net = self.inner.nets.get(&n).map(|m| m.id.to_string())?;
+                let id = self.inner.container_ids.get(&c).map(|i| i.to_string())?;
+                Some((net, id))
+            })
             .collect()
     }
 
