@@ -1,0 +1,234 @@
+//! Hostile input while a prober from another container keeps asking: every bad packet gets the
+//! right reply (or none), the prober is always answered quickly, and the server's CPU goes back
+//! to idle afterwards. One test in its own binary, so the CPU figure is this server's alone.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use tokio::io::AsyncWriteExt;
+
+fn header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [id, flags, qd, an, ns, ar] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v
+}
+
+/// A question for "m0" of type A, class IN.
+fn question_m0() -> Vec<u8> {
+    vec![2, b'm', b'0', 0, 0, 1, 0, 1]
+}
+
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_never_stops_answers() {
+    let b = block();
+    let mut c = config(&[]);
+    c.max_tcp_connections = 16;
+    c.tcp_idle_timeout_ms = 3000;
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    s.table()
+        .upsert_endpoint(&endpoint("n1", "member000000", "m0", v4(b, 10)))
+        .unwrap();
+
+    // The prober: another container asking for m0 every 5 ms over UDP.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, bad, worst_us) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let prober = {
+        let (stop, ok, bad, worst_us) = (stop.clone(), ok.clone(), bad.clone(), worst_us.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let q = question("m0", RecordType::A);
+                let started = Instant::now();
+                let r = udp_raw(gw, ip(b, 20), &q.to_vec().unwrap(), Duration::from_secs(1)).await;
+                let took = started.elapsed().as_micros() as u64;
+                worst_us.fetch_max(took, Ordering::Relaxed);
+                match r.and_then(|r| Message::from_vec(&r).ok()) {
+                    Some(m) if a_records(&m) == [v4(b, 10)] => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => bad.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    let src = ip(b, 2);
+    let wait = Duration::from_millis(300);
+    let rcode_of = |r: Option<Vec<u8>>| {
+        r.and_then(|r| Message::from_vec(&r).ok())
+            .map(|m| rcode(&m))
+    };
+    let mut tried = 0usize;
+
+    // Names: a compression pointer to itself, a label running past the end, a name over 255.
+    let mut p = header(1, 0x0100, 1, 0, 0, 0);
+    p.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
+    assert_eq!(
+        rcode_of(udp_raw(gw, src, &p, wait).await),
+        Some(ResponseCode::FormErr)
+    );
+    let mut p = header(2, 0x0100, 1, 0, 0, 0);
+    p.extend_from_slice(&[63, b'a', b'b']);
+    assert_eq!(
+        rcode_of(udp_raw(gw, src, &p, wait).await),
+        Some(ResponseCode::FormErr)
+    );
+    let mut p = header(3, 0x0100, 1, 0, 0, 0);
+    for _ in 0..5 {
+        p.push(63);
+        p.extend_from_slice(&[b'x'; 63]);
+    }
+    p.extend_from_slice(&[0, 0, 1, 0, 1]);
+    assert_eq!(
+        rcode_of(udp_raw(gw, src, &p, wait).await),
+        Some(ResponseCode::FormErr)
+    );
+    // An additional record whose name is a pointer loop: skipped, never followed.
+    let mut p = header(4, 0x0100, 1, 0, 0, 1);
+    p.extend_from_slice(&question_m0());
+    let at = p.len() as u16;
+    p.extend_from_slice(&(0xC000 | at).to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        rcode_of(udp_raw(gw, src, &p, wait).await),
+        Some(ResponseCode::NoError)
+    );
+    // QDCOUNT 0 and 2.
+    for qd in [0u16, 2] {
+        let mut p = header(5, 0x0100, qd, 0, 0, 0);
+        p.extend_from_slice(&question_m0());
+        assert_eq!(
+            rcode_of(udp_raw(gw, src, &p, wait).await),
+            Some(ResponseCode::FormErr)
+        );
+    }
+    // OPT: two of them; one not owned by the root; version 1 (BADVERS).
+    let opt = |name: &[u8], version: u8| {
+        let mut o = name.to_vec();
+        o.extend_from_slice(&[0, 41, 4, 0, 0, version, 0, 0, 0, 0]);
+        o
+    };
+    let mut p = header(6, 0x0100, 1, 0, 0, 2);
+    p.extend_from_slice(&question_m0());
+    p.extend_from_slice(&opt(&[0], 0));
+    p.extend_from_slice(&opt(&[0], 0));
+    assert_eq!(
+        rcode_of(udp_raw(gw, src, &p, wait).await),
+        Some(ResponseCode::FormErr)
+    );
+    let mut p = header(7, 0x0100, 1, 0, 0, 1);
+    p.extend_from_slice(&question_m0());
+    p.extend_from_slice(&opt(&[1, b'x', 0], 0));
+    assert_eq!(
+        rcode_of(udp_raw(gw, src, &p, wait).await),
+        Some(ResponseCode::FormErr)
+    );
+    let mut p = header(8, 0x0100, 1, 0, 0, 1);
+    p.extend_from_slice(&question_m0());
+    p.extend_from_slice(&opt(&[0], 1));
+    // Extended rcode 16 (BADVERS; hickory names the shared code BADSIG).
+    let code = rcode_of(udp_raw(gw, src, &p, wait).await).map(u16::from);
+    assert_eq!(code, Some(16));
+    // Opcodes other than QUERY: NOTIMP. A class other than IN for a local name: not local.
+    for opcode in [1u16, 2, 4, 5, 15] {
+        let mut p = header(9, 0x0100 | (opcode << 11), 1, 0, 0, 0);
+        p.extend_from_slice(&question_m0());
+        assert_eq!(
+            rcode_of(udp_raw(gw, src, &p, wait).await),
+            Some(ResponseCode::NotImp)
+        );
+        tried += 1;
+    }
+    let mut p = header(10, 0x0100, 1, 0, 0, 0);
+    p.extend_from_slice(&[2, b'm', b'0', 0, 0, 1, 0, 3]);
+    let m = udp_raw(gw, src, &p, wait)
+        .await
+        .and_then(|r| Message::from_vec(&r).ok());
+    assert!(
+        m.is_some_and(|m| m.answers.is_empty()),
+        "CHAOS m0 gets no IN answer"
+    );
+    tried += 12;
+
+    // Random bytes, with and without a plausible header.
+    let mut rng = fastrand::Rng::with_seed(42);
+    let sock = tokio::net::UdpSocket::bind((src, 0)).await.unwrap();
+    for i in 0..2000 {
+        let len = rng.usize(0..700);
+        let mut junk: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+        if i % 2 == 0 && junk.len() >= 12 {
+            junk[2] &= 0x07; // a query with opcode 0
+            junk[4] = 0;
+            junk[5] = 1;
+        }
+        sock.send_to(&junk, gw).await.unwrap();
+        tried += 1;
+    }
+
+    // TCP: idle connections up to the cap, one trickling a byte a second, lying length prefixes.
+    let mut idle = Vec::new();
+    for _ in 0..15 {
+        idle.push(tcp_connect(gw, src).await);
+    }
+    let mut trickle = tcp_connect(gw, src).await;
+    for _ in 0..20 {
+        let mut liar = tcp_connect(gw, src).await;
+        let _ = liar.write_all(&[0xff, 0xff, 1, 2, 3]).await;
+        drop(liar);
+        tried += 1;
+    }
+    for _ in 0..3 {
+        let _ = trickle.write_all(&[0]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tried += 16;
+    drop(idle);
+    drop(trickle);
+
+    // Still serving, over UDP and TCP.
+    assert_eq!(
+        a_records(&ask(gw, src, "m0", RecordType::A).await),
+        [v4(b, 10)]
+    );
+    assert_eq!(
+        a_records(&tcp_ask(gw, src, "m0", RecordType::A).await),
+        [v4(b, 10)]
+    );
+    stop.store(true, Ordering::Relaxed);
+    prober.await.unwrap();
+    let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+    let worst = worst_us.load(Ordering::Relaxed);
+    eprintln!("hostile: {tried} bad inputs; prober {ok} answered, {bad} failed, worst {worst} us");
+    assert!(ok > 50, "{ok}");
+    assert_eq!(bad, 0, "the prober always got its answer");
+    assert!(worst < 250_000, "worst prober latency {worst} us");
+
+    // Back to idle: nothing keeps spinning once the attack is over.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = cpu_ticks() - before;
+    assert!(spent <= 5, "{spent} ticks of CPU in a second of idleness");
+}
