@@ -39,3 +39,26 @@ fn the_api_refuses_other_users_by_peer_credentials() {
     assert!(env.ok(&["network", "ls", "-q"]).trim().is_empty());
     env.ok(&["network", "create", "--subnet", &env.subnet(1), "fine"]);
 }
+
+#[test]
+fn names_are_checked_before_they_touch_the_file_system_or_the_table() {
+    let env = Env::new();
+    let long = "a".repeat(65);
+    for bad in [
+        "../escape",
+        "a/b",
+        "-dash",
+        ".hidden",
+        "sp ace",
+        long.as_str(),
+    ] {
+        let err = env.fails(&["container", "create", &format!("--name={bad}"), "busybox"]);
+        assert!(err.contains("invalid name"), "{bad}: {err}");
+        let err = env.fails(&["network", "create", "--", bad]);
+        assert!(err.contains("invalid name"), "{bad}: {err}");
+    }
+    assert!(!std::path::Path::new("/run/escape").exists());
+    assert!(!std::path::Path::new("/run/netns/a").exists());
+    assert_eq!(env.ok(&["container", "ls", "-a", "-q"]).trim(), "");
+    assert_eq!(env.ok(&["network", "ls", "-q"]).trim(), "");
+}
