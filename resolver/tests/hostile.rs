@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};
@@ -49,30 +47,8 @@ async fn hostile_input_never_stops_answers() {
         .upsert_endpoint(&endpoint("n1", "member000000", "m0", v4(b, 10)))
         .unwrap();
 
-    // The prober: another container asking for m0 every 5 ms over UDP.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, bad, worst_us) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let prober = {
-        let (stop, ok, bad, worst_us) = (stop.clone(), ok.clone(), bad.clone(), worst_us.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let q = question("m0", RecordType::A);
-                let started = Instant::now();
-                let r = udp_raw(gw, ip(b, 20), &q.to_vec().unwrap(), Duration::from_secs(1)).await;
-                let took = started.elapsed().as_micros() as u64;
-                worst_us.fetch_max(took, Ordering::Relaxed);
-                match r.and_then(|r| Message::from_vec(&r).ok()) {
-                    Some(m) if a_records(&m) == [v4(b, 10)] => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => bad.fetch_add(1, Ordering::Relaxed),
-                };
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    // The witness: another container asking for m0 all along.
+    let prober = Prober::start(gw, ip(b, 20), "m0", v4(b, 10));
 
     let src = ip(b, 2);
     let wait = Duration::from_millis(300);
@@ -216,14 +192,11 @@ async fn hostile_input_never_stops_answers() {
         a_records(&tcp_ask(gw, src, "m0", RecordType::A).await),
         [v4(b, 10)]
     );
-    stop.store(true, Ordering::Relaxed);
-    prober.await.unwrap();
-    let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
-    let worst = worst_us.load(Ordering::Relaxed);
-    eprintln!("hostile: {tried} bad inputs; prober {ok} answered, {bad} failed, worst {worst} us");
-    assert!(ok > 50, "{ok}");
-    assert_eq!(bad, 0, "the prober always got its answer");
-    assert!(worst < 250_000, "worst prober latency {worst} us");
+    let seen = prober.stop().await;
+    eprintln!("hostile: {tried} bad inputs; prober {seen:?}");
+    assert!(seen.answered > 50, "{seen:?}");
+    assert_eq!(seen.failed, 0, "the prober always got its answer");
+    assert!(seen.worst < Duration::from_millis(250), "{seen:?}");
 
     // Back to idle: nothing keeps spinning once the attack is over.
     tokio::time::sleep(Duration::from_millis(200)).await;

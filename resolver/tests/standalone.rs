@@ -7,12 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hickory_proto::rr::RecordType;
 
 /// Kills the server however the test ends.
 struct Running(Child);
@@ -136,27 +133,7 @@ async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
     );
 
     // A prober asks for "web" the whole time the file changes.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let prober = {
-        let (stop, ok, bad) = (stop.clone(), ok.clone(), bad.clone());
-        let server = std::net::SocketAddr::new(gw, port);
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let q = question("web", RecordType::A);
-                match udp_raw(server, client, &q.to_vec().unwrap(), Duration::from_secs(1)).await {
-                    Some(r)
-                        if hickory_proto::op::Message::from_vec(&r)
-                            .is_ok_and(|m| a_records(&m) == [v4(b, 2)]) =>
-                    {
-                        ok.fetch_add(1, Ordering::Relaxed)
-                    }
-                    _ => bad.fetch_add(1, Ordering::Relaxed),
-                };
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let prober = Prober::start(std::net::SocketAddr::new(gw, port), client, "web", v4(b, 2));
 
     // A new container appears when the file changes.
     let db = format!(
@@ -184,13 +161,8 @@ async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
         assert!(Instant::now() < deadline, "SIGHUP reload not seen");
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Relaxed);
-    prober.await.unwrap();
-    assert!(ok.load(Ordering::Relaxed) > 50);
-    assert_eq!(
-        bad.load(Ordering::Relaxed),
-        0,
-        "no query lost across reloads"
-    );
+    let seen = prober.stop().await;
+    assert!(seen.answered > 50, "{seen:?}");
+    assert_eq!(seen.failed, 0, "no query lost across reloads");
     drop(running);
 }

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -208,29 +206,7 @@ async fn bad_packets_get_formerr_notimp_or_nothing_and_the_server_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_come_and_go_without_disturbing_other_networks() {
     let (s, gw, b) = pool_server(1).await;
-    let answered = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let prober = {
-        let (answered, failed) = (answered.clone(), failed.clone());
-        tokio::spawn(async move {
-            let sock = tokio::net::UdpSocket::bind((ip(b, 2), 0)).await.unwrap();
-            let mut buf = vec![0u8; 1500];
-            let deadline = Instant::now() + Duration::from_millis(1500);
-            while Instant::now() < deadline {
-                let q = question("m0", RecordType::A);
-                sock.send_to(&q.to_vec().unwrap(), gw).await.unwrap();
-                match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
-                    Ok(Ok(n))
-                        if Message::from_vec(&buf[..n])
-                            .is_ok_and(|m| a_records(&m) == [v4(b, 10)]) =>
-                    {
-                        answered.fetch_add(1, Ordering::Relaxed)
-                    }
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        })
-    };
+    let prober = Prober::start(gw, ip(b, 2), "m0", v4(b, 10));
     let other = [b[0], b[1], b[2]];
     for round in 0..30u8 {
         let id = format!("churn{round}");
@@ -243,8 +219,10 @@ async fn listeners_come_and_go_without_disturbing_other_networks() {
     }
     // The same address can be taken again right away.
     add_net(&s, &net_spec("again", "again"), ip(other, 128)).await;
-    prober.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
-    assert!(answered.load(Ordering::Relaxed) > 50);
+    // Keep probing a while after the churn too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = prober.stop().await;
+    assert_eq!(seen.failed, 0, "{seen:?}");
+    assert!(seen.answered > 20, "{seen:?}");
     assert_eq!(s.table().network_count(), 2);
 }

@@ -341,3 +341,51 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
         tasks: vec![udp_task, tcp_task],
     }
 }
+
+/// What a [`Prober`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Probed {
+    pub answered: usize,
+    pub failed: usize,
+    pub worst: Duration,
+}
+
+/// A container that keeps asking for one name over UDP (every 5 ms, 1 s timeout) and counts
+/// right answers, wrong or missing ones, and the slowest: the witness that something else going
+/// on (reloads, hostile traffic, listener churn) never costs anyone an answer.
+pub struct Prober {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Probed>,
+}
+
+impl Prober {
+    pub fn start(server: SocketAddr, src: IpAddr, name: &str, expect: Ipv4Addr) -> Prober {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, name) = (stop.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            let mut seen = Probed {
+                answered: 0,
+                failed: 0,
+                worst: Duration::ZERO,
+            };
+            while !flag.load(Ordering::Relaxed) {
+                let q = question(&name, RecordType::A).to_vec().unwrap();
+                let started = std::time::Instant::now();
+                let reply = udp_raw(server, src, &q, Duration::from_secs(1)).await;
+                seen.worst = seen.worst.max(started.elapsed());
+                match reply.and_then(|r| Message::from_vec(&r).ok()) {
+                    Some(m) if a_records(&m) == [expect] => seen.answered += 1,
+                    _ => seen.failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        });
+        Prober { stop, task }
+    }
+
+    pub async fn stop(self) -> Probed {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("prober task")
+    }
+}
