@@ -41,6 +41,10 @@ struct Args {
         default_value = "echo,ours,dnsmasq,aardvark"
     )]
     servers: Vec<Kind>,
+    /// Also measure the agent: connect this many running containers, one at a time, over its
+    /// API (0: skip). Needs root: it makes namespaces, a bridge and veths (prefix "bca").
+    #[arg(long, default_value_t = 0)]
+    agent: u32,
     /// Where the servers' files and the results go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -518,9 +522,199 @@ fn main() {
             });
         }
     }
-    let json = serde_json::to_string_pretty(&points).unwrap();
-    write(&args.out.join("compare.json"), &json);
+    let agent = (args.agent > 0).then(|| agent_figures(args.agent, &dir, &exe_dir));
+    let json = serde_json::json!({ "servers": points, "agent": agent });
+    write(
+        &args.out.join("compare.json"),
+        &serde_json::to_string_pretty(&json).unwrap(),
+    );
     print!("{}", table(&points, &args.rates));
+    if let Some(a) = agent {
+        println!(
+            "\n### attach-agent: connecting {} running containers one at a time\n",
+            a.containers
+        );
+        println!("| connect mean | p50 | p99 | containers/s | answered right after connect |");
+        println!("|---|---|---|---|---|");
+        println!(
+            "| {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {}/{} |",
+            a.mean_ms, a.p50_ms, a.p99_ms, a.per_second, a.answered_at_once, a.containers
+        );
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct AgentFigures {
+    containers: u32,
+    mean_ms: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    per_second: f64,
+    /// Containers whose name answered on the first query sent after their connect returned.
+    answered_at_once: u32,
+}
+
+/// Start the agent, make `n` running containers, connect each to one network over the API
+/// (timing each call), and ask the network's DNS for the name right after each connect returns.
+fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "--agent needs root");
+    let bin = exe_dir.join("attach-agent");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["build", "-p", "attach-agent"]);
+        if exe_dir.ends_with("release") {
+            c.arg("--release");
+        }
+        assert!(
+            c.status().is_ok_and(|s| s.success()),
+            "building the agent failed"
+        );
+    }
+    let work = dir.join("agent");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let socket = work.join("agent.sock");
+    let daemon = Server {
+        child: Command::new("taskset")
+            .args(["-c", SERVER_CPU])
+            .arg(&bin)
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(work.join("state"))
+            .args([
+                "--link-prefix",
+                "bca",
+                "--upstream",
+                "127.0.0.1:9",
+                "--log",
+                "warn",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the agent"),
+        daemon: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let figures = rt.block_on(async {
+        use attach_agent::client::Client;
+        use hyper::Method;
+        let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.raw(Method::GET, "/_ping", None).await.is_err() {
+            assert!(Instant::now() < deadline, "the agent did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let call = |m: Method, path: String, body: serde_json::Value| {
+            let client = client.clone();
+            async move {
+                let (st, b) = client
+                    .raw(m, &path, Some(body.to_string().into_bytes()))
+                    .await
+                    .expect("agent API");
+                assert!(
+                    st.is_success(),
+                    "{path}: {st} {}",
+                    String::from_utf8_lossy(&b)
+                );
+                b
+            }
+        };
+        let created = call(
+            Method::POST,
+            "/networks/create".into(),
+            serde_json::json!({"Name": "bench"}),
+        )
+        .await;
+        let id: serde_json::Value = serde_json::from_slice(&created).unwrap();
+        let inspect = client
+            .raw(
+                Method::GET,
+                &format!("/networks/{}", id["Id"].as_str().unwrap()),
+                None,
+            )
+            .await
+            .unwrap()
+            .1;
+        let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
+        let gateway: std::net::IpAddr = inspect["IPAM"]["Config"][0]["Gateway"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        for i in 0..n {
+            call(
+                Method::POST,
+                format!("/containers/create?name=bca-{i}"),
+                serde_json::json!({"Image": "none"}),
+            )
+            .await;
+            call(
+                Method::POST,
+                format!("/containers/bca-{i}/start"),
+                serde_json::json!({}),
+            )
+            .await;
+        }
+        let dns = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        dns.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut times = Vec::with_capacity(n as usize);
+        let mut answered = 0;
+        let all = Instant::now();
+        for i in 0..n {
+            let t = Instant::now();
+            call(
+                Method::POST,
+                "/networks/bench/connect".into(),
+                serde_json::json!({"Container": format!("bca-{i}")}),
+            )
+            .await;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            // Right after connect returned: does the name answer?
+            let mut q = hickory_proto::op::Message::query();
+            q.add_query(hickory_proto::op::Query::query(
+                hickory_proto::rr::Name::from_ascii(format!("bca-{i}")).unwrap(),
+                hickory_proto::rr::RecordType::A,
+            ));
+            dns.send_to(&q.to_vec().unwrap(), (gateway, 53)).unwrap();
+            let mut buf = [0u8; 512];
+            if let Ok(len) = dns.recv(&mut buf) {
+                if hickory_proto::op::Message::from_vec(&buf[..len])
+                    .is_ok_and(|m| !m.answers.is_empty())
+                {
+                    answered += 1;
+                }
+            }
+        }
+        let total = all.elapsed().as_secs_f64();
+        for i in 0..n {
+            let _ = client
+                .raw(
+                    Method::DELETE,
+                    &format!("/containers/bca-{i}?force=1"),
+                    None,
+                )
+                .await;
+        }
+        let _ = client.raw(Method::DELETE, "/networks/bench", None).await;
+        times.sort_by(|a, b| a.total_cmp(b));
+        AgentFigures {
+            containers: n,
+            mean_ms: times.iter().sum::<f64>() / n as f64,
+            p50_ms: times[times.len() / 2],
+            p99_ms: times[((times.len() as f64 * 0.99) as usize).min(times.len() - 1)],
+            per_second: n as f64 / total,
+            answered_at_once: answered,
+        }
+    });
+    drop(daemon);
+    figures
 }
 
 fn table(points: &[Point], rates: &[u32]) -> String {
