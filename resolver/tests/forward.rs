@@ -220,3 +220,38 @@ async fn resolv_conf_is_reread_when_it_changes() {
     assert!(second.count() >= 1);
     let _ = (first, IpAddr::from([0u8; 4]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_wrong_source_replies_are_ignored_and_the_next_server_asked() {
+    let b = block();
+    let garbage = upstream(Behaviour::Garbage).await;
+    let spoof = upstream(Behaviour::WrongSource(addr("192.0.2.66"))).await;
+    let good = upstream(Behaviour::Answer(addr("192.0.2.12"), 60)).await;
+    let s = server(&config(&[garbage.addr, spoof.addr, good.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let m = ask(gw, ip(b, 2), "faulty.example", RecordType::A).await;
+    assert_eq!(
+        a_records(&m),
+        [addr("192.0.2.12")],
+        "neither the garbage nor the spoof"
+    );
+    assert_eq!((garbage.count(), spoof.count(), good.count()), (1, 1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upstream_reply_reaches_a_udp_asker_truncated() {
+    let b = block();
+    let up = upstream(Behaviour::Oversized(80)).await;
+    let s = server(&config(&[up.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let q = question("huge.example", RecordType::A);
+    let raw = udp_raw(gw, ip(b, 2), &q.to_vec().unwrap(), Duration::from_secs(3))
+        .await
+        .expect("a reply");
+    assert!(raw.len() <= 512, "{} bytes to a plain UDP asker", raw.len());
+    let m = hickory_proto::op::Message::from_vec(&raw).unwrap();
+    assert!(m.metadata.truncation);
+    // Over TCP the whole answer comes through.
+    let m = tcp_ask(gw, ip(b, 2), "huge.example", RecordType::A).await;
+    assert_eq!(a_records(&m).len(), 80);
+}

@@ -193,6 +193,12 @@ pub enum Behaviour {
     Truncated(u8),
     /// First a reply with the wrong id, then the right one.
     WrongIdFirst(Ipv4Addr),
+    /// Random bytes instead of a reply.
+    Garbage,
+    /// A right-looking answer, but sent from another port than the one asked.
+    WrongSource(Ipv4Addr),
+    /// `n` A records over UDP whatever the asker's size limit (a misbehaving upstream).
+    Oversized(u8),
 }
 
 /// A tiny DNS server on 127.0.0.1 (or the address given), UDP and TCP on one port, counting
@@ -266,6 +272,22 @@ fn stub_reply(query: &[u8], b: Behaviour, tcp: bool) -> Option<Vec<Vec<u8>>> {
                 r.metadata.truncation = true;
             }
         }
+        Behaviour::Garbage => {
+            let mut rng = fastrand::Rng::with_seed(q.metadata.id as u64);
+            return Some(vec![(0..200).map(|_| rng.u8(..)).collect()]);
+        }
+        Behaviour::WrongSource(a) => {
+            r.add_answer(Record::from_rdata(name, 300, RData::A(A(a))));
+        }
+        Behaviour::Oversized(n) => {
+            for i in 0..n {
+                r.add_answer(Record::from_rdata(
+                    name.clone(),
+                    300,
+                    RData::A(A(Ipv4Addr::new(198, 18, 1, i))),
+                ));
+            }
+        }
         Behaviour::WrongIdFirst(a) => {
             r.add_answer(Record::from_rdata(name, 300, RData::A(A(a))));
             let good = r.to_vec().ok()?;
@@ -302,7 +324,15 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
             };
             q1.fetch_add(1, Ordering::SeqCst);
             for reply in stub_reply(&buf[..n], b, false).unwrap_or_default() {
-                let _ = udp.send_to(&reply, from).await;
+                if let Behaviour::WrongSource(_) = b {
+                    // Same address, another port: a connected asker must not take it.
+                    let other = UdpSocket::bind(SocketAddr::new(addr.ip(), 0))
+                        .await
+                        .unwrap();
+                    let _ = other.send_to(&reply, from).await;
+                } else {
+                    let _ = udp.send_to(&reply, from).await;
+                }
             }
         }
     });
