@@ -255,3 +255,40 @@ async fn an_oversized_upstream_reply_reaches_a_udp_asker_truncated() {
     let m = tcp_ask(gw, ip(b, 2), "huge.example", RecordType::A).await;
     assert_eq!(a_records(&m).len(), 80);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_names_keep_answering_while_every_upstream_is_black_holed() {
+    let b = block();
+    let hole1 = upstream(Behaviour::Silent).await;
+    let hole2 = upstream(Behaviour::Silent).await;
+    let mut c = config(&[hole1.addr, hole2.addr]);
+    c.forward_timeout_ms = 2000;
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    s.table()
+        .upsert_endpoint(&endpoint("n1", "local0000000", "local", v4(b, 10)))
+        .unwrap();
+    let prober = Prober::start(gw, ip(b, 3), "local", v4(b, 10));
+    // 2,000 external questions that will all hang upstream (and past the in-flight cap).
+    let sock = tokio::net::UdpSocket::bind((ip(b, 2), 0)).await.unwrap();
+    for i in 0..2000 {
+        let q = question(&format!("q{i}.blackhole.example"), RecordType::A);
+        sock.send_to(&q.to_vec().unwrap(), gw).await.unwrap();
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = prober.stop().await;
+    assert_eq!(seen.failed, 0, "{seen:?}");
+    assert!(seen.answered > 50, "{seen:?}");
+    assert!(seen.worst < Duration::from_millis(100), "{seen:?}");
+    assert!(
+        s.forwarder()
+            .stats()
+            .refused_over_cap
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the cap was reached and answered REFUSED"
+    );
+}
