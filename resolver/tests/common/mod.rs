@@ -154,6 +154,18 @@ pub async fn tcp_ask(server: SocketAddr, src: IpAddr, name: &str, rtype: RecordT
     m
 }
 
+/// The server still answers `name` with `expect`, over UDP and over TCP.
+pub async fn assert_serves(server: SocketAddr, src: IpAddr, name: &str, expect: Ipv4Addr) {
+    assert_eq!(
+        a_records(&ask(server, src, name, RecordType::A).await),
+        [expect]
+    );
+    assert_eq!(
+        a_records(&tcp_ask(server, src, name, RecordType::A).await),
+        [expect]
+    );
+}
+
 pub fn a_records(m: &Message) -> Vec<Ipv4Addr> {
     m.answers
         .iter()
