@@ -5,13 +5,11 @@
 //! before answering, and update the record table before returning, so a connect returns only
 //! once its names answer. Veth deletion, the slow kernel call, runs after the lock is released.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use resolver::{EndpointSpec, Link, NetworkSpec, Server};
+use resolver::{EndpointSpec, NetworkSpec, Server};
 use tokio::sync::Mutex;
 
 use crate::config::AgentConfig;
@@ -19,50 +17,9 @@ use crate::error::{AgentError, Result};
 use crate::ipam::{self, Pool};
 use crate::netlink::Netlink;
 use crate::netns;
+use crate::request::{check_endpoint, check_hostname, check_name, plan_network, NetworkPlan};
+pub use crate::request::{ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
 use crate::state::{Attached, Container, Endpoint, Network, RunState, State, Store};
-
-/// What `network create` asks for.
-#[derive(Debug, Clone, Default)]
-pub struct NetworkCreate {
-    pub name: String,
-    pub driver: Option<String>,
-    pub internal: bool,
-    pub attachable: bool,
-    pub enable_ipv6: bool,
-    pub labels: BTreeMap<String, String>,
-    pub options: BTreeMap<String, String>,
-    /// (subnet, ip-range, gateway), as strings: validated here, with Docker's errors.
-    pub ipam: Vec<IpamRequest>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct IpamRequest {
-    pub subnet: Option<String>,
-    pub ip_range: Option<String>,
-    pub gateway: Option<String>,
-}
-
-/// What `network connect` (or `create --network`) asks for; strings as the user gave them.
-#[derive(Debug, Clone, Default)]
-pub struct EndpointRequest {
-    pub aliases: Vec<String>,
-    pub links: Vec<String>,
-    pub ipv4: Option<String>,
-    pub ipv6: Option<String>,
-    pub link_local: Vec<String>,
-}
-
-/// What `container create` asks for.
-#[derive(Debug, Clone, Default)]
-pub struct ContainerCreate {
-    pub name: Option<String>,
-    pub hostname: Option<String>,
-    pub image: String,
-    pub netns: Option<PathBuf>,
-    pub labels: BTreeMap<String, String>,
-    /// Networks to attach at start, in order.
-    pub networks: Vec<(String, EndpointRequest)>,
-}
 
 struct Inner {
     state: Mutex<State>,
@@ -128,102 +85,10 @@ pub fn now_rfc3339() -> String {
     )
 }
 
-fn check_name(name: &str) -> Result<()> {
-    // Short enough for a file name under /run/netns and a DNS label chain.
-    const MAX: usize = 64;
-    if resolver::records::valid_name(name) && name.len() <= MAX {
-        Ok(())
-    } else {
-        Err(AgentError::BadName(name.to_string(), MAX))
-    }
-}
-
 /// Docker's MAC for an endpoint: 02:42 followed by the IPv4 address.
 fn mac_for(v4: Ipv4Addr) -> [u8; 6] {
     let o = v4.octets();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
-}
-
-/// A checked endpoint request.
-struct EndpointConfig {
-    aliases: Vec<String>,
-    links: Vec<Link>,
-    v4: Option<Ipv4Addr>,
-    v6: Option<Ipv6Addr>,
-    link_local: Vec<IpAddr>,
-}
-
-fn nonempty(s: &Option<String>) -> Option<&str> {
-    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// Parse and check an endpoint request against the network it is for.
-fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointConfig> {
-    let v4 = match nonempty(&req.ipv4) {
-        Some(s) => {
-            let ip: Ipv4Addr = s.parse().map_err(|_| AgentError::BadIpv4(s.to_string()))?;
-            if !net.v4.subnet.contains(&IpAddr::V4(ip)) {
-                return Err(ipam::IpamError::OutsideSubnet(IpAddr::V4(ip)).into());
-            }
-            Some(ip)
-        }
-        None => None,
-    };
-    let v6 = match nonempty(&req.ipv6) {
-        Some(s) => {
-            let ip: Ipv6Addr = s.parse().map_err(|_| AgentError::BadIpv6(s.to_string()))?;
-            if !net
-                .v6
-                .as_ref()
-                .is_some_and(|p| p.subnet.contains(&IpAddr::V6(ip)))
-            {
-                return Err(ipam::IpamError::OutsideSubnet(IpAddr::V6(ip)).into());
-            }
-            Some(ip)
-        }
-        None => None,
-    };
-    let mut link_local = Vec::new();
-    for s in &req.link_local {
-        let ip: IpAddr = s
-            .trim()
-            .parse()
-            .map_err(|_| AgentError::BadLinkLocal(s.to_string()))?;
-        let ok = match ip {
-            IpAddr::V4(a) => a.is_link_local(),
-            IpAddr::V6(a) => a.is_unicast_link_local(),
-        };
-        if !ok {
-            return Err(AgentError::BadLinkLocal(s.to_string()));
-        }
-        link_local.push(ip);
-    }
-    let links = req
-        .links
-        .iter()
-        .map(|l| {
-            l.parse::<Link>()
-                .map_err(|_| AgentError::BadLink(l.clone()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut aliases = Vec::new();
-    for a in req
-        .aliases
-        .iter()
-        .map(|a| a.trim())
-        .filter(|a| !a.is_empty())
-    {
-        if !aliases.iter().any(|x: &String| x == a) {
-            aliases.push(a.to_string());
-        }
-    }
-    Ok(EndpointConfig {
-        aliases,
-        links,
-        v4,
-        v6,
-        link_local,
-    })
 }
 
 /// Find by full id, exact name, or unique id prefix, in that order.
@@ -342,15 +207,6 @@ impl Agent {
 
     /// Create a network: IPAM, bridge, DNS listeners. Returns its id.
     pub async fn create_network(&self, req: NetworkCreate) -> Result<String> {
-        check_name(&req.name)?;
-        let driver = req
-            .driver
-            .clone()
-            .filter(|d| !d.is_empty())
-            .unwrap_or("bridge".into());
-        if driver != "bridge" {
-            return Err(AgentError::NoSuchDriver(driver));
-        }
         let mut state = self.inner.state.lock().await;
         if state.networks.values().any(|n| n.name == req.name) {
             return Err(AgentError::NetworkExists(req.name));
@@ -360,53 +216,7 @@ impl Agent {
             .values()
             .flat_map(|n| std::iter::once(n.v4.subnet).chain(n.v6.as_ref().map(|p| p.subnet)))
             .collect();
-        let (mut v4, mut v6) = (None, None);
-        for r in &req.ipam {
-            let parse = |s: &Option<String>| -> Result<Option<IpNet>> {
-                nonempty(s)
-                    .map(ipam::parse_cidr)
-                    .transpose()
-                    .map_err(Into::into)
-            };
-            let subnet = parse(&r.subnet)?;
-            let range = parse(&r.ip_range)?;
-            let gateway =
-                match nonempty(&r.gateway) {
-                    Some(g) => Some(g.parse::<IpAddr>().map_err(|_| {
-                        AgentError::Invalid(format!("invalid gateway address: {g}"))
-                    })?),
-                    None => None,
-                };
-            let Some(subnet) = subnet else {
-                if range.is_some() || gateway.is_some() {
-                    return Err(AgentError::Invalid(
-                        "ip-range and gateway need a --subnet".into(),
-                    ));
-                }
-                continue;
-            };
-            if taken.iter().any(|t| ipam::overlaps(t, &subnet)) {
-                return Err(ipam::IpamError::Overlap.into());
-            }
-            let pool = Pool::new(subnet, range, gateway)?;
-            let slot = if pool.is_v6() { &mut v6 } else { &mut v4 };
-            if slot.is_some() {
-                return Err(AgentError::Invalid(
-                    "one IPv4 and one IPv6 subnet per network are supported".into(),
-                ));
-            }
-            *slot = Some(pool);
-        }
-        if v6.is_some() && !req.enable_ipv6 {
-            return Err(AgentError::Invalid(
-                "an IPv6 subnet needs --ipv6 (EnableIPv6)".into(),
-            ));
-        }
-        if req.enable_ipv6 && v6.is_none() {
-            return Err(AgentError::Invalid(
-                "--ipv6 needs an IPv6 --subnet: there is no default IPv6 pool".into(),
-            ));
-        }
+        let NetworkPlan { driver, v4, v6 } = plan_network(&req, &taken)?;
         let v4 = match v4 {
             Some(p) => p,
             None => {
@@ -869,11 +679,13 @@ impl Agent {
                 id: other.id.clone(),
             });
         }
-        let hostname = req
-            .hostname
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| id[..12].to_string());
+        let hostname = match req.hostname.clone().filter(|h| !h.is_empty()) {
+            Some(h) => {
+                check_hostname(&h)?;
+                h
+            }
+            None => id[..12].to_string(),
+        };
         let mut endpoints = Vec::new();
         for (key, ereq) in &req.networks {
             let net_id = find_network(&state, key)?;

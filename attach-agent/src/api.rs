@@ -24,7 +24,7 @@ pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.12";
 
 /// An error as the Engine sends it: `{"message": …}` with its status code.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl From<AgentError> for ApiError {
     fn from(e: AgentError) -> Self {
@@ -42,14 +42,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub type ApiResult<T> = Result<T, ApiError>;
 
 fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
 /// Parse a JSON body ourselves, so a bad one gets the Engine's 400 `{"message"}`.
-fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> ApiResult<T> {
+pub fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> ApiResult<T> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
@@ -449,30 +449,7 @@ async fn create_network(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: docker::NetworkCreateRequest = json_body(&body)?;
-    let ipam = req
-        .ipam
-        .as_ref()
-        .and_then(|i| i.config.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| IpamRequest {
-            subnet: c.subnet,
-            ip_range: c.ip_range,
-            gateway: c.gateway,
-        })
-        .collect();
-    let id = agent
-        .create_network(NetworkCreate {
-            name: req.name,
-            driver: Some(req.driver),
-            internal: req.internal,
-            attachable: req.attachable,
-            enable_ipv6: req.enable_ipv6.unwrap_or(false),
-            labels: req.labels.unwrap_or_default(),
-            options: req.options.unwrap_or_default(),
-            ipam,
-        })
-        .await?;
+    let id = agent.create_network(network_create(req)).await?;
     Ok(engine_headers(
         (
             StatusCode::CREATED,
@@ -501,6 +478,32 @@ async fn prune_networks(AxState(agent): AxState<Agent>) -> ApiResult<Response> {
         })
         .into_response(),
     ))
+}
+
+/// A `network create` from Docker's request body.
+pub fn network_create(req: docker::NetworkCreateRequest) -> NetworkCreate {
+    let ipam = req
+        .ipam
+        .as_ref()
+        .and_then(|i| i.config.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| IpamRequest {
+            subnet: c.subnet,
+            ip_range: c.ip_range,
+            gateway: c.gateway,
+        })
+        .collect();
+    NetworkCreate {
+        name: req.name,
+        driver: Some(req.driver),
+        internal: req.internal,
+        attachable: req.attachable,
+        enable_ipv6: req.enable_ipv6.unwrap_or(false),
+        labels: req.labels.unwrap_or_default(),
+        options: req.options.unwrap_or_default(),
+        ipam,
+    }
 }
 
 /// An endpoint request from Docker's `EndpointSettings`.
@@ -551,15 +554,13 @@ struct CreateQuery {
     name: Option<String>,
 }
 
-async fn create_container(
-    AxState(agent): AxState<Agent>,
-    Query(q): Query<CreateQuery>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
-    let req: docker::ContainerCreateRequest = json_body(&body)?;
-    // Docker's predefined modes are not networks here: "default" and "bridge" mean the
-    // network named "bridge" if one was created, none otherwise.
-    let has_bridge = agent.network_id("bridge").await.is_ok();
+/// The networks a `container create` attaches at start, in order: `--network` first, then
+/// `EndpointsConfig`. Docker's predefined modes are not networks here: "default" and "bridge"
+/// mean the network named "bridge" if one was created (`has_bridge`), none otherwise.
+pub fn container_networks(
+    req: &docker::ContainerCreateRequest,
+    has_bridge: bool,
+) -> ApiResult<Vec<(String, EndpointRequest)>> {
     let predefined = |k: &str| match k {
         "default" | "bridge" => !has_bridge,
         "none" | "host" | "" => true,
@@ -603,6 +604,17 @@ async fn create_container(
             }
         }
     }
+    Ok(networks)
+}
+
+async fn create_container(
+    AxState(agent): AxState<Agent>,
+    Query(q): Query<CreateQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: docker::ContainerCreateRequest = json_body(&body)?;
+    let has_bridge = agent.network_id("bridge").await.is_ok();
+    let networks = container_networks(&req, has_bridge)?;
     // A 404 from create makes the docker client try to pull the image: a missing network is
     // a bad request here, so the client prints the daemon's message instead.
     let id = agent

@@ -16,4 +16,5 @@ pub mod ipam;
 pub mod names;
 pub mod netlink;
 pub mod netns;
+pub mod request;
 pub mod state;

@@ -1,0 +1,244 @@
+//! Requests as users send them (strings, as typed) and the pure checks that turn them into
+//! something the agent can act on. Nothing here touches the kernel, the filesystem or the
+//! state: every rule that can refuse a request before any work starts lives here, so bad input
+//! changes nothing, and the checks can be fuzzed on their own.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use resolver::Link;
+
+use crate::error::{AgentError, Result};
+use crate::ipam::{self, Pool};
+use crate::state::Network;
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub driver: Option<String>,
+    pub internal: bool,
+    pub attachable: bool,
+    pub enable_ipv6: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    /// (subnet, ip-range, gateway), as strings: validated here, with Docker's errors.
+    pub ipam: Vec<IpamRequest>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IpamRequest {
+    pub subnet: Option<String>,
+    pub ip_range: Option<String>,
+    pub gateway: Option<String>,
+}
+
+/// What `network connect` (or `create --network`) asks for; strings as the user gave them.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointRequest {
+    pub aliases: Vec<String>,
+    pub links: Vec<String>,
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+    pub link_local: Vec<String>,
+}
+
+/// What `container create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerCreate {
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub image: String,
+    pub netns: Option<PathBuf>,
+    pub labels: BTreeMap<String, String>,
+    /// Networks to attach at start, in order.
+    pub networks: Vec<(String, EndpointRequest)>,
+}
+
+/// A container or network name: DNS label rules, no `/` or `..`, short enough for a file name
+/// under /run/netns. Checked before anything touches the filesystem or the table.
+pub fn check_name(name: &str) -> Result<()> {
+    // Short enough for a file name under /run/netns and a DNS label chain.
+    const MAX: usize = 64;
+    if resolver::records::valid_name(name) && name.len() <= MAX {
+        Ok(())
+    } else {
+        Err(AgentError::BadName(name.to_string(), MAX))
+    }
+}
+
+/// A checked endpoint request.
+pub struct EndpointConfig {
+    pub aliases: Vec<String>,
+    pub links: Vec<Link>,
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    pub link_local: Vec<IpAddr>,
+}
+
+pub(crate) fn nonempty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Parse and check an endpoint request against the network it is for.
+pub fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointConfig> {
+    let v4 = match nonempty(&req.ipv4) {
+        Some(s) => {
+            let ip: Ipv4Addr = s.parse().map_err(|_| AgentError::BadIpv4(s.to_string()))?;
+            if !net.v4.subnet.contains(&IpAddr::V4(ip)) {
+                return Err(ipam::IpamError::OutsideSubnet(IpAddr::V4(ip)).into());
+            }
+            Some(ip)
+        }
+        None => None,
+    };
+    let v6 = match nonempty(&req.ipv6) {
+        Some(s) => {
+            let ip: Ipv6Addr = s.parse().map_err(|_| AgentError::BadIpv6(s.to_string()))?;
+            if !net
+                .v6
+                .as_ref()
+                .is_some_and(|p| p.subnet.contains(&IpAddr::V6(ip)))
+            {
+                return Err(ipam::IpamError::OutsideSubnet(IpAddr::V6(ip)).into());
+            }
+            Some(ip)
+        }
+        None => None,
+    };
+    let mut link_local = Vec::new();
+    for s in &req.link_local {
+        let ip: IpAddr = s
+            .trim()
+            .parse()
+            .map_err(|_| AgentError::BadLinkLocal(s.to_string()))?;
+        let ok = match ip {
+            IpAddr::V4(a) => a.is_link_local(),
+            IpAddr::V6(a) => a.is_unicast_link_local(),
+        };
+        if !ok {
+            return Err(AgentError::BadLinkLocal(s.to_string()));
+        }
+        link_local.push(ip);
+    }
+    let links = req
+        .links
+        .iter()
+        .map(|l| {
+            l.parse::<Link>()
+                .map_err(|_| AgentError::BadLink(l.clone()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut aliases = Vec::new();
+    for a in req
+        .aliases
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+    {
+        if !aliases.iter().any(|x: &String| x == a) {
+            aliases.push(a.to_string());
+        }
+    }
+    Ok(EndpointConfig {
+        aliases,
+        links,
+        v4,
+        v6,
+        link_local,
+    })
+}
+
+/// A hostname (`--hostname`): a DNS name, since it is served and written to /etc/hosts; a
+/// newline or a space would forge extra lines there.
+pub fn check_hostname(name: &str) -> Result<()> {
+    const MAX: usize = 253;
+    let ok = name.len() <= MAX
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::Invalid(format!(
+            "invalid hostname {name:?}: use DNS labels of letters, digits and '-', separated by dots"
+        )))
+    }
+}
+
+/// What a checked `network create` will build.
+#[derive(Debug)]
+pub struct NetworkPlan {
+    pub driver: String,
+    /// `None`: no IPv4 subnet was given; the agent picks a free default pool.
+    pub v4: Option<Pool>,
+    pub v6: Option<Pool>,
+}
+
+/// Check a `network create` against the subnets already taken, with Docker's errors.
+pub fn plan_network(req: &NetworkCreate, taken: &[IpNet]) -> Result<NetworkPlan> {
+    check_name(&req.name)?;
+    let driver = req
+        .driver
+        .clone()
+        .filter(|d| !d.is_empty())
+        .unwrap_or("bridge".into());
+    if driver != "bridge" {
+        return Err(AgentError::NoSuchDriver(driver));
+    }
+    let (mut v4, mut v6) = (None, None);
+    for r in &req.ipam {
+        let parse = |s: &Option<String>| -> Result<Option<IpNet>> {
+            nonempty(s)
+                .map(ipam::parse_cidr)
+                .transpose()
+                .map_err(Into::into)
+        };
+        let subnet = parse(&r.subnet)?;
+        let range = parse(&r.ip_range)?;
+        let gateway = match nonempty(&r.gateway) {
+            Some(g) => Some(
+                g.parse::<IpAddr>()
+                    .map_err(|_| AgentError::Invalid(format!("invalid gateway address: {g}")))?,
+            ),
+            None => None,
+        };
+        let Some(subnet) = subnet else {
+            if range.is_some() || gateway.is_some() {
+                return Err(AgentError::Invalid(
+                    "ip-range and gateway need a --subnet".into(),
+                ));
+            }
+            continue;
+        };
+        if taken.iter().any(|t| ipam::overlaps(t, &subnet)) {
+            return Err(ipam::IpamError::Overlap.into());
+        }
+        let pool = Pool::new(subnet, range, gateway)?;
+        let slot = if pool.is_v6() { &mut v6 } else { &mut v4 };
+        if slot.is_some() {
+            return Err(AgentError::Invalid(
+                "one IPv4 and one IPv6 subnet per network are supported".into(),
+            ));
+        }
+        *slot = Some(pool);
+    }
+    if v6.is_some() && !req.enable_ipv6 {
+        return Err(AgentError::Invalid(
+            "an IPv6 subnet needs --ipv6 (EnableIPv6)".into(),
+        ));
+    }
+    if req.enable_ipv6 && v6.is_none() {
+        return Err(AgentError::Invalid(
+            "--ipv6 needs an IPv6 --subnet: there is no default IPv6 pool".into(),
+        ));
+    }
+    Ok(NetworkPlan { driver, v4, v6 })
+}
