@@ -3,6 +3,8 @@
 //! when the test fails. Needs root, and says so.
 #![allow(dead_code)]
 
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -329,5 +331,146 @@ impl Drop for Env {
         self.kill_daemon();
         let p = self.prefix.clone();
         sweep(|n| n.starts_with(&p));
+    }
+}
+
+/// Run `f` on a thread that has entered the named network namespace. A socket made there stays
+/// in that namespace when handed back, whichever thread then uses it.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns {path}"
+        );
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// What a name lookup gave, as the churn and crash tests judge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Addrs(Vec<Ipv4Addr>),
+    NxDomain,
+    /// Another rcode (SERVFAIL, REFUSED, …).
+    Rcode(u8),
+    Timeout,
+}
+
+/// A plain UDP DNS client living in a container's namespace: one query at a time, A records,
+/// replies with a wrong id ignored.
+pub struct Asker {
+    sock: UdpSocket,
+    id: u16,
+}
+
+impl Asker {
+    /// A client in namespace `ns`, asking `server` (a gateway of a network `ns` is on).
+    pub fn new(ns: &str, server: Ipv4Addr, timeout: Duration) -> Asker {
+        let sock = in_netns(ns, move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect(SocketAddr::from((server, 53))).unwrap();
+            s
+        });
+        sock.set_read_timeout(Some(timeout)).unwrap();
+        Asker {
+            sock,
+            id: fastrand::u16(..),
+        }
+    }
+
+    pub fn ask(&mut self, name: &str) -> Answer {
+        use hickory_proto::op::{Message, Query};
+        use hickory_proto::rr::{Name, RData, RecordType};
+        self.id = self.id.wrapping_add(1);
+        let mut m = Message::query();
+        m.metadata.id = self.id;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let q = m.to_vec().unwrap();
+        if self.sock.send(&q).is_err() {
+            return Answer::Timeout;
+        }
+        let mut buf = [0u8; 1500];
+        loop {
+            let n = match self.sock.recv(&mut buf) {
+                Ok(n) => n,
+                Err(_) => return Answer::Timeout,
+            };
+            let Ok(r) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if r.metadata.id != self.id {
+                continue;
+            }
+            let rcode = u16::from(r.metadata.response_code) as u8;
+            return match rcode {
+                0 => Answer::Addrs(
+                    r.answers
+                        .iter()
+                        .filter_map(|rr| match &rr.data {
+                            RData::A(a) => Some(a.0),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                3 => Answer::NxDomain,
+                c => Answer::Rcode(c),
+            };
+        }
+    }
+}
+
+/// The Engine API of a test's daemon, called in-process (no CLI process per call): for tests
+/// that make thousands of calls.
+pub struct Api {
+    client: attach_agent::client::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Api {
+    pub fn new(socket: &std::path::Path) -> Api {
+        Api {
+            client: attach_agent::client::Client::new(socket.to_str().unwrap()).unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// One call: the status and the JSON body (`Null` when empty), or `Err` when the daemon
+    /// could not be reached or hung up (killed).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), String> {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+        let (status, bytes) = self
+            .rt
+            .block_on(self.client.raw(method, path, body))
+            .map_err(|e| e.to_string())?;
+        let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status.as_u16(), v))
+    }
+
+    /// A call that must succeed.
+    pub fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        match self.call(method, path, body) {
+            Ok((s, v)) if s < 300 => v,
+            other => panic!("{method} {path}: {other:?}"),
+        }
     }
 }
