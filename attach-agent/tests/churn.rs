@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Answer, Api, Asker, Env};
+use common::{report, Answer, Api, Asker, Env};
 use serde_json::json;
 
 const CYCLES: usize = 1000;
@@ -175,22 +175,19 @@ fn connect_disconnect_churn_under_load_is_never_wrong() {
         .filter(|p| p.answer == Answer::Timeout)
         .count();
     let total = probes.len() as u64 + steady_asked;
-    println!(
-        "RELIABILITY {}",
-        json!({
-            "test": "churn",
-            "cycles": CYCLES,
-            "seconds": elapsed.as_secs_f64(),
-            "queries": total,
-            "queries_per_second": total as f64 / elapsed.as_secs_f64(),
-            "judged_connected": judged_up,
-            "judged_disconnected": judged_down,
-            "wrong": wrong.len(),
-            "timeouts": timeouts,
-            "steady_queries": steady_asked,
-            "steady_wrong": steady_wrong.len(),
-        })
-    );
+    report(json!({
+        "test": "churn",
+        "cycles": CYCLES,
+        "seconds": elapsed.as_secs_f64(),
+        "queries": total,
+        "queries_per_second": total as f64 / elapsed.as_secs_f64(),
+        "judged_connected": judged_up,
+        "judged_disconnected": judged_down,
+        "wrong": wrong.len(),
+        "timeouts": timeouts,
+        "steady_queries": steady_asked,
+        "steady_wrong": steady_wrong.len(),
+    }));
     assert!(
         wrong.is_empty(),
         "wrong answers for the churned name: {wrong:#?}"

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Answer, Api, Asker, Env};
+use common::{report, Answer, Api, Asker, Env};
 use serde_json::json;
 
 const ROUNDS: usize = 50;
@@ -194,19 +194,16 @@ fn sigkill_during_a_connect_storm_loses_nothing() {
         }
     }
     restart_ms.sort_by(f64::total_cmp);
-    println!(
-        "RELIABILITY {}",
-        json!({
-            "test": "crash",
-            "kills": ROUNDS,
-            "acknowledged": acked,
-            "cut_by_kill": unknown,
-            "cut_kept": kept_unknown,
-            "lost": 0,
-            "restart_ms_median": restart_ms[restart_ms.len() / 2],
-            "restart_ms_max": restart_ms[restart_ms.len() - 1],
-        })
-    );
+    report(json!({
+        "test": "crash",
+        "kills": ROUNDS,
+        "acknowledged": acked,
+        "cut_by_kill": unknown,
+        "cut_kept": kept_unknown,
+        "lost": 0,
+        "restart_ms_median": restart_ms[restart_ms.len() / 2],
+        "restart_ms_max": restart_ms[restart_ms.len() - 1],
+    }));
     assert!(
         acked >= ROUNDS as u64,
         "the storm hardly ran: {acked} acknowledged calls in {ROUNDS} rounds"
