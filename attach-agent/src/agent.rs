@@ -19,7 +19,7 @@ use crate::netlink::Netlink;
 use crate::netns;
 use crate::request::{check_endpoint, check_hostname, check_name, plan_network, NetworkPlan};
 pub use crate::request::{ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
-use crate::state::{Attached, Container, Endpoint, Network, RunState, State, Store};
+use crate::state::{Attached, Changed, Container, Endpoint, Network, RunState, State, Store};
 
 struct Inner {
     state: Mutex<State>,
@@ -178,10 +178,11 @@ impl Agent {
         self.inner.state.lock().await.clone()
     }
 
-    fn save(&self, state: &State) -> Result<()> {
+    /// Persist the objects a change touched, then tell `wait`ers.
+    fn persist(&self, state: &State, changed: &[Changed<'_>]) -> Result<()> {
         self.inner
             .store
-            .save(state)
+            .persist(state, changed)
             .map_err(AgentError::io("saving state"))?;
         self.inner.changes.send_modify(|n| *n += 1);
         Ok(())
@@ -255,7 +256,7 @@ impl Agent {
             return Err(e);
         }
         state.networks.insert(id.clone(), net.clone());
-        if let Err(e) = self.save(&state) {
+        if let Err(e) = self.persist(&state, &[Changed::Network(&id)]) {
             state.networks.remove(&id);
             self.tear_down_network(&net).await;
             return Err(e);
@@ -314,7 +315,8 @@ impl Agent {
         for c in state.containers.values_mut() {
             c.endpoints.retain(|e| e.network_id != id);
         }
-        if let Err(e) = self.save(state) {
+        // One file: endpoints configured on a removed network are dropped at load.
+        if let Err(e) = self.persist(state, &[Changed::Network(id)]) {
             *state = before;
             return Err(e);
         }
@@ -386,7 +388,7 @@ impl Agent {
             link_local: cfg.link_local,
             attached: None,
         };
-        let before = state.clone();
+        let undo = state.undo_point(&cid, std::slice::from_ref(&net_id));
         state
             .containers
             .get_mut(&cid)
@@ -395,13 +397,13 @@ impl Agent {
             .push(ep);
         if state.containers[&cid].state.is_up() {
             if let Err(e) = self.attach(&mut state, &cid, &net_id).await {
-                *state = before;
+                undo.restore(&mut state);
                 return Err(e);
             }
         }
-        if let Err(e) = self.save(&state) {
+        if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
             let cleanup = self.detach(&mut state, &cid, &net_id);
-            *state = before;
+            undo.restore(&mut state);
             drop(state);
             cleanup.run(&self.inner.host).await;
             return Err(e);
@@ -416,8 +418,10 @@ impl Agent {
             Ok(id) => id,
             Err(AgentError::NoSuchNetwork(_)) if force => {
                 // --force: clear what is left of a network that is gone.
-                let cleanup = self.forget_endpoints(&mut state, |_, e| e.network_id == net_key);
-                self.save(&state)?;
+                let (cleanup, changed) =
+                    self.forget_endpoints(&mut state, |_, e| e.network_id == net_key);
+                let changed: Vec<Changed> = changed.iter().map(|c| Changed::Container(c)).collect();
+                self.persist(&state, &changed)?;
                 drop(state);
                 cleanup.run(&self.inner.host).await;
                 return Ok(());
@@ -447,7 +451,7 @@ impl Agent {
             .endpoints
             .retain(|e| e.network_id != net_id);
         self.refresh_etc(&state, &cid);
-        self.save(&state)?;
+        self.persist(&state, &[Changed::Container(&cid)])?;
         drop(state);
         cleanup.run(&self.inner.host).await;
         Ok(())
@@ -457,11 +461,15 @@ impl Agent {
         &self,
         state: &mut State,
         pred: impl Fn(&Container, &Endpoint) -> bool,
-    ) -> Cleanup {
+    ) -> (Cleanup, Vec<String>) {
         let mut cleanup = Cleanup::default();
+        let mut changed = Vec::new();
         for c in state.containers.values_mut() {
             let cid = c.id.clone();
             let gone: Vec<Endpoint> = c.endpoints.iter().filter(|e| pred(c, e)).cloned().collect();
+            if !gone.is_empty() {
+                changed.push(cid.clone());
+            }
             for e in gone {
                 self.inner.dns.table().remove_endpoint(&e.network_id, &cid);
                 if let Some(a) = &e.attached {
@@ -470,7 +478,7 @@ impl Agent {
                 c.endpoints.retain(|x| x.network_id != e.network_id);
             }
         }
-        cleanup
+        (cleanup, changed)
     }
 
     /// Attach one configured endpoint of a running container: addresses, veth, records.
@@ -735,7 +743,7 @@ impl Agent {
             endpoints,
         };
         state.containers.insert(id.clone(), c);
-        if let Err(e) = self.save(&state) {
+        if let Err(e) = self.persist(&state, &[Changed::Container(&id)]) {
             state.containers.remove(&id);
             if owns_netns {
                 let _ = netns::remove_named(&name);
@@ -753,20 +761,20 @@ impl Agent {
         if state.containers[&cid].state.is_up() {
             return Ok(());
         }
-        let before = state.clone();
         self.ensure_netns(&state.containers[&cid])?;
         let nets: Vec<String> = state.containers[&cid]
             .endpoints
             .iter()
             .map(|e| e.network_id.clone())
             .collect();
+        let undo = state.undo_point(&cid, &nets);
         for net_id in &nets {
             if let Err(e) = self.attach(&mut state, &cid, net_id).await {
                 let mut cleanup = Cleanup::default();
                 for n in &nets {
                     cleanup.veths.extend(self.detach(&mut state, &cid, n).veths);
                 }
-                *state = before;
+                undo.restore(&mut state);
                 drop(state);
                 cleanup.run(&self.inner.host).await;
                 return Err(e);
@@ -780,12 +788,12 @@ impl Agent {
             // (empty) resolv.conf rather than the host's.
             self.refresh_etc(&state, &cid);
         }
-        if let Err(e) = self.save(&state) {
+        if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
             let mut cleanup = Cleanup::default();
             for n in &nets {
                 cleanup.veths.extend(self.detach(&mut state, &cid, n).veths);
             }
-            *state = before;
+            undo.restore(&mut state);
             drop(state);
             cleanup.run(&self.inner.host).await;
             return Err(e);
@@ -829,7 +837,7 @@ impl Agent {
         c.state = RunState::Exited;
         c.state_since = now_rfc3339();
         self.refresh_etc(state, cid);
-        self.save(state)?;
+        self.persist(state, &[Changed::Container(cid)])?;
         Ok(cleanup)
     }
 
@@ -850,7 +858,7 @@ impl Agent {
             (false, RunState::Paused) => c.state = RunState::Running,
             (false, _) => return Err(AgentError::NotPaused(cid)),
         }
-        self.save(&state)
+        self.persist(&state, &[Changed::Container(&cid)])
     }
 
     /// Remove a container (`force`: stop it first), and its namespace if the agent made it.
@@ -862,7 +870,7 @@ impl Agent {
         }
         let cleanup = self.stop_locked(&mut state, &cid)?;
         let c = state.containers.remove(&cid).expect("found above");
-        self.save(&state)?;
+        self.persist(&state, &[Changed::Container(&cid)])?;
         drop(state);
         cleanup.run(&self.inner.host).await;
         if let Some(name) = c.netns_name() {
@@ -886,6 +894,7 @@ impl Agent {
         }
         let ids: Vec<String> = state.containers.keys().cloned().collect();
         let mut keep_veths = Vec::new();
+        let mut reattached = Vec::new();
         for cid in &ids {
             let c = state.containers[cid].clone();
             if !c.state.is_up() {
@@ -919,6 +928,7 @@ impl Agent {
                 }
                 // Gone (reboot, or someone deleted it): recreate with the same addresses.
                 tracing::info!(container = %c.name, network = %ep.network_id, "re-attaching");
+                reattached.push(cid.clone());
                 let _ = self.inner.host.delete_link(&a.host_veth).await;
                 let net = state.networks.get_mut(&ep.network_id).expect("network");
                 net.release(a.v4, a.v6);
@@ -959,7 +969,8 @@ impl Agent {
                 let _ = self.inner.host.delete_link(&name).await;
             }
         }
-        self.save(&state)?;
+        let changed: Vec<Changed> = reattached.iter().map(|c| Changed::Container(c)).collect();
+        self.persist(&state, &changed)?;
         Ok(())
     }
 }

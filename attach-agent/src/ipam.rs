@@ -48,7 +48,10 @@ pub struct Pool {
     /// subnet was picked from the default pools, not when it was derived from a given subnet.
     #[serde(default)]
     pub show_gateway: bool,
-    /// Addresses held by running endpoints.
+    /// Addresses held by running endpoints. Not persisted: derived at load from the endpoints
+    /// that are attached ([`crate::state::Store::load`]), so a connect writes only its
+    /// container's file and the two can never disagree.
+    #[serde(skip)]
     pub allocated: BTreeSet<IpAddr>,
 }
 
