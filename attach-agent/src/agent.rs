@@ -37,6 +37,28 @@ pub struct Agent {
     inner: Arc<Inner>,
 }
 
+/// One attachment, decided: see [`Agent::plan_attach`].
+struct AttachPlan {
+    cid: String,
+    net_id: String,
+    bridge: String,
+    prefix4: u8,
+    gateway4: IpAddr,
+    /// The network's IPv6 prefix length and gateway, when it has IPv6.
+    v6_pool: Option<(u8, IpAddr)>,
+    v4: Ipv4Addr,
+    v6: Option<Ipv6Addr>,
+    link_local: Vec<IpAddr>,
+    /// The container's first attachment: it gets the default route (and `lo` up).
+    default_route: bool,
+    lo_up: bool,
+    host_veth: String,
+    ifname: String,
+    /// The namespace, and a netlink connection inside it.
+    ns: std::fs::File,
+    inside: Netlink,
+}
+
 /// Kernel work left for after the lock: host-side veths to delete (each takes its peer).
 #[derive(Debug, Default)]
 #[must_use]
@@ -186,6 +208,22 @@ impl Agent {
             .map_err(AgentError::io("saving state"))?;
         self.inner.changes.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Write one container's file on the blocking pool while the caller goes on; the caller
+    /// awaits the result before acknowledging (and notifies `wait`ers itself).
+    fn persist_in_background(
+        &self,
+        c: &Container,
+    ) -> impl std::future::Future<Output = Result<()>> + use<> {
+        let (store, c) = (self.inner.store.clone(), c.clone());
+        let task = tokio::task::spawn_blocking(move || store.write_container(&c));
+        async move {
+            task.await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(AgentError::io("saving state"))
+        }
     }
 
     /// A receiver that sees every saved change (for `wait`).
@@ -369,7 +407,7 @@ impl Agent {
         let mut state = self.inner.state.lock().await;
         let net_id = find_network(&state, net_key)?;
         let cid = find_container(&state, ctr_key)?;
-        let net = state.networks[&net_id].clone();
+        let net = &state.networks[&net_id];
         let c = &state.containers[&cid];
         if c.endpoint(&net_id).is_some() {
             return Err(AgentError::AlreadyConnected {
@@ -377,7 +415,7 @@ impl Agent {
                 network: net.name.clone(),
             });
         }
-        let cfg = check_endpoint(req, &net)?;
+        let cfg = check_endpoint(req, net)?;
         let ep = Endpoint {
             network_id: net_id.clone(),
             endpoint_id: random_id(),
@@ -395,19 +433,41 @@ impl Agent {
             .expect("found above")
             .endpoints
             .push(ep);
-        if state.containers[&cid].state.is_up() {
-            if let Err(e) = self.attach(&mut state, &cid, &net_id).await {
+        if !state.containers[&cid].state.is_up() {
+            // Configured only: attached at the next start.
+            if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
                 undo.restore(&mut state);
                 return Err(e);
             }
+            return Ok(());
         }
-        if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
-            let cleanup = self.detach(&mut state, &cid, &net_id);
+        // Running: the durable write of the attachment overlaps the kernel work (a crash in
+        // between leaves a file naming a veth that may not exist: the restart recreates it,
+        // as for any missing veth).
+        let plan = match self.plan_attach(&mut state, &cid, &net_id).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                undo.restore(&mut state);
+                return Err(e);
+            }
+        };
+        self.mark_attached(&mut state, &plan);
+        let saving = self.persist_in_background(&state.containers[&cid]);
+        let plumbed = self.plumb(&plan).await;
+        let saved = saving.await;
+        if let Err(e) = plumbed
+            .and(saved)
+            .and_then(|()| self.commit_attach(&mut state, &plan))
+        {
             undo.restore(&mut state);
+            if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+                tracing::error!(container = %cid, error = %e, "cannot write back a failed connect");
+            }
             drop(state);
-            cleanup.run(&self.inner.host).await;
+            let _ = self.inner.host.delete_link(&plan.host_veth).await;
             return Err(e);
         }
+        self.inner.changes.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -482,13 +542,38 @@ impl Agent {
     }
 
     /// Attach one configured endpoint of a running container: addresses, veth, records.
-    /// Rolled back whole on error.
+    /// Rolled back whole on error. (Connect does the same steps with its durable write
+    /// overlapping the kernel work.)
     async fn attach(&self, state: &mut State, cid: &str, net_id: &str) -> Result<()> {
-        let c = state.containers[cid].clone();
-        let ep = c.endpoint(net_id).expect("endpoint configured").clone();
+        let plan = self.plan_attach(state, cid, net_id).await?;
+        let done = match self.plumb(&plan).await {
+            Ok(()) => {
+                self.mark_attached(state, &plan);
+                self.commit_attach(state, &plan)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            self.abandon(state, &plan).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Decide everything an attachment will make before any kernel work: the interface name
+    /// inside the namespace, addresses taken from the pools, the host veth's name.
+    async fn plan_attach(&self, state: &mut State, cid: &str, net_id: &str) -> Result<AttachPlan> {
+        let c = &state.containers[cid];
+        let ep = c.endpoint(net_id).expect("endpoint configured");
+        let (static_v4, static_v6) = (ep.static_v4, ep.static_v6);
+        let link_local = ep.link_local.clone();
+        let first = !c.endpoints.iter().any(|e| e.attached.is_some());
+        let lo_up = first && !c.owns_netns;
+        let netns_path = c.netns.clone();
+        // The namespace first (a missing one fails before any address is taken).
+        let (ns, inside, ifname) = self.open_inside(&netns_path).await?;
         let net = state.networks.get_mut(net_id).expect("network exists");
-        // Addresses first: the cheapest step to fail and to undo.
-        let v4 = match ep.static_v4 {
+        let v4 = match static_v4 {
             Some(ip) => {
                 net.v4.reserve(IpAddr::V4(ip))?;
                 ip
@@ -498,87 +583,50 @@ impl Agent {
                 IpAddr::V6(_) => unreachable!("v4 pool"),
             },
         };
-        let v6 = match (&mut net.v6, ep.static_v6) {
-            (Some(pool), Some(ip)) => match pool.reserve(IpAddr::V6(ip)) {
-                Ok(()) => Some(ip),
-                Err(e) => {
-                    net.release(v4, None);
-                    return Err(e.into());
-                }
-            },
+        let v6 = match (&mut net.v6, static_v6) {
+            (Some(pool), Some(ip)) => pool.reserve(IpAddr::V6(ip)).map(|()| Some(ip)),
             (Some(pool), None) => match pool.allocate(&format!("{} ({})", net.name, net.id)) {
-                Ok(IpAddr::V6(ip)) => Some(ip),
+                Ok(IpAddr::V6(ip)) => Ok(Some(ip)),
                 Ok(IpAddr::V4(_)) => unreachable!("v6 pool"),
-                Err(e) => {
-                    net.release(v4, None);
-                    return Err(e.into());
-                }
+                Err(e) => Err(e),
             },
-            (None, _) => None,
+            (None, _) => Ok(None),
         };
-        let net = net.clone();
-        let first = !c.endpoints.iter().any(|e| e.attached.is_some());
-        let host_veth = self.veth_name();
-        let result = self.plumb(&c, &net, &ep, &host_veth, v4, v6, first).await;
-        let ifname = match result {
-            Ok(ifname) => ifname,
+        let v6 = match v6 {
+            Ok(v6) => v6,
             Err(e) => {
-                let n = state.networks.get_mut(net_id).expect("network exists");
-                n.release(v4, v6);
-                let _ = self.inner.host.delete_link(&host_veth).await;
-                return Err(e);
+                net.release(v4, None);
+                return Err(e.into());
             }
         };
-        let attached = Attached {
-            ifname,
-            host_veth: host_veth.clone(),
-            mac: mac_for(v4),
+        Ok(AttachPlan {
+            cid: cid.to_string(),
+            net_id: net_id.to_string(),
+            bridge: net.bridge.clone(),
+            prefix4: net.v4.prefix_len(),
+            gateway4: net.v4.gateway,
+            v6_pool: net.v6.as_ref().map(|p| (p.prefix_len(), p.gateway)),
             v4,
             v6,
-        };
-        let spec = EndpointSpec {
-            network_id: net_id.to_string(),
-            container_id: c.id.clone(),
-            container_name: c.name.clone(),
-            hostname: Some(c.hostname.clone()),
-            aliases: ep.aliases.clone(),
-            links: ep.links.clone(),
-            ipv4: Some(v4),
-            ipv6: v6,
-        };
-        if let Err(e) = self.inner.dns.table().upsert_endpoint(&spec) {
-            let n = state.networks.get_mut(net_id).expect("network exists");
-            n.release(v4, v6);
-            let _ = self.inner.host.delete_link(&host_veth).await;
-            return Err(e.into());
-        }
-        state
-            .containers
-            .get_mut(cid)
-            .expect("container exists")
-            .endpoint_mut(net_id)
-            .expect("endpoint configured")
-            .attached = Some(attached);
-        self.refresh_etc(state, cid);
-        Ok(())
+            link_local,
+            default_route: first,
+            lo_up,
+            host_veth: self.veth_name(),
+            ifname,
+            ns,
+            inside,
+        })
     }
 
-    /// The kernel part of attaching: veth into the namespace, addresses, routes. Returns the
-    /// interface name inside the namespace.
-    #[allow(clippy::too_many_arguments)]
-    async fn plumb(
+    /// A handle on the container's namespace, a netlink connection inside it, and the first
+    /// free `ethN` there.
+    async fn open_inside(
         &self,
-        c: &Container,
-        net: &Network,
-        ep: &Endpoint,
-        host_veth: &str,
-        v4: Ipv4Addr,
-        v6: Option<Ipv6Addr>,
-        default_route: bool,
-    ) -> Result<String> {
-        let ns = netns::open(&c.netns).map_err(AgentError::io(format!(
+        path: &std::path::Path,
+    ) -> Result<(std::fs::File, Netlink, String)> {
+        let ns = netns::open(path).map_err(AgentError::io(format!(
             "network namespace {}",
-            c.netns.display()
+            path.display()
         )))?;
         let inside = Netlink::inside(&ns)?;
         let present = inside.link_names().await?;
@@ -586,43 +634,101 @@ impl Agent {
             .map(|i| format!("eth{i}"))
             .find(|n| !present.contains(n))
             .expect("some ethN is free");
+        Ok((ns, inside, ifname))
+    }
+
+    /// The kernel part of attaching: veth into the namespace, addresses, routes.
+    async fn plumb(&self, plan: &AttachPlan) -> Result<()> {
+        let (ns, inside) = (&plan.ns, &plan.inside);
         let bridge = self
             .inner
             .host
-            .index_of(&net.bridge)
+            .index_of(&plan.bridge)
             .await?
-            .ok_or_else(|| crate::netlink::NetlinkError::NoLink(net.bridge.clone()))?;
+            .ok_or_else(|| crate::netlink::NetlinkError::NoLink(plan.bridge.clone()))?;
         self.inner
             .host
-            .add_veth(host_veth, bridge, &ns, &ifname, mac_for(v4))
+            .add_veth(&plan.host_veth, bridge, ns, &plan.ifname, mac_for(plan.v4))
             .await?;
         let index = inside
-            .index_of(&ifname)
+            .index_of(&plan.ifname)
             .await?
-            .ok_or_else(|| crate::netlink::NetlinkError::NoLink(ifname.clone()))?;
+            .ok_or_else(|| crate::netlink::NetlinkError::NoLink(plan.ifname.clone()))?;
         inside
-            .add_address(index, IpAddr::V4(v4), net.v4.prefix_len())
+            .add_address(index, IpAddr::V4(plan.v4), plan.prefix4)
             .await?;
-        if let (Some(ip), Some(pool)) = (v6, &net.v6) {
-            inside
-                .add_address(index, IpAddr::V6(ip), pool.prefix_len())
-                .await?;
+        if let (Some(ip), Some((prefix, _))) = (plan.v6, plan.v6_pool) {
+            inside.add_address(index, IpAddr::V6(ip), prefix).await?;
         }
-        for ll in &ep.link_local {
+        for ll in &plan.link_local {
             let prefix = if ll.is_ipv4() { 16 } else { 64 };
             inside.add_address(index, *ll, prefix).await?;
         }
         inside.set_up(index).await?;
-        if let Some(lo) = inside.index_of("lo").await? {
-            inside.set_up(lo).await?;
-        }
-        if default_route {
-            inside.add_default_route(net.v4.gateway).await?;
-            if let (Some(_), Some(pool)) = (v6, &net.v6) {
-                inside.add_default_route(pool.gateway).await?;
+        // The agent brings `lo` up when it makes a namespace; one it was given may have it down.
+        if plan.lo_up {
+            if let Some(lo) = inside.index_of("lo").await? {
+                inside.set_up(lo).await?;
             }
         }
-        Ok(ifname)
+        if plan.default_route {
+            inside.add_default_route(plan.gateway4).await?;
+            if let (Some(_), Some((_, gw))) = (plan.v6, plan.v6_pool) {
+                inside.add_default_route(gw).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Record the planned attachment on the endpoint (before or after the kernel work).
+    fn mark_attached(&self, state: &mut State, plan: &AttachPlan) {
+        state
+            .containers
+            .get_mut(&plan.cid)
+            .and_then(|c| c.endpoint_mut(&plan.net_id))
+            .expect("endpoint configured")
+            .attached = Some(Attached {
+            ifname: plan.ifname.clone(),
+            host_veth: plan.host_veth.clone(),
+            mac: mac_for(plan.v4),
+            v4: plan.v4,
+            v6: plan.v6,
+        });
+    }
+
+    /// Make the attachment visible: its names answer from the next query on, and the
+    /// container's /etc/netns files name the new gateway.
+    fn commit_attach(&self, state: &mut State, plan: &AttachPlan) -> Result<()> {
+        let c = &state.containers[&plan.cid];
+        let ep = c.endpoint(&plan.net_id).expect("endpoint configured");
+        let spec = EndpointSpec {
+            network_id: plan.net_id.clone(),
+            container_id: c.id.clone(),
+            container_name: c.name.clone(),
+            hostname: Some(c.hostname.clone()),
+            aliases: ep.aliases.clone(),
+            links: ep.links.clone(),
+            ipv4: Some(plan.v4),
+            ipv6: plan.v6,
+        };
+        self.inner.dns.table().upsert_endpoint(&spec)?;
+        self.refresh_etc(state, &plan.cid);
+        Ok(())
+    }
+
+    /// Undo a planned attachment whose kernel work or registration failed.
+    async fn abandon(&self, state: &mut State, plan: &AttachPlan) {
+        if let Some(n) = state.networks.get_mut(&plan.net_id) {
+            n.release(plan.v4, plan.v6);
+        }
+        if let Some(ep) = state
+            .containers
+            .get_mut(&plan.cid)
+            .and_then(|c| c.endpoint_mut(&plan.net_id))
+        {
+            ep.attached = None;
+        }
+        let _ = self.inner.host.delete_link(&plan.host_veth).await;
     }
 
     /// Undo an attachment in the table and IPAM at once; the veth goes in the cleanup.

@@ -94,8 +94,10 @@ pub fn create_named(name: &str) -> io::Result<PathBuf> {
                 c"none".as_ptr(),
                 libc::MS_BIND,
                 std::ptr::null(),
-            ))
+            ))?;
         }
+        // `lo` up now, as a container runtime would, rather than on every connect.
+        loopback_up()
     })
     .join()
     .map_err(|_| io::Error::other("netns thread panicked"))?;
@@ -104,6 +106,28 @@ pub fn create_named(name: &str) -> io::Result<PathBuf> {
         return Err(e);
     }
     Ok(path)
+}
+
+/// Bring `lo` of the calling thread's network namespace up (SIOCSIFFLAGS: no netlink
+/// connection needed on this short-lived thread).
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain socket and two ioctls on a zeroed ifreq naming "lo"; the fd is closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        let r = check(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr)).and_then(|()| {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            check(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr))
+        });
+        libc::close(fd);
+        r
+    }
 }
 
 /// Remove a named namespace made by [`create_named`] and its /etc/netns files. Missing is fine.

@@ -316,6 +316,12 @@ impl Store {
         Ok(())
     }
 
+    /// One container's file, durably (file and directory flushed).
+    pub fn write_container(&self, c: &Container) -> std::io::Result<()> {
+        self.write(&self.containers, &c.id, c)?;
+        sync_dir(&self.containers)
+    }
+
     /// One object's file, replaced atomically and flushed (the directory is flushed by the
     /// caller, once for all the objects of a change).
     fn write(&self, dir: &Path, id: &str, value: &impl Serialize) -> std::io::Result<()> {

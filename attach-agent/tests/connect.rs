@@ -28,6 +28,11 @@ fn connect_page_examples() {
     env.ok(&["run", "--name", &c1, "busybox"]);
     env.ok(&["network", "connect", "multi-host-network", &c1]);
     assert_eq!(env.addrs_in(&c1, "eth0"), [format!("{}/24", env.ip(1, 2))]);
+    // The namespace the agent made has its loopback up, as under a container runtime.
+    let lo = env.exec(&c1, &["ip", "-o", "link", "show", "lo"]).stdout;
+    assert!(lo.contains(",UP"), "lo is up: {lo}");
+    let ping_self = env.exec(&c1, &["busybox", "ping", "-c", "1", "-W", "1", "127.0.0.1"]);
+    assert_eq!(ping_self.code, 0, "loopback answers: {}", ping_self.stderr);
     env.ok(&["run", "--name", &c2, "busybox"]);
     env.ok(&["network", "connect", &net_id[..12], &c2]);
     assert_eq!(env.addrs_in(&c2, "eth0"), [format!("{}/24", env.ip(1, 3))]);
