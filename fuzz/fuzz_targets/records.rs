@@ -2,7 +2,8 @@
 //!
 //! The contract under test is "a file is checked whole before anything is applied": whatever
 //! `Records::parse` accepts, the table must take without an error (a half-applied reload is
-//! the failure this prevents), and every registered name must answer from its own network.
+//! the failure this prevents), no two endpoints of the file become one in the table, and every
+//! registered name must answer from its own network.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -30,6 +31,12 @@ fuzz_target!(|data: &[u8]| {
             panic!("parse accepted an endpoint the table refuses: {err}\n{text}");
         }
     }
+    // Nothing merged: every endpoint of the file is its own endpoint in the table.
+    assert_eq!(
+        table.endpoint_keys().len(),
+        records.endpoints.len(),
+        "endpoints merged by the table\n{text}"
+    );
     // Ask for each container's name from the host's listener side (an unknown source).
     for e in &records.endpoints {
         let key = table

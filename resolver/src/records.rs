@@ -30,6 +30,8 @@ pub enum RecordsError {
     DuplicateNetwork(String),
     #[error("container {0:?} is defined twice")]
     DuplicateContainer(String),
+    #[error("id {0:?} is given to two networks or two containers")]
+    DuplicateId(String),
     #[error("container {container:?}: network {network:?} not found")]
     NoSuchNetwork { container: String, network: String },
     #[error("container {container:?} is on network {network:?} twice")]
@@ -148,6 +150,8 @@ impl Records {
         }
         let mut networks = Vec::new();
         let mut by_name: HashMap<&str, String> = HashMap::new();
+        // Ids are the table's keys: two objects sharing one would be merged by the table.
+        let (mut net_ids, mut ctr_ids) = (HashSet::new(), HashSet::new());
         for n in &file.networks {
             if !valid_name(&n.name) {
                 return Err(RecordsError::BadName(n.name.clone()));
@@ -157,6 +161,9 @@ impl Records {
                     .unwrap_or_else(|| derived_id("network", &n.name));
             if by_name.insert(&n.name, id.clone()).is_some() {
                 return Err(RecordsError::DuplicateNetwork(n.name.clone()));
+            }
+            if !net_ids.insert(id.clone()) {
+                return Err(RecordsError::DuplicateId(id));
             }
             networks.push((
                 NetworkSpec {
@@ -181,6 +188,9 @@ impl Records {
             let id =
                 c.id.clone()
                     .unwrap_or_else(|| derived_id("container", &c.name));
+            if !ctr_ids.insert(id.clone()) {
+                return Err(RecordsError::DuplicateId(id));
+            }
             let mut on = HashSet::new();
             for e in &c.endpoints {
                 let net_id = by_name.get(e.network.as_str()).cloned().ok_or_else(|| {
@@ -309,6 +319,42 @@ links = ["db:database"]
             "ids are stable"
         );
         assert_eq!(r.endpoints[0].links[0].alias, "database");
+    }
+
+    #[test]
+    fn ids_given_twice_are_refused() {
+        let two_nets = r#"
+[[network]]
+name = "a"
+id = "same"
+[[network]]
+name = "b"
+id = "same"
+"#;
+        assert!(matches!(
+            Records::parse(two_nets),
+            Err(RecordsError::DuplicateId(_))
+        ));
+        let two_ctrs = r#"
+[[network]]
+name = "a"
+[[container]]
+name = "x"
+id = "same"
+[[container.endpoint]]
+network = "a"
+ipv4 = "10.0.0.2"
+[[container]]
+name = "y"
+id = "same"
+[[container.endpoint]]
+network = "a"
+ipv4 = "10.0.0.3"
+"#;
+        assert!(matches!(
+            Records::parse(two_ctrs),
+            Err(RecordsError::DuplicateId(_))
+        ));
     }
 
     #[test]
