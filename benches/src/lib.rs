@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+pub mod netavark;
+
 use resolver::{EndpointSpec, NetworkSpec, Table};
 
 /// The address of container `i` in 10.0.0.0/8 (never sent to: in-process benchmarks only).

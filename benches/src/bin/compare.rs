@@ -433,6 +433,7 @@ fn ensure_tools() {
         (which("aardvark-dns").is_none() && !Path::new("/usr/lib/podman/aardvark-dns").exists())
             .then_some("aardvark-dns"),
     )
+    .chain((!bench::netavark::available()).then_some("netavark"))
     .collect();
     if missing.is_empty() {
         return;
@@ -534,11 +535,24 @@ fn main() {
             "\n### attach-agent: connecting {} running containers one at a time\n",
             a.containers
         );
-        println!("| connect mean | p50 | p99 | containers/s | answered right after connect |");
-        println!("|---|---|---|---|---|");
+        println!("| operation | mean | p50 | p99 | containers/s | vs netavark (mean) |");
+        println!("|---|---|---|---|---|---|");
+        let row = |label: &str, t: &Timings, ratio: String| {
+            println!(
+                "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {ratio} |",
+                t.mean_ms, t.p50_ms, t.p99_ms, t.per_second
+            )
+        };
+        let ratio = a.netavark.as_ref().map_or("-".to_string(), |n| {
+            format!("{:.2}x", a.connect.mean_ms / n.mean_ms)
+        });
+        row("attach-agent connect (API call)", &a.connect, ratio);
+        if let Some(n) = &a.netavark {
+            row("netavark 1.4 setup (process per call)", n, "1.00x".into());
+        }
         println!(
-            "| {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {}/{} |",
-            a.mean_ms, a.p50_ms, a.p99_ms, a.per_second, a.answered_at_once, a.containers
+            "\nAnswered on the first query right after connect returned: {}/{}.",
+            a.answered_at_once, a.containers
         );
     }
 }
@@ -546,12 +560,32 @@ fn main() {
 #[derive(Debug, Clone, Serialize)]
 struct AgentFigures {
     containers: u32,
+    connect: Timings,
+    /// Containers whose name answered on the first query sent after their connect returned.
+    answered_at_once: u32,
+    /// netavark 1.4 `setup` on as many fresh namespaces, when installed.
+    netavark: Option<Timings>,
+}
+
+/// Per-call times of one kind of operation, done one at a time.
+#[derive(Debug, Clone, Serialize)]
+struct Timings {
     mean_ms: f64,
     p50_ms: f64,
     p99_ms: f64,
     per_second: f64,
-    /// Containers whose name answered on the first query sent after their connect returned.
-    answered_at_once: u32,
+}
+
+impl Timings {
+    fn of(mut ms: Vec<f64>, total_seconds: f64) -> Timings {
+        ms.sort_by(f64::total_cmp);
+        Timings {
+            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+            p50_ms: ms[ms.len() / 2],
+            p99_ms: ms[((ms.len() as f64 * 0.99) as usize).min(ms.len() - 1)],
+            per_second: ms.len() as f64 / total_seconds,
+        }
+    }
 }
 
 /// Start the agent, make `n` running containers, connect each to one network over the API
@@ -703,18 +737,21 @@ fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
                 .await;
         }
         let _ = client.raw(Method::DELETE, "/networks/bench", None).await;
-        times.sort_by(|a, b| a.total_cmp(b));
-        AgentFigures {
-            containers: n,
-            mean_ms: times.iter().sum::<f64>() / n as f64,
-            p50_ms: times[times.len() / 2],
-            p99_ms: times[((times.len() as f64 * 0.99) as usize).min(times.len() - 1)],
-            per_second: n as f64 / total,
-            answered_at_once: answered,
-        }
+        (Timings::of(times, total), answered)
     });
     drop(daemon);
-    figures
+    let netavark = bench::netavark::available().then(|| {
+        eprintln!("netavark setup on {n} namespaces...");
+        let all = Instant::now();
+        let times = bench::netavark::setup_times(n, &work);
+        Timings::of(times, all.elapsed().as_secs_f64())
+    });
+    AgentFigures {
+        containers: n,
+        connect: figures.0,
+        answered_at_once: figures.1,
+        netavark,
+    }
 }
 
 fn table(points: &[Point], rates: &[u32]) -> String {
