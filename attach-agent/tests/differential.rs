@@ -5,179 +5,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use common::{Env, Out};
 
-/// Docker Engine 20.10 on its own sockets and directories, touching nothing else: no iptables,
-/// no ip_forward, no docker0; its bridges carry our test prefix; its containers' DNS forwards
-/// to 127.0.0.1 inside their own namespaces, so nothing leaves the machine.
-struct RefEngine {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    containerd: Option<Child>,
-    dockerd: Option<Child>,
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what} did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-impl RefEngine {
-    fn start() -> RefEngine {
-        for bin in ["dockerd", "containerd", "busybox"] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {bin}")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            assert!(
-                found,
-                "{bin} missing: .ci/run installs docker.io and busybox-static"
-            );
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("dref")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let d = dir.path().to_path_buf();
-        let ctd_sock = d.join("ctd.sock");
-        let log = |name: &str| std::fs::File::create(d.join(name)).unwrap();
-        let containerd = Command::new("containerd")
-            .arg("--root")
-            .arg(d.join("cr"))
-            .arg("--state")
-            .arg(d.join("cs"))
-            .arg("--address")
-            .arg(&ctd_sock)
-            .stdout(log("containerd.out"))
-            .stderr(log("containerd.err"))
-            .spawn()
-            .unwrap();
-        let mut engine = RefEngine {
-            socket: d.join("d.sock"),
-            dir,
-            containerd: Some(containerd),
-            dockerd: None,
-        };
-        wait_for("containerd", Duration::from_secs(20), || ctd_sock.exists());
-        let dockerd = Command::new("dockerd")
-            .arg("--host")
-            .arg(format!("unix://{}", engine.socket.display()))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("ex"))
-            .arg("--pidfile")
-            .arg(d.join("d.pid"))
-            .arg("--containerd")
-            .arg(&ctd_sock)
-            .args([
-                "--iptables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-                "--bridge=none",
-            ])
-            .args(["--dns", "127.0.0.1"])
-            .stdout(log("dockerd.out"))
-            .stderr(log("dockerd.err"))
-            .spawn()
-            .unwrap();
-        engine.dockerd = Some(dockerd);
-        wait_for("dockerd", Duration::from_secs(60), || {
-            engine.docker(&["version"]).code == 0
-        });
-        // The image: busybox-static in an otherwise empty root.
-        let rootfs = engine.dir.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
-        for app in ["sh", "sleep"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(app)).unwrap();
-        }
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "tar -C {} -c . | docker -H unix://{} import - ddtest:1",
-                rootfs.display(),
-                engine.socket.display()
-            ))
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "docker import");
-        engine
-    }
-
-    fn docker(&self, args: &[&str]) -> Out {
-        Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-            .into()
-    }
-
-    fn pid_of(&self, container: &str) -> String {
-        self.docker(&["inspect", "-f", "{{.State.Pid}}", container])
-            .stdout
-            .trim()
-            .to_string()
-    }
-}
-
-fn which(bin: &str) -> PathBuf {
-    let o = Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .unwrap();
-    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
-}
-
-fn stop(child: &mut Option<Child>, grace: Duration) {
-    if let Some(mut c) = child.take() {
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-impl Drop for RefEngine {
-    fn drop(&mut self) {
-        let ids = self.docker(&["ps", "-aq"]).stdout;
-        for id in ids.split_whitespace() {
-            self.docker(&["rm", "-f", id]);
-        }
-        self.docker(&["network", "prune", "-f"]);
-        stop(&mut self.dockerd, Duration::from_secs(20));
-        stop(&mut self.containerd, Duration::from_secs(10));
-        // Whatever dockerd left mounted under its directories.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let root = self.dir.path().to_string_lossy().to_string();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| m.starts_with(&root))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            let _ = Command::new("umount").args(["-l", p]).status();
-        }
-    }
-}
+// The reference engine is shared with the benchmark (Docker's embedded DNS in the comparison).
+#[path = "../../benches/src/docker_engine.rs"]
+#[allow(dead_code)]
+mod docker_engine;
+use docker_engine::DockerEngine as RefEngine;
 
 /// Replace what legitimately differs between two runs: ids, timestamps, endpoint ids.
 fn normalise(s: &str) -> String {
@@ -465,7 +302,7 @@ fn same_client_same_scenario_as_docker_engine_20_10() {
     let engine = RefEngine::start();
     let reference_steps = {
         let mut reference = Run {
-            docker: &|a| engine.docker(a),
+            docker: &|a| engine.docker(a).into(),
             dig: &|c, name| {
                 let pid = engine.pid_of(c);
                 let o: Out = Command::new("nsenter")

@@ -2,6 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+pub mod docker_engine;
+pub mod namespaced;
 pub mod netavark;
 
 use resolver::{EndpointSpec, NetworkSpec, Table};

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench::namespaced::{self, Target};
 use clap::Parser;
 use serde::Serialize;
 
@@ -38,7 +39,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "echo,ours,dnsmasq,aardvark"
+        default_value = "echo,ours,dnsmasq,aardvark,agent,docker"
     )]
     servers: Vec<Kind>,
     /// Also measure the agent: connect this many running containers, one at a time, over its
@@ -60,6 +61,10 @@ enum Kind {
     Ours,
     Dnsmasq,
     Aardvark,
+    /// The full agent: real namespaces, bridge, veths, DNS on the gateway.
+    Agent,
+    /// Docker 20.10's embedded DNS, asked at 127.0.0.11 inside a container.
+    Docker,
 }
 
 impl Kind {
@@ -69,6 +74,21 @@ impl Kind {
             Kind::Ours => "attach-agent resolver",
             Kind::Dnsmasq => "dnsmasq",
             Kind::Aardvark => "aardvark-dns",
+            Kind::Agent => "attach-agent, full agent in namespaces",
+            Kind::Docker => "Docker 20.10 embedded DNS",
+        }
+    }
+    /// Whether it serves containers in real namespaces (at most one bridge's worth of them).
+    fn namespaced(self) -> bool {
+        matches!(self, Kind::Agent | Kind::Docker)
+    }
+    /// Where dnsperf asks a server that listens on loopback.
+    fn target(self) -> Target {
+        Target {
+            enter: vec![],
+            server: self.listen().into(),
+            port: PORT,
+            source: Some(self.client().into()),
         }
     }
     fn listen(self) -> &'static str {
@@ -77,6 +97,7 @@ impl Kind {
             Kind::Ours => "127.77.0.1",
             Kind::Dnsmasq => "127.78.0.1",
             Kind::Aardvark => "127.79.0.1",
+            Kind::Agent | Kind::Docker => unreachable!("namespaced"),
         }
     }
     /// The source address dnsperf sends from: a container of the served network.
@@ -86,6 +107,7 @@ impl Kind {
             Kind::Ours => "127.77.0.2",
             Kind::Dnsmasq => "127.78.0.2",
             Kind::Aardvark => "127.79.0.2",
+            Kind::Agent | Kind::Docker => unreachable!("namespaced"),
         }
     }
 }
@@ -205,6 +227,7 @@ fn start(kind: Kind, n: u32, dir: &Path, exe_dir: &Path) -> Server {
                 .arg(&cfg)
                 .args(["-p", &PORT.to_string(), "run"]);
         }
+        Kind::Agent | Kind::Docker => unreachable!("started by bench::namespaced"),
     }
     let child = cmd
         .stdin(Stdio::null())
@@ -324,34 +347,30 @@ fn query_file(dir: &Path, n: u32) -> PathBuf {
 }
 
 fn dnsperf(
-    kind: Kind,
+    target: &Target,
     queries: &Path,
     seconds: u32,
     rate: Option<u32>,
     verbose: bool,
 ) -> std::process::Output {
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", LOAD_CPU, "dnsperf"])
-        .args([
-            "-s",
-            kind.listen(),
-            "-p",
-            &PORT.to_string(),
-            "-a",
-            kind.client(),
-        ])
-        .arg("-d")
-        .arg(queries)
-        .args([
-            "-l",
-            &seconds.to_string(),
-            "-c",
-            "1",
-            "-q",
-            "200",
-            "-t",
-            "2",
-        ]);
+    cmd.args(["-c", LOAD_CPU])
+        .args(&target.enter)
+        .arg("dnsperf")
+        .args(["-s", &target.server, "-p", &target.port.to_string()]);
+    if let Some(source) = &target.source {
+        cmd.args(["-a", source]);
+    }
+    cmd.arg("-d").arg(queries).args([
+        "-l",
+        &seconds.to_string(),
+        "-c",
+        "1",
+        "-q",
+        "200",
+        "-t",
+        "2",
+    ]);
     if let Some(r) = rate {
         cmd.args(["-Q", &r.to_string()]);
     }
@@ -368,9 +387,9 @@ fn field(out: &str, label: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn saturation(kind: Kind, pid: u32, queries: &Path, seconds: u32) -> Saturation {
+fn saturation(target: &Target, pid: u32, queries: &Path, seconds: u32) -> Saturation {
     let before = cpu_ticks(pid);
-    let o = dnsperf(kind, queries, seconds, None, false);
+    let o = dnsperf(target, queries, seconds, None, false);
     let after = cpu_ticks(pid);
     let text = String::from_utf8_lossy(&o.stdout);
     let completed = field(&text, "Queries completed:") as u64;
@@ -388,8 +407,8 @@ fn saturation(kind: Kind, pid: u32, queries: &Path, seconds: u32) -> Saturation 
     }
 }
 
-fn latency(kind: Kind, queries: &Path, seconds: u32, rate: u32) -> Latency {
-    let o = dnsperf(kind, queries, seconds, Some(rate), true);
+fn latency(target: &Target, queries: &Path, seconds: u32, rate: u32) -> Latency {
+    let o = dnsperf(target, queries, seconds, Some(rate), true);
     let mut lat: Vec<f64> = BufReader::new(&o.stdout[..])
         .lines()
         .map_while(Result::ok)
@@ -491,25 +510,53 @@ fn main() {
     for &n in &args.names {
         let queries = query_file(&dir, n);
         for &kind in &args.servers {
-            eprintln!("{} with {n} names...", kind.label());
-            let mut server = start(kind, n, &dir, &exe_dir);
-            let pid = server_pid(
-                kind,
-                &server,
-                &dir.join(format!("{kind:?}-{n}").to_lowercase()),
-            );
-            if pid != server.child.id() {
-                server.daemon = Some(pid);
+            if kind.namespaced() && n > namespaced::MAX_NAMES {
+                eprintln!(
+                    "{}: skipped at {n} names (one bridge holds 1024 ports)",
+                    kind.label()
+                );
+                continue;
             }
+            eprintln!("{} with {n} names...", kind.label());
+            // Kept alive (and cleaned up on drop) for the measurements.
+            let (_running, target, pid): (Box<dyn std::any::Any>, Target, u32) = match kind {
+                Kind::Agent => {
+                    let r = namespaced::agent(
+                        n,
+                        &dir.join(format!("agent-dns-{n}")),
+                        &agent_binary(&exe_dir),
+                        SERVER_CPU,
+                    );
+                    let (t, p) = (r.target.clone(), r.pid);
+                    (Box::new(r), t, p)
+                }
+                Kind::Docker => {
+                    let r = namespaced::docker(n);
+                    let (t, p) = (r.target.clone(), r.pid);
+                    (Box::new(r), t, p)
+                }
+                _ => {
+                    let mut server = start(kind, n, &dir, &exe_dir);
+                    let pid = server_pid(
+                        kind,
+                        &server,
+                        &dir.join(format!("{kind:?}-{n}").to_lowercase()),
+                    );
+                    if pid != server.child.id() {
+                        server.daemon = Some(pid);
+                    }
+                    (Box::new(server), kind.target(), pid)
+                }
+            };
             let sat: Vec<Saturation> = (0..args.repeat)
-                .map(|_| saturation(kind, pid, &queries, args.seconds))
+                .map(|_| saturation(&target, pid, &queries, args.seconds))
                 .collect();
             let lat = args
                 .rates
                 .iter()
                 .map(|&r| {
                     let runs: Vec<Latency> = (0..args.repeat)
-                        .map(|_| latency(kind, &queries, args.seconds.min(5), r))
+                        .map(|_| latency(&target, &queries, args.seconds.min(5), r))
                         .collect();
                     median(runs, |l| l.p99_ms)
                 })
@@ -588,10 +635,8 @@ impl Timings {
     }
 }
 
-/// Start the agent, make `n` running containers, connect each to one network over the API
-/// (timing each call), and ask the network's DNS for the name right after each connect returns.
-fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "--agent needs root");
+/// The agent's binary beside this one, built with the same profile when missing.
+fn agent_binary(exe_dir: &Path) -> PathBuf {
     let bin = exe_dir.join("attach-agent");
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -605,6 +650,14 @@ fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
             "building the agent failed"
         );
     }
+    bin
+}
+
+/// Start the agent, make `n` running containers, connect each to one network over the API
+/// (timing each call), and ask the network's DNS for the name right after each connect returns.
+fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "--agent needs root");
+    let bin = agent_binary(exe_dir);
     let work = dir.join("agent");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
