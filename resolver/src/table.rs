@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -122,7 +122,12 @@ pub fn normalise(name: &str) -> String {
 
 /// Internal handle of a network (ids are 64-hex strings; queries carry this instead).
 pub type NetKey = u32;
-type ContainerKey = u64;
+/// 32 bits: four billion containers is plenty, and every index entry holding one is smaller.
+type ContainerKey = u32;
+
+/// A name as the indexes hold it: one allocation, shared by the name index's key, the
+/// endpoint's record of what it registered, and the PTR holder (for the container name).
+type Name = Arc<[u8]>;
 
 /// One endpoint holding a name.
 #[derive(Debug, Clone, Copy)]
@@ -138,8 +143,9 @@ struct Holder {
 struct PtrHolder {
     net: NetKey,
     container: ContainerKey,
-    /// `NAME.NETWORK`
-    target: Box<str>,
+    /// The container's name as given: the PTR target is `NAME.NETWORK`, with the network's
+    /// current name joined at query time (not stored: one allocation less per address).
+    name: Name,
 }
 
 /// Where a source address belongs.
@@ -170,7 +176,7 @@ struct NetMeta {
 /// addresses, and a digest of its whole spec (not a copy: that would double the table's size).
 #[derive(Debug, Clone)]
 struct Stored {
-    names: Box<[Box<[u8]>]>,
+    names: Box<[Name]>,
     v4: Option<Ipv4Addr>,
     v6: Option<Ipv6Addr>,
     fingerprint: u64,
@@ -217,7 +223,7 @@ pub enum Found {
 #[derive(Default)]
 struct Inner {
     next_net: AtomicU32,
-    next_container: AtomicU64,
+    next_container: AtomicU32,
     net_ids: DashMap<Arc<str>, NetKey>,
     nets: DashMap<NetKey, NetMeta>,
     /// Lower-cased network name → key, for `NAME.NETWORK`.
@@ -225,7 +231,7 @@ struct Inner {
     container_keys: DashMap<Arc<str>, ContainerKey>,
     /// Key → id, sharing the id's allocation with `container_keys`.
     container_ids: DashMap<ContainerKey, Arc<str>>,
-    names: DashMap<Box<[u8]>, SmallVec<[Holder; 1]>>,
+    names: DashMap<Name, SmallVec<[Holder; 1]>>,
     ptrs: DashMap<IpAddr, SmallVec<[PtrHolder; 1]>>,
     sources: DashMap<IpAddr, Source>,
     scopes: DashMap<ContainerKey, SmallVec<[ScopeEntry; 2]>>,
@@ -379,34 +385,30 @@ impl Table {
         if existed {
             self.unindex((net, container));
         }
-        let (internal, net_name) = {
-            let m = self
-                .inner
-                .nets
-                .get(&net)
-                .expect("network meta exists with its id");
-            (m.internal, m.name.to_string())
-        };
-        let names = spec.names();
-        for name in &names {
+        let internal = self
+            .inner
+            .nets
+            .get(&net)
+            .expect("network meta exists with its id")
+            .internal;
+        let mut names: Vec<Name> = Vec::new();
+        for name in spec.names() {
             let holder = Holder {
                 net,
                 container,
                 v4: spec.ipv4,
                 v6: spec.ipv6,
             };
-            self.inner
-                .names
-                .entry(name.clone())
-                .or_default()
-                .push(holder);
+            let mut holders = self.inner.names.entry(Name::from(name)).or_default();
+            holders.push(holder);
+            names.push(holders.key().clone());
         }
-        let target: Box<str> = format!(
-            "{}.{}",
-            spec.container_name.trim_start_matches('/'),
-            net_name
-        )
-        .into_boxed_str();
+        // The container name comes first in `names`; shared unless its case differs.
+        let given = spec.container_name.trim_start_matches('/');
+        let ptr_name = match names.first() {
+            Some(n) if **n == *given.as_bytes() => n.clone(),
+            _ => Name::from(given.as_bytes()),
+        };
         for addr in [spec.ipv4.map(IpAddr::V4), spec.ipv6.map(IpAddr::V6)]
             .into_iter()
             .flatten()
@@ -414,7 +416,7 @@ impl Table {
             self.inner.ptrs.entry(addr).or_default().push(PtrHolder {
                 net,
                 container,
-                target: target.clone(),
+                name: ptr_name.clone(),
             });
             self.inner.sources.insert(addr, Source { container, net });
         }
@@ -691,7 +693,9 @@ impl Table {
         }
         for s in &asker.scope {
             if let Some(h) = hs.iter().find(|h| h.net == s.net) {
-                return Some(Some(h.target.clone()));
+                let net = self.inner.nets.get(&h.net)?;
+                let target = format!("{}.{}", String::from_utf8_lossy(&h.name), net.name);
+                return Some(Some(target.into_boxed_str()));
             }
         }
         Some(None)

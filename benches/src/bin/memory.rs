@@ -23,7 +23,11 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("a number of containers"))
         .collect();
-    let sizes = if sizes.is_empty() { vec![1_000_000] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![1_000_000]
+    } else {
+        sizes
+    };
     println!("| containers | names | table RSS MiB | bytes per name |");
     println!("|---|---|---|---|");
     for n in sizes {
