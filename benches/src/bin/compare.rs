@@ -35,6 +35,10 @@ struct Args {
     /// Fixed offered loads for the latency runs, queries per second.
     #[arg(long, value_delimiter = ',', default_value = "10000,40000")]
     rates: Vec<u32>,
+    /// Query forms: bare names (`cI`), and qualified ones (`cI.bench`, NAME.NETWORK; for
+    /// aardvark-dns its search domain, `cI.dns.podman`; for dnsmasq its `--domain`).
+    #[arg(long, value_delimiter = ',', default_value = "bare,qualified")]
+    forms: Vec<Form>,
     /// Which servers to run (aardvark-dns at 10^6 names takes very long to load).
     #[arg(
         long,
@@ -54,6 +58,29 @@ struct Args {
 const PORT: u16 = 5300;
 const LOAD_CPU: &str = "0";
 const SERVER_CPU: &str = "1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+enum Form {
+    Bare,
+    Qualified,
+}
+
+impl Form {
+    /// What follows the name in a query to `kind`.
+    fn suffix(self, kind: Kind) -> &'static str {
+        match (self, kind) {
+            (Form::Bare, _) => "",
+            (Form::Qualified, Kind::Aardvark) => ".dns.podman",
+            (Form::Qualified, _) => ".bench",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Form::Bare => "bare names",
+            Form::Qualified => "NAME.NETWORK (aardvark-dns: NAME.dns.podman)",
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 enum Kind {
@@ -204,6 +231,8 @@ fn start(kind: Kind, n: u32, dir: &Path, exe_dir: &Path) -> Server {
                 "--conf-file=/dev/null",
                 "--no-resolv",
                 "--no-hosts",
+                "--domain=bench",
+                "--expand-hosts",
                 "--bind-interfaces",
                 "--user=root",
                 &format!("--listen-address={}", kind.listen()),
@@ -328,20 +357,21 @@ struct Latency {
 struct Point {
     server: Kind,
     names: u32,
+    form: Form,
     saturation: Saturation,
     latency: Vec<Latency>,
     rss_kib: u64,
 }
 
-fn query_file(dir: &Path, n: u32) -> PathBuf {
-    let path = dir.join(format!("queries-{n}.txt"));
+fn query_file(dir: &Path, n: u32, suffix: &str) -> PathBuf {
+    let path = dir.join(format!("queries-{n}{suffix}.txt"));
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     // A spread of names over the whole table, in a scrambled order.
     let count = n.clamp(1, 100_000);
     let mut k: u64 = 0;
     for _ in 0..count {
         k = (k + 7_919) % n as u64;
-        writeln!(f, "c{k} A").unwrap();
+        writeln!(f, "c{k}{suffix} A").unwrap();
     }
     path
 }
@@ -393,6 +423,18 @@ fn saturation(target: &Target, pid: u32, queries: &Path, seconds: u32) -> Satura
     let after = cpu_ticks(pid);
     let text = String::from_utf8_lossy(&o.stdout);
     let completed = field(&text, "Queries completed:") as u64;
+    // Every answer must be a real one: a server that answers NXDOMAIN fast is not fast.
+    let noerror = text
+        .split("NOERROR")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    if noerror < completed * 99 / 100 {
+        eprintln!(
+            "warning: {} of {completed} answers were NOERROR ({})",
+            noerror, target.server
+        );
+    }
     let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu_s = (after - before) as f64 / ticks_per_s;
     Saturation {
@@ -508,7 +550,6 @@ fn main() {
     let dir = dir.canonicalize().unwrap();
     let mut points = Vec::new();
     for &n in &args.names {
-        let queries = query_file(&dir, n);
         for &kind in &args.servers {
             if kind.namespaced() && n > namespaced::MAX_NAMES {
                 eprintln!(
@@ -548,26 +589,30 @@ fn main() {
                     (Box::new(server), kind.target(), pid)
                 }
             };
-            let sat: Vec<Saturation> = (0..args.repeat)
-                .map(|_| saturation(&target, pid, &queries, args.seconds))
-                .collect();
-            let lat = args
-                .rates
-                .iter()
-                .map(|&r| {
-                    let runs: Vec<Latency> = (0..args.repeat)
-                        .map(|_| latency(&target, &queries, args.seconds.min(5), r))
-                        .collect();
-                    median(runs, |l| l.p99_ms)
-                })
-                .collect();
-            points.push(Point {
-                server: kind,
-                names: n,
-                saturation: median(sat, |s| s.cpu_us_per_query),
-                latency: lat,
-                rss_kib: rss_kib(pid),
-            });
+            for &form in &args.forms {
+                let queries = query_file(&dir, n, form.suffix(kind));
+                let sat: Vec<Saturation> = (0..args.repeat)
+                    .map(|_| saturation(&target, pid, &queries, args.seconds))
+                    .collect();
+                let lat = args
+                    .rates
+                    .iter()
+                    .map(|&r| {
+                        let runs: Vec<Latency> = (0..args.repeat)
+                            .map(|_| latency(&target, &queries, args.seconds.min(5), r))
+                            .collect();
+                        median(runs, |l| l.p99_ms)
+                    })
+                    .collect();
+                points.push(Point {
+                    server: kind,
+                    names: n,
+                    form,
+                    saturation: median(sat, |s| s.cpu_us_per_query),
+                    latency: lat,
+                    rss_kib: rss_kib(pid),
+                });
+            }
         }
     }
     let agent = (args.agent > 0).then(|| agent_figures(args.agent, &dir, &exe_dir));
@@ -809,17 +854,17 @@ fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
 
 fn table(points: &[Point], rates: &[u32]) -> String {
     let mut s = String::new();
-    let mut by_n: BTreeMap<u32, Vec<&Point>> = BTreeMap::new();
+    let mut by_n: BTreeMap<(u32, Form), Vec<&Point>> = BTreeMap::new();
     for p in points {
-        by_n.entry(p.names).or_default().push(p);
+        by_n.entry((p.names, p.form)).or_default().push(p);
     }
-    for (n, ps) in by_n {
+    for ((n, form), ps) in by_n {
         let cpu = |k: Kind| {
             ps.iter()
                 .find(|p| p.server == k)
                 .map(|p| p.saturation.cpu_us_per_query)
         };
-        let _ = writeln!(s, "\n### {n} names\n");
+        let _ = writeln!(s, "\n### {n} names, {}\n", form.label());
         let mut head = "| server | q/s at saturation | lost | CPU µs/query | vs echo | vs dnsmasq | vs aardvark-dns |".to_string();
         let mut rule = "|---|---|---|---|---|---|---|".to_string();
         for r in rates {
