@@ -5,7 +5,7 @@
 //!
 //! Linux bridges take at most 1024 ports, so these rows exist for N ≤ 1000.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,13 +90,9 @@ fn sweep_agent() {
     });
 }
 
-/// The agent daemon pinned to `cpu`, with a network "bench" (10.197.0.0/16) and N running
-/// containers `bcg-I` aliased `cI`, and a client container.
-pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
-    assert!(n <= MAX_NAMES);
-    sweep_agent();
-    let _ = std::fs::remove_dir_all(work);
-    std::fs::create_dir_all(work).unwrap();
+/// Start the agent daemon pinned to `cpu`, its socket and state in `work`, its links named
+/// with `prefix`, forwarding to a closed port on loopback. Returns it and its socket.
+pub fn spawn_agent(bin: &Path, work: &Path, cpu: &str, prefix: &str) -> (Child, PathBuf) {
     let socket = work.join("agent.sock");
     let daemon = Command::new("taskset")
         .args(["-c", cpu])
@@ -108,7 +104,7 @@ pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
         .arg(work.join("state"))
         .args([
             "--link-prefix",
-            AGENT_PREFIX,
+            prefix,
             "--upstream",
             "127.0.0.1:9",
             "--log",
@@ -117,6 +113,30 @@ pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
         .stdin(Stdio::null())
         .spawn()
         .expect("start the agent");
+    (daemon, socket)
+}
+
+/// Wait until the agent answers on its API.
+pub async fn wait_ready(client: &attach_agent::client::Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .raw(hyper::Method::GET, "/_ping", None)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the agent did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The agent daemon pinned to `cpu`, with a network "bench" (10.197.0.0/16) and N running
+/// containers `bcg-I` aliased `cI`, and a client container.
+pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
+    assert!(n <= MAX_NAMES);
+    sweep_agent();
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).unwrap();
+    let (daemon, socket) = spawn_agent(bin, work, cpu, AGENT_PREFIX);
     let guard = Guard::Agent { daemon };
     let pid = match &guard {
         Guard::Agent { daemon } => daemon.id(),
@@ -130,11 +150,7 @@ pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
         use attach_agent::client::Client;
         use hyper::Method;
         let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.raw(Method::GET, "/_ping", None).await.is_err() {
-            assert!(Instant::now() < deadline, "the agent did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(&client).await;
         let call = |path: String, body: serde_json::Value| {
             let client = client.clone();
             async move {

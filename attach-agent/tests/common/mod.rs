@@ -475,18 +475,8 @@ impl Api {
     }
 }
 
-/// A figure for the reliability report: printed, and appended to $RELIABILITY_OUT when the
-/// report generator (`cargo run -p bench --bin reliability`) runs the tests.
-pub fn report(figures: serde_json::Value) {
-    let line = format!("RELIABILITY {figures}\n");
-    print!("{line}");
-    if let Ok(path) = std::env::var("RELIABILITY_OUT") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        f.write_all(line.as_bytes()).unwrap();
-    }
-}
+// Shared with the resolver's tests.
+#[path = "../../../resolver/tests/common/report.rs"]
+mod report;
+#[allow(unused_imports)]
+pub use report::report;

@@ -706,27 +706,9 @@ fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
     let work = dir.join("agent");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let socket = work.join("agent.sock");
+    let (child, socket) = namespaced::spawn_agent(&bin, &work, SERVER_CPU, "bca");
     let daemon = Server {
-        child: Command::new("taskset")
-            .args(["-c", SERVER_CPU])
-            .arg(&bin)
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(work.join("state"))
-            .args([
-                "--link-prefix",
-                "bca",
-                "--upstream",
-                "127.0.0.1:9",
-                "--log",
-                "warn",
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start the agent"),
+        child,
         daemon: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -737,11 +719,7 @@ fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
         use attach_agent::client::Client;
         use hyper::Method;
         let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.raw(Method::GET, "/_ping", None).await.is_err() {
-            assert!(Instant::now() < deadline, "the agent did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        namespaced::wait_ready(&client).await;
         let call = |m: Method, path: String, body: serde_json::Value| {
             let client = client.clone();
             async move {

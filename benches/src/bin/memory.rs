@@ -3,10 +3,8 @@
 //! the whole standalone resolver; this isolates the table).
 //!
 //! `cargo run --release -p bench --bin memory -- [N ...]` (default 1000000). Containers like
-//! the comparison's: a 64-hex id, a name `cI`, one IPv4 address; each answers to two names
-//! (its name and its short id).
-
-use resolver::{EndpointSpec, NetworkSpec, Table};
+//! the comparison's (`bench::populated`): a 64-hex id, a name `cI`, one IPv4 address; each
+//! answers to two names (its name, which is also its hostname, and its short id).
 
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -32,27 +30,7 @@ fn main() {
     println!("|---|---|---|---|");
     for n in sizes {
         let before = rss_bytes();
-        let t = Table::new();
-        t.add_network(&NetworkSpec {
-            id: "benchnet".into(),
-            name: "bench".into(),
-            internal: false,
-            bridge_ifindex: None,
-        })
-        .unwrap();
-        for i in 0..n {
-            t.upsert_endpoint(&EndpointSpec {
-                network_id: "benchnet".into(),
-                container_id: resolver::records::derived_id("container", &format!("c{i}")),
-                container_name: format!("c{i}"),
-                hostname: None,
-                aliases: vec![],
-                links: vec![],
-                ipv4: Some(bench::addr(i)),
-                ipv6: None,
-            })
-            .unwrap();
-        }
+        let t = bench::populated(n);
         let used = rss_bytes().saturating_sub(before);
         let names = 2 * n as u64;
         println!(
