@@ -129,6 +129,25 @@ pub async fn wait_ready(client: &attach_agent::client::Client) {
     }
 }
 
+/// One API call that must succeed; its reply body.
+pub async fn must(
+    client: &attach_agent::client::Client,
+    method: hyper::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> Vec<u8> {
+    let (st, b) = client
+        .raw(method, path, Some(body.to_string().into_bytes()))
+        .await
+        .expect("agent API");
+    assert!(
+        st.is_success(),
+        "{path}: {st} {}",
+        String::from_utf8_lossy(&b)
+    );
+    b.to_vec()
+}
+
 /// The agent daemon pinned to `cpu`, with a network "bench" (10.197.0.0/16) and N running
 /// containers `bcg-I` aliased `cI`, and a client container.
 pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
@@ -154,15 +173,7 @@ pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
         let call = |path: String, body: serde_json::Value| {
             let client = client.clone();
             async move {
-                let (st, b) = client
-                    .raw(Method::POST, &path, Some(body.to_string().into_bytes()))
-                    .await
-                    .expect("agent API");
-                assert!(
-                    st.is_success(),
-                    "{path}: {st} {}",
-                    String::from_utf8_lossy(&b)
-                );
+                must(&client, Method::POST, &path, body).await;
             }
         };
         call(

@@ -722,18 +722,7 @@ fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
         namespaced::wait_ready(&client).await;
         let call = |m: Method, path: String, body: serde_json::Value| {
             let client = client.clone();
-            async move {
-                let (st, b) = client
-                    .raw(m, &path, Some(body.to_string().into_bytes()))
-                    .await
-                    .expect("agent API");
-                assert!(
-                    st.is_success(),
-                    "{path}: {st} {}",
-                    String::from_utf8_lossy(&b)
-                );
-                b
-            }
+            async move { namespaced::must(&client, m, &path, body).await }
         };
         let created = call(
             Method::POST,
