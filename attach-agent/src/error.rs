@@ -62,6 +62,10 @@ pub enum AgentError {
     Dns(#[from] resolver::ServerError),
     #[error(transparent)]
     Table(#[from] resolver::TableError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::StoreError),
+    #[error("{0} networks need a cluster store: start the daemon with --cluster-store etcd://HOST:PORT --advertise-addr IP")]
+    NoCluster(String),
 }
 
 impl AgentError {
@@ -84,6 +88,8 @@ impl AgentError {
             Ipam(IpamError::Exhausted { .. }) | Ipam(IpamError::NoDefaultPool) => 503,
             Ipam(_) => 400,
             Netlink(_) | Io { .. } | Dns(_) | Table(_) => 500,
+            Cluster(_) => 503,
+            NoCluster(_) => 400,
         }
     }
 

@@ -1,0 +1,410 @@
+//! Multi-host: global networks kept in a cluster store shared by every host's agent.
+//!
+//! This module is the store-facing half: the key layout ([`layout`]), the store interface and
+//! its two implementations ([`store`], [`etcd`], [`memory`]), and [`Cluster`], the operations
+//! the agent needs expressed as transactions (a network name or VXLAN id taken once, an
+//! address claimed once, endpoints published on this host's lease). What the agent does with
+//! the store's contents — its state, the record table, the tunnels — lives in
+//! `crate::global`.
+
+pub mod etcd;
+pub mod layout;
+pub mod memory;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+
+use layout::{Claim, EndpointRecord, HostRecord, Key, NetworkRecord};
+pub use store::{Batch, Change, ClusterStore, Cond, Kv, LeaseId, Op, Revision, StoreError};
+
+/// The first VXLAN id handed out (Docker's overlay driver starts at 4096 too).
+pub const FIRST_VNI: u32 = 4096;
+
+/// Everything under the layout's root at one revision, decoded.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub revision: Revision,
+    pub networks: BTreeMap<String, NetworkRecord>,
+    /// By (network id, endpoint id).
+    pub endpoints: BTreeMap<(String, String), EndpointRecord>,
+    pub claims: BTreeMap<(String, IpAddr), Claim>,
+}
+
+impl View {
+    /// Fold one change in (the watch's view of the same data).
+    pub fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
+        match change {
+            Change::Put(kv) => match Key::parse(&kv.key) {
+                Key::Network(id) => {
+                    self.networks
+                        .insert(id, layout::decode(&kv.key, &kv.value)?);
+                }
+                Key::Endpoint { net, ep } => {
+                    self.endpoints
+                        .insert((net, ep), layout::decode(&kv.key, &kv.value)?);
+                }
+                Key::Claim { net, ip } => {
+                    self.claims
+                        .insert((net, ip), layout::decode(&kv.key, &kv.value)?);
+                }
+                Key::Other => {}
+            },
+            Change::Delete(key) => match Key::parse(key) {
+                Key::Network(id) => {
+                    self.networks.remove(&id);
+                }
+                Key::Endpoint { net, ep } => {
+                    self.endpoints.remove(&(net, ep));
+                }
+                Key::Claim { net, ip } => {
+                    self.claims.remove(&(net, ip));
+                }
+                Key::Other => {}
+            },
+        }
+        Ok(())
+    }
+}
+
+/// How a claim on an address ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    Ours,
+    /// Another endpoint holds it.
+    Taken,
+    /// The network is gone from the store.
+    NoNetwork,
+}
+
+/// This host's membership in the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn ClusterStore>,
+    host: IpAddr,
+    ttl: Duration,
+    lease: AtomicI64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("host", &self.inner.host)
+            .field("lease", &self.lease())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Join: a lease for this host's endpoints, and the host's own record on it.
+    pub async fn join(
+        store: Arc<dyn ClusterStore>,
+        host: IpAddr,
+        ttl: Duration,
+    ) -> Result<Cluster, StoreError> {
+        let lease = store.grant(ttl).await?;
+        let c = Cluster {
+            inner: Arc::new(Inner {
+                store,
+                host,
+                ttl,
+                lease: AtomicI64::new(lease),
+            }),
+        };
+        c.announce_host().await?;
+        Ok(c)
+    }
+
+    async fn announce_host(&self) -> Result<(), StoreError> {
+        let rec = HostRecord {
+            started: crate::agent::now_rfc3339(),
+        };
+        self.inner
+            .store
+            .txn(
+                vec![],
+                vec![Op::Put {
+                    key: layout::host(self.inner.host),
+                    value: layout::encode(&rec),
+                    lease: Some(self.lease()),
+                }],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// This host's advertise address.
+    pub fn host(&self) -> IpAddr {
+        self.inner.host
+    }
+
+    pub fn lease(&self) -> LeaseId {
+        self.inner.lease.load(Ordering::Relaxed)
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    pub fn store(&self) -> &Arc<dyn ClusterStore> {
+        &self.inner.store
+    }
+
+    /// Everything, at one revision.
+    pub async fn load(&self) -> Result<View, StoreError> {
+        let (kvs, revision) = self.inner.store.snapshot(layout::ROOT).await?;
+        let mut view = View {
+            revision,
+            ..View::default()
+        };
+        for kv in kvs {
+            if let Err(e) = view.apply(&Change::Put(kv)) {
+                // One bad record must not hide the others.
+                tracing::error!(error = %e, "ignoring an undecodable cluster record");
+            }
+        }
+        Ok(view)
+    }
+
+    /// Changes after `revision`.
+    pub async fn watch(
+        &self,
+        revision: Revision,
+    ) -> Result<BoxStream<'static, Result<Batch, StoreError>>, StoreError> {
+        self.inner.store.watch(layout::ROOT, revision + 1).await
+    }
+
+    /// Store a new global network, taking its name and the lowest free VXLAN id at once.
+    /// `Ok(None)`: the name is taken.
+    pub async fn create_network(
+        &self,
+        mut rec: NetworkRecord,
+    ) -> Result<Option<NetworkRecord>, StoreError> {
+        let (kvs, _) = self.inner.store.snapshot(&layout::vnis()).await?;
+        let used: std::collections::BTreeSet<u32> = kvs
+            .iter()
+            .filter_map(|kv| kv.key.rsplit('/').next()?.parse().ok())
+            .collect();
+        let mut vni = FIRST_VNI;
+        for _ in 0..64 {
+            while used.contains(&vni) {
+                vni += 1;
+            }
+            rec.vni = vni;
+            let name_key = layout::network_name(&rec.name);
+            let done = self
+                .inner
+                .store
+                .txn(
+                    vec![
+                        Cond::Absent(name_key.clone()),
+                        Cond::Absent(layout::vni(vni)),
+                        Cond::Absent(layout::network(&rec.id)),
+                    ],
+                    vec![
+                        Op::Put {
+                            key: name_key.clone(),
+                            value: rec.id.clone().into_bytes(),
+                            lease: None,
+                        },
+                        Op::Put {
+                            key: layout::vni(vni),
+                            value: rec.id.clone().into_bytes(),
+                            lease: None,
+                        },
+                        Op::Put {
+                            key: layout::network(&rec.id),
+                            value: layout::encode(&rec),
+                            lease: None,
+                        },
+                    ],
+                )
+                .await?;
+            if done {
+                return Ok(Some(rec));
+            }
+            // Ours after all (a retried transaction that had applied)?
+            if self
+                .holds(&layout::network(&rec.id), &layout::encode(&rec))
+                .await?
+            {
+                return Ok(Some(rec));
+            }
+            if !self.absent(&name_key).await? {
+                return Ok(None);
+            }
+            vni += 1; // taken meanwhile by another host
+        }
+        Err(StoreError::Unavailable(
+            "no free VXLAN id after 64 attempts".into(),
+        ))
+    }
+
+    /// Remove a global network and its address claims unless an endpoint (on any host) is on
+    /// it. `Ok(false)`: endpoints remain.
+    pub async fn remove_network(&self, rec: &NetworkRecord) -> Result<bool, StoreError> {
+        // Retried while the refusal is not explained by an endpoint (one that left between
+        // the transaction and the check).
+        for _ in 0..3 {
+            let done = self
+                .inner
+                .store
+                .txn(
+                    vec![Cond::NoneUnder(layout::endpoints_of(&rec.id))],
+                    vec![
+                        Op::Delete(layout::network(&rec.id)),
+                        Op::Delete(layout::network_name(&rec.name)),
+                        Op::Delete(layout::vni(rec.vni)),
+                        Op::DeleteUnder(layout::claims_of(&rec.id)),
+                    ],
+                )
+                .await?;
+            if done {
+                return Ok(true);
+            }
+            if !self.none_under(&layout::endpoints_of(&rec.id)).await? {
+                return Ok(false);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Claim `ip` on `net` for endpoint `ep` of this host. Two hosts claiming one address at
+    /// the same moment: exactly one gets `Ours`.
+    pub async fn claim(&self, net: &str, ip: IpAddr, ep: &str) -> Result<Claimed, StoreError> {
+        let key = layout::claim(net, ip);
+        let value = layout::encode(&Claim {
+            endpoint_id: ep.into(),
+            host: self.inner.host,
+        });
+        let done = self
+            .inner
+            .store
+            .txn(
+                vec![
+                    Cond::Present(layout::network(net)),
+                    Cond::Absent(key.clone()),
+                ],
+                vec![Op::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease: None,
+                }],
+            )
+            .await?;
+        if done || self.holds(&key, &value).await? {
+            return Ok(Claimed::Ours);
+        }
+        if self.absent(&layout::network(net)).await? {
+            return Ok(Claimed::NoNetwork);
+        }
+        Ok(Claimed::Taken)
+    }
+
+    /// Give back an address claimed by endpoint `ep` of this host (someone else's claim on it
+    /// stays).
+    pub async fn release(&self, net: &str, ip: IpAddr, ep: &str) -> Result<(), StoreError> {
+        let key = layout::claim(net, ip);
+        let value = layout::encode(&Claim {
+            endpoint_id: ep.into(),
+            host: self.inner.host,
+        });
+        self.inner
+            .store
+            .txn(
+                vec![Cond::ValueIs(key.clone(), value)],
+                vec![Op::Delete(key)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publish an endpoint of this host on its lease. `Ok(false)`: the network is gone.
+    pub async fn publish(&self, rec: &EndpointRecord) -> Result<bool, StoreError> {
+        self.inner
+            .store
+            .txn(
+                vec![Cond::Present(layout::network(&rec.network_id))],
+                vec![Op::Put {
+                    key: layout::endpoint(&rec.network_id, &rec.endpoint_id),
+                    value: layout::encode(rec),
+                    lease: Some(self.lease()),
+                }],
+            )
+            .await
+    }
+
+    pub async fn withdraw(&self, net: &str, ep: &str) -> Result<(), StoreError> {
+        self.inner
+            .store
+            .txn(vec![], vec![Op::Delete(layout::endpoint(net, ep))])
+            .await?;
+        Ok(())
+    }
+
+    /// Keep the lease alive for as long as the returned task runs. When the lease was lost
+    /// anyway (the store unreachable for longer than the TTL), a new one is taken and
+    /// `renewed` is called so the agent publishes its endpoints again.
+    pub fn keep_alive(
+        &self,
+        renewed: impl Fn() + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let period = (c.inner.ttl / 3).max(Duration::from_millis(200));
+            loop {
+                tokio::time::sleep(period).await;
+                match c.inner.store.keep_alive(c.lease()).await {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseExpired(old)) => {
+                        tracing::warn!(lease = old, "cluster lease lost; taking a new one");
+                        match c.inner.store.grant(c.inner.ttl).await {
+                            Ok(l) => {
+                                c.inner.lease.store(l, Ordering::Relaxed);
+                                if let Err(e) = c.announce_host().await {
+                                    tracing::warn!(error = %e, "cannot announce this host");
+                                }
+                                renewed();
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot take a new lease"),
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the cluster lease"),
+                }
+            }
+        })
+    }
+
+    async fn holds(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        self.inner
+            .store
+            .txn(vec![Cond::ValueIs(key.into(), value.to_vec())], vec![])
+            .await
+    }
+
+    async fn absent(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner
+            .store
+            .txn(vec![Cond::Absent(key.into())], vec![])
+            .await
+    }
+
+    async fn none_under(&self, prefix: &str) -> Result<bool, StoreError> {
+        self.inner
+            .store
+            .txn(vec![Cond::NoneUnder(prefix.into())], vec![])
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! The cluster logic against the in-process store (same contract as etcd): the multi-host
+//! tests run the same paths against a real three-member etcd cluster.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::layout::{EndpointRecord, NetworkRecord};
+use super::memory::MemoryStore;
+use super::*;
+use crate::ipam::Pool;
+
+fn record(id: &str, name: &str) -> NetworkRecord {
+    NetworkRecord {
+        id: id.into(),
+        name: name.into(),
+        created: String::new(),
+        driver: "overlay".into(),
+        internal: false,
+        attachable: true,
+        labels: Default::default(),
+        options: Default::default(),
+        vni: 0,
+        v4: Pool::new("10.9.0.0/24".parse().unwrap(), None, None).unwrap(),
+        v6: None,
+    }
+}
+
+fn endpoint(net: &str, ep: &str, host: IpAddr, last: u8) -> EndpointRecord {
+    EndpointRecord {
+        network_id: net.into(),
+        endpoint_id: ep.into(),
+        container_id: format!("c-{ep}"),
+        container_name: format!("name-{ep}"),
+        hostname: ep.into(),
+        aliases: vec![],
+        v4: std::net::Ipv4Addr::new(10, 9, 0, last),
+        v6: None,
+        mac: [2, 0x42, 10, 9, 0, last],
+        host,
+    }
+}
+
+async fn two_hosts(ttl: Duration) -> (MemoryStore, Cluster, Cluster) {
+    let store = MemoryStore::new();
+    let shared: Arc<dyn ClusterStore> = Arc::new(store.clone());
+    let a = Cluster::join(shared.clone(), "192.0.2.1".parse().unwrap(), ttl)
+        .await
+        .unwrap();
+    let b = Cluster::join(shared, "192.0.2.2".parse().unwrap(), ttl)
+        .await
+        .unwrap();
+    (store, a, b)
+}
+
+#[tokio::test]
+async fn a_name_and_a_vni_are_taken_once() {
+    let (_s, a, b) = two_hosts(Duration::from_secs(10)).await;
+    let one = a
+        .create_network(record("n1", "web"))
+        .await
+        .unwrap()
+        .unwrap();
+    let two = b.create_network(record("n2", "db")).await.unwrap().unwrap();
+    assert_eq!(one.vni, FIRST_VNI);
+    assert_eq!(two.vni, FIRST_VNI + 1);
+    assert!(b
+        .create_network(record("n3", "web"))
+        .await
+        .unwrap()
+        .is_none());
+    let view = a.load().await.unwrap();
+    assert_eq!(view.networks.len(), 2);
+    // Removed: name and VNI free again.
+    assert!(a.remove_network(&one).await.unwrap());
+    let again = b
+        .create_network(record("n4", "web"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.vni, FIRST_VNI);
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_share_an_address() {
+    let (_s, a, b) = two_hosts(Duration::from_secs(10)).await;
+    a.create_network(record("n1", "web")).await.unwrap();
+    // Both hosts walk the same candidates at the same time, as two agents with the same
+    // mirror would: every address ends up with exactly one holder.
+    let walk = |c: Cluster, tag: &'static str| async move {
+        let mut got = Vec::new();
+        for i in 0..40 {
+            for last in 2..=254u8 {
+                let ip: IpAddr = std::net::Ipv4Addr::new(10, 9, 0, last).into();
+                match c.claim("n1", ip, &format!("{tag}{i}")).await.unwrap() {
+                    Claimed::Ours => {
+                        got.push(ip);
+                        break;
+                    }
+                    Claimed::Taken => continue,
+                    Claimed::NoNetwork => panic!("network vanished"),
+                }
+            }
+        }
+        got
+    };
+    let (x, y) = tokio::join!(walk(a.clone(), "a"), walk(b.clone(), "b"));
+    let all: BTreeSet<IpAddr> = x.iter().chain(&y).copied().collect();
+    assert_eq!(all.len(), 80, "distinct addresses");
+    // A claim is idempotent for its holder, refused to others, released only by its holder.
+    let ip = x[0];
+    assert_eq!(a.claim("n1", ip, "a0").await.unwrap(), Claimed::Ours);
+    assert_eq!(b.claim("n1", ip, "b99").await.unwrap(), Claimed::Taken);
+    b.release("n1", ip, "b99").await.unwrap();
+    assert_eq!(b.claim("n1", ip, "b99").await.unwrap(), Claimed::Taken);
+    a.release("n1", ip, "a0").await.unwrap();
+    assert_eq!(b.claim("n1", ip, "b99").await.unwrap(), Claimed::Ours);
+    assert_eq!(a.claim("nope", ip, "a1").await.unwrap(), Claimed::NoNetwork);
+}
+
+#[tokio::test]
+async fn a_network_with_endpoints_stays() {
+    let (_s, a, b) = two_hosts(Duration::from_secs(10)).await;
+    let net = a
+        .create_network(record("n1", "web"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.publish(&endpoint("n1", "e1", b.host(), 2)).await.unwrap());
+    assert!(!a.remove_network(&net).await.unwrap());
+    b.withdraw("n1", "e1").await.unwrap();
+    assert!(a.remove_network(&net).await.unwrap());
+    // Publishing on a network that is gone fails.
+    assert!(!b.publish(&endpoint("n1", "e2", b.host(), 3)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_dead_host_loses_only_its_endpoints() {
+    let (_s, a, b) = two_hosts(Duration::from_millis(300)).await;
+    a.create_network(record("n1", "web")).await.unwrap();
+    assert!(a.publish(&endpoint("n1", "ea", a.host(), 2)).await.unwrap());
+    assert!(b.publish(&endpoint("n1", "eb", b.host(), 3)).await.unwrap());
+    // `a` keeps its lease alive, `b` does not (it "died").
+    let keeper = a.keep_alive(|| {});
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let view = a.load().await.unwrap();
+    let left: Vec<&str> = view.endpoints.keys().map(|(_, e)| e.as_str()).collect();
+    assert_eq!(left, vec!["ea"]);
+    keeper.abort();
+}
+
+#[tokio::test]
+async fn a_lost_lease_is_replaced_and_the_owner_told() {
+    let (store, a, _b) = two_hosts(Duration::from_millis(300)).await;
+    let old = a.lease();
+    store.revoke(old).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let keeper = a.keep_alive(move || {
+        let _ = tx.send(());
+    });
+    tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("told of the new lease");
+    assert_ne!(a.lease(), old);
+    keeper.abort();
+}
+
+#[tokio::test]
+async fn a_watch_resumes_from_a_revision_and_reports_compaction() {
+    let (store, a, b) = two_hosts(Duration::from_secs(10)).await;
+    a.create_network(record("n1", "web")).await.unwrap();
+    let mut view = a.load().await.unwrap();
+    let mut w = a.watch(view.revision).await.unwrap();
+    assert!(b.publish(&endpoint("n1", "e1", b.host(), 2)).await.unwrap());
+    let batch = w.next().await.unwrap().unwrap();
+    for c in &batch.changes {
+        view.apply(c).unwrap();
+    }
+    assert!(view.endpoints.contains_key(&("n1".into(), "e1".into())));
+    // A watch started in the past replays what it missed.
+    let rev = batch.revision;
+    drop(w);
+    b.withdraw("n1", "e1").await.unwrap();
+    let mut w = a.watch(rev).await.unwrap();
+    let batch = w.next().await.unwrap().unwrap();
+    for c in &batch.changes {
+        view.apply(c).unwrap();
+    }
+    assert!(view.endpoints.is_empty());
+    // After compaction, resuming from before it is refused: the caller reloads.
+    store.compact();
+    assert!(matches!(
+        a.watch(rev).await.err(),
+        Some(StoreError::Compacted(_))
+    ));
+}
