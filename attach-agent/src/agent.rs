@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use resolver::{EndpointSpec, NetworkSpec, Server};
 use tokio::sync::Mutex;
 
+use crate::cluster::Cluster;
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::ipam::{self, Pool};
@@ -29,6 +30,8 @@ struct Inner {
     dns: Server,
     host: Netlink,
     cfg: AgentConfig,
+    /// Set when the agent joined a cluster store (global networks).
+    cluster: Option<Cluster>,
 }
 
 /// The agent. Cheap to clone.
@@ -38,16 +41,20 @@ pub struct Agent {
 }
 
 /// One attachment, decided: see [`Agent::plan_attach`].
-struct AttachPlan {
-    cid: String,
-    net_id: String,
+pub(crate) struct AttachPlan {
+    pub(crate) cid: String,
+    pub(crate) net_id: String,
+    /// A global network's endpoint: its id (claims and the published record name it).
+    pub(crate) global: Option<String>,
+    /// Both ends of the veth (an overlay's tunnel header takes 50 bytes).
+    mtu: Option<u32>,
     bridge: String,
     prefix4: u8,
     gateway4: IpAddr,
     /// The network's IPv6 prefix length and gateway, when it has IPv6.
     v6_pool: Option<(u8, IpAddr)>,
-    v4: Ipv4Addr,
-    v6: Option<Ipv6Addr>,
+    pub(crate) v4: Ipv4Addr,
+    pub(crate) v6: Option<Ipv6Addr>,
     link_local: Vec<IpAddr>,
     /// The container's first attachment: it gets the default route (and `lo` up).
     default_route: bool,
@@ -59,19 +66,29 @@ struct AttachPlan {
     inside: Netlink,
 }
 
-/// Kernel work left for after the lock: host-side veths to delete (each takes its peer).
+/// Work left for after the lock: host-side veths to delete (each takes its peer), and
+/// endpoints of global networks to withdraw from the cluster store with their addresses.
 #[derive(Debug, Default)]
 #[must_use]
-struct Cleanup {
-    veths: Vec<String>,
+pub(crate) struct Cleanup {
+    pub(crate) veths: Vec<String>,
+    pub(crate) withdrawn: Vec<crate::global::Withdrawn>,
 }
 
 impl Cleanup {
-    async fn run(self, host: &Netlink) {
+    fn extend(&mut self, other: Cleanup) {
+        self.veths.extend(other.veths);
+        self.withdrawn.extend(other.withdrawn);
+    }
+
+    async fn run(self, agent: &Agent) {
         for v in self.veths {
-            if let Err(e) = host.delete_link(&v).await {
+            if let Err(e) = agent.inner.host.delete_link(&v).await {
                 tracing::warn!(veth = %v, error = %e, "cannot delete veth");
             }
+        }
+        for w in self.withdrawn {
+            agent.withdraw(&w).await;
         }
     }
 }
@@ -108,7 +125,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Docker's MAC for an endpoint: 02:42 followed by the IPv4 address.
-fn mac_for(v4: Ipv4Addr) -> [u8; 6] {
+pub(crate) fn mac_for(v4: Ipv4Addr) -> [u8; 6] {
     let o = v4.octets();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
@@ -173,6 +190,7 @@ impl Agent {
         let state = store.load().map_err(AgentError::io("loading state"))?;
         let dns = Server::new(&cfg.dns, resolver::Table::new())?;
         let host = Netlink::host()?;
+        let cluster = crate::global::join(&cfg.cluster).await?;
         let agent = Agent {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
@@ -181,10 +199,31 @@ impl Agent {
                 dns,
                 host,
                 cfg,
+                cluster,
             }),
         };
         agent.reconcile().await?;
+        if agent.inner.cluster.is_some() {
+            agent.start_mirror().await?;
+        }
         Ok(agent)
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.as_ref()
+    }
+
+    pub(crate) fn host(&self) -> &Netlink {
+        &self.inner.host
+    }
+
+    pub(crate) fn state(&self) -> &Mutex<State> {
+        &self.inner.state
+    }
+
+    /// Tell `wait`ers (a change made outside the usual operations, such as the mirror's).
+    pub(crate) fn notify(&self) {
+        self.inner.changes.send_modify(|n| *n += 1);
     }
 
     pub fn dns(&self) -> &Server {
@@ -201,7 +240,7 @@ impl Agent {
     }
 
     /// Persist the objects a change touched, then tell `wait`ers.
-    fn persist(&self, state: &State, changed: &[Changed<'_>]) -> Result<()> {
+    pub(crate) fn persist(&self, state: &State, changed: &[Changed<'_>]) -> Result<()> {
         self.inner
             .store
             .persist(state, changed)
@@ -231,9 +270,15 @@ impl Agent {
         self.inner.changes.subscribe()
     }
 
-    fn bridge_name(&self, id: &str) -> String {
+    pub(crate) fn bridge_name(&self, id: &str) -> String {
         let p = &self.inner.cfg.link_prefix;
         format!("{p}-{}", &id[..(14 - p.len()).min(id.len())])
+    }
+
+    /// A global network's VXLAN device (`_` never appears in bridge or veth names).
+    pub(crate) fn vxlan_name(&self, id: &str) -> String {
+        let p = &self.inner.cfg.link_prefix;
+        format!("{p}_{}", &id[..(14 - p.len()).min(id.len())])
     }
 
     fn veth_name(&self) -> String {
@@ -256,6 +301,11 @@ impl Agent {
             .flat_map(|n| std::iter::once(n.v4.subnet).chain(n.v6.as_ref().map(|p| p.subnet)))
             .collect();
         let NetworkPlan { driver, v4, v6 } = plan_network(&req, &taken)?;
+        if driver == "overlay" {
+            return self
+                .create_global_network(&mut state, req, taken, v4, v6)
+                .await;
+        }
         let v4 = match v4 {
             Some(p) => p,
             None => {
@@ -288,6 +338,7 @@ impl Agent {
             ],
             v4,
             v6,
+            vni: None,
         };
         if let Err(e) = self.bring_up_network(&net).await {
             self.tear_down_network(&net).await;
@@ -303,8 +354,9 @@ impl Agent {
         Ok(id)
     }
 
-    /// Bridge with its gateways, and DNS listeners on them. Idempotent (used at start too).
-    async fn bring_up_network(&self, net: &Network) -> Result<()> {
+    /// Bridge with its gateways (and a global network's tunnel), and DNS listeners on them.
+    /// Idempotent (used at start too).
+    pub(crate) async fn bring_up_network(&self, net: &Network) -> Result<()> {
         let addrs: Vec<(IpAddr, u8)> = std::iter::once(&net.v4)
             .chain(net.v6.as_ref())
             .map(|p| (p.gateway, p.prefix_len()))
@@ -314,6 +366,9 @@ impl Agent {
             .host
             .ensure_bridge(&net.bridge, net.bridge_mac, &addrs)
             .await?;
+        if let Some(vni) = net.vni {
+            self.bring_up_tunnel(net, vni, index).await?;
+        }
         let spec = NetworkSpec {
             id: net.id.clone(),
             name: net.name.clone(),
@@ -324,8 +379,14 @@ impl Agent {
         Ok(())
     }
 
-    async fn tear_down_network(&self, net: &Network) {
+    pub(crate) async fn tear_down_network(&self, net: &Network) {
         self.inner.dns.remove_network(&net.id).await;
+        if net.is_global() {
+            let vx = self.vxlan_name(&net.id);
+            if let Err(e) = self.inner.host.delete_link(&vx).await {
+                tracing::warn!(vxlan = %vx, error = %e, "cannot delete vxlan");
+            }
+        }
         if let Err(e) = self.inner.host.delete_link(&net.bridge).await {
             tracing::warn!(bridge = %net.bridge, error = %e, "cannot delete bridge");
         }
@@ -348,8 +409,13 @@ impl Agent {
         if attached {
             return Err(AgentError::ActiveEndpoints(net.name));
         }
+        if net.is_global() {
+            // Endpoints of any host keep it; the store decides, atomically.
+            self.remove_global_network(&net).await?;
+        }
         let before = state.clone();
         state.networks.remove(id);
+        state.remote.retain(|(n, _), _| n != id);
         for c in state.containers.values_mut() {
             c.endpoints.retain(|e| e.network_id != id);
         }
@@ -374,6 +440,7 @@ impl Agent {
                     .containers
                     .values()
                     .any(|c| c.endpoint(id).is_some_and(|e| e.attached.is_some()))
+                    && !state.remote.keys().any(|(n, _)| n == *id)
             })
             .cloned()
             .collect();
@@ -383,8 +450,12 @@ impl Agent {
         let mut names = Vec::new();
         for id in idle {
             let name = state.networks[&id].name.clone();
-            self.remove_network_locked(&mut state, &id).await?;
-            names.push(name);
+            match self.remove_network_locked(&mut state, &id).await {
+                Ok(()) => names.push(name),
+                // A global network another host just attached to: not idle after all.
+                Err(AgentError::ActiveEndpoints(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(names)
     }
@@ -455,16 +526,18 @@ impl Agent {
         let saving = self.persist_in_background(&state.containers[&cid]);
         let plumbed = self.plumb(&plan).await;
         let saved = saving.await;
-        if let Err(e) = plumbed
-            .and(saved)
-            .and_then(|()| self.commit_attach(&mut state, &plan))
-        {
+        let mut done = plumbed.and(saved);
+        if done.is_ok() {
+            done = self.announce(&state, &plan).await;
+        }
+        if let Err(e) = done.and_then(|()| self.commit_attach(&mut state, &plan)) {
             undo.restore(&mut state);
             if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
                 tracing::error!(container = %cid, error = %e, "cannot write back a failed connect");
             }
             drop(state);
             let _ = self.inner.host.delete_link(&plan.host_veth).await;
+            self.release_plan(&plan).await;
             return Err(e);
         }
         self.inner.changes.send_modify(|n| *n += 1);
@@ -483,7 +556,7 @@ impl Agent {
                 let changed: Vec<Changed> = changed.iter().map(|c| Changed::Container(c)).collect();
                 self.persist(&state, &changed)?;
                 drop(state);
-                cleanup.run(&self.inner.host).await;
+                cleanup.run(self).await;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -513,7 +586,7 @@ impl Agent {
         self.refresh_etc(&state, &cid);
         self.persist(&state, &[Changed::Container(&cid)])?;
         drop(state);
-        cleanup.run(&self.inner.host).await;
+        cleanup.run(self).await;
         Ok(())
     }
 
@@ -534,6 +607,15 @@ impl Agent {
                 self.inner.dns.table().remove_endpoint(&e.network_id, &cid);
                 if let Some(a) = &e.attached {
                     cleanup.veths.push(a.host_veth.clone());
+                    if self.inner.cluster.is_some() {
+                        // Maybe a global network's: withdrawing what is not there is harmless.
+                        cleanup.withdrawn.push(crate::global::Withdrawn {
+                            network_id: e.network_id.clone(),
+                            endpoint_id: e.endpoint_id.clone(),
+                            v4: a.v4,
+                            v6: a.v6,
+                        });
+                    }
                 }
                 c.endpoints.retain(|x| x.network_id != e.network_id);
             }
@@ -549,7 +631,10 @@ impl Agent {
         let done = match self.plumb(&plan).await {
             Ok(()) => {
                 self.mark_attached(state, &plan);
-                self.commit_attach(state, &plan)
+                match self.announce(state, &plan).await {
+                    Ok(()) => self.commit_attach(state, &plan),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -566,12 +651,38 @@ impl Agent {
         let c = &state.containers[cid];
         let ep = c.endpoint(net_id).expect("endpoint configured");
         let (static_v4, static_v6) = (ep.static_v4, ep.static_v6);
+        let endpoint_id = ep.endpoint_id.clone();
         let link_local = ep.link_local.clone();
         let first = !c.endpoints.iter().any(|e| e.attached.is_some());
         let lo_up = first && !c.owns_netns;
         let netns_path = c.netns.clone();
         // The namespace first (a missing one fails before any address is taken).
         let (ns, inside, ifname) = self.open_inside(&netns_path).await?;
+        if state.networks[net_id].is_global() {
+            let (v4, v6) = self
+                .claim_addresses(state, net_id, &endpoint_id, static_v4, static_v6)
+                .await?;
+            let net = &state.networks[net_id];
+            return Ok(AttachPlan {
+                cid: cid.to_string(),
+                net_id: net_id.to_string(),
+                global: Some(endpoint_id),
+                mtu: Some(crate::global::OVERLAY_MTU),
+                bridge: net.bridge.clone(),
+                prefix4: net.v4.prefix_len(),
+                gateway4: net.v4.gateway,
+                v6_pool: net.v6.as_ref().map(|p| (p.prefix_len(), p.gateway)),
+                v4,
+                v6,
+                link_local,
+                default_route: first,
+                lo_up,
+                host_veth: self.veth_name(),
+                ifname,
+                ns,
+                inside,
+            });
+        }
         let net = state.networks.get_mut(net_id).expect("network exists");
         let v4 = match static_v4 {
             Some(ip) => {
@@ -602,6 +713,8 @@ impl Agent {
         Ok(AttachPlan {
             cid: cid.to_string(),
             net_id: net_id.to_string(),
+            global: None,
+            mtu: None,
             bridge: net.bridge.clone(),
             prefix4: net.v4.prefix_len(),
             gateway4: net.v4.gateway,
@@ -648,7 +761,14 @@ impl Agent {
             .ok_or_else(|| crate::netlink::NetlinkError::NoLink(plan.bridge.clone()))?;
         self.inner
             .host
-            .add_veth(&plan.host_veth, bridge, ns, &plan.ifname, mac_for(plan.v4))
+            .add_veth(
+                &plan.host_veth,
+                bridge,
+                ns,
+                &plan.ifname,
+                mac_for(plan.v4),
+                plan.mtu,
+            )
             .await?;
         let index = inside
             .index_of(&plan.ifname)
@@ -729,6 +849,7 @@ impl Agent {
             ep.attached = None;
         }
         let _ = self.inner.host.delete_link(&plan.host_veth).await;
+        self.release_plan(plan).await;
     }
 
     /// Undo an attachment in the table and IPAM at once; the veth goes in the cleanup.
@@ -741,9 +862,18 @@ impl Agent {
         let Some(ep) = c.endpoint_mut(net_id) else {
             return cleanup;
         };
+        let endpoint_id = ep.endpoint_id.clone();
         if let Some(a) = ep.attached.take() {
             if let Some(n) = state.networks.get_mut(net_id) {
                 n.release(a.v4, a.v6);
+                if n.is_global() {
+                    cleanup.withdrawn.push(crate::global::Withdrawn {
+                        network_id: net_id.to_string(),
+                        endpoint_id,
+                        v4: a.v4,
+                        v6: a.v6,
+                    });
+                }
             }
             cleanup.veths.push(a.host_veth);
         }
@@ -878,11 +1008,11 @@ impl Agent {
             if let Err(e) = self.attach(&mut state, &cid, net_id).await {
                 let mut cleanup = Cleanup::default();
                 for n in &nets {
-                    cleanup.veths.extend(self.detach(&mut state, &cid, n).veths);
+                    cleanup.extend(self.detach(&mut state, &cid, n));
                 }
                 undo.restore(&mut state);
                 drop(state);
-                cleanup.run(&self.inner.host).await;
+                cleanup.run(self).await;
                 return Err(e);
             }
         }
@@ -897,11 +1027,11 @@ impl Agent {
         if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
             let mut cleanup = Cleanup::default();
             for n in &nets {
-                cleanup.veths.extend(self.detach(&mut state, &cid, n).veths);
+                cleanup.extend(self.detach(&mut state, &cid, n));
             }
             undo.restore(&mut state);
             drop(state);
-            cleanup.run(&self.inner.host).await;
+            cleanup.run(self).await;
             return Err(e);
         }
         Ok(())
@@ -922,7 +1052,7 @@ impl Agent {
         let cid = find_container(&state, key)?;
         let cleanup = self.stop_locked(&mut state, &cid)?;
         drop(state);
-        cleanup.run(&self.inner.host).await;
+        cleanup.run(self).await;
         Ok(())
     }
 
@@ -937,7 +1067,7 @@ impl Agent {
             .map(|e| e.network_id.clone())
             .collect();
         for n in &nets {
-            cleanup.veths.extend(self.detach(state, cid, n).veths);
+            cleanup.extend(self.detach(state, cid, n));
         }
         let c = state.containers.get_mut(cid).expect("container exists");
         c.state = RunState::Exited;
@@ -978,7 +1108,7 @@ impl Agent {
         let c = state.containers.remove(&cid).expect("found above");
         self.persist(&state, &[Changed::Container(&cid)])?;
         drop(state);
-        cleanup.run(&self.inner.host).await;
+        cleanup.run(self).await;
         if let Some(name) = c.netns_name() {
             if let Err(e) = netns::remove_named(name) {
                 tracing::warn!(container = %c.name, error = %e, "cannot remove namespace");
@@ -1067,10 +1197,17 @@ impl Agent {
         }
         // Leftovers of a crash between kernel work and the state write.
         let prefix = &self.inner.cfg.link_prefix;
-        let bridges: Vec<&str> = state.networks.values().map(|n| n.bridge.as_str()).collect();
+        let bridges: Vec<String> = state
+            .networks
+            .values()
+            .flat_map(|n| {
+                std::iter::once(n.bridge.clone())
+                    .chain(n.is_global().then(|| self.vxlan_name(&n.id)))
+            })
+            .collect();
         for name in self.inner.host.link_names().await? {
             let ours = name.starts_with(prefix.as_str());
-            if ours && !bridges.contains(&name.as_str()) && !keep_veths.contains(&name) {
+            if ours && !bridges.contains(&name) && !keep_veths.contains(&name) {
                 tracing::info!(link = %name, "removing leftover link");
                 let _ = self.inner.host.delete_link(&name).await;
             }

@@ -410,7 +410,7 @@ async fn list_networks(
                     "label" => label_matches(&net.labels, v),
                     "driver" => net.driver == *v,
                     "type" => v == "custom",
-                    "scope" => v == "local",
+                    "scope" => v == net.scope(),
                     "dangling" => {
                         let used = state
                             .containers

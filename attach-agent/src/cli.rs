@@ -61,6 +61,15 @@ pub struct DaemonArgs {
     /// Prefix of the bridges and veths the agent makes.
     #[arg(long)]
     pub link_prefix: Option<String>,
+    /// Join a cluster: etcd://HOST:PORT[,HOST:PORT...] (global networks, names across hosts).
+    #[arg(long)]
+    pub cluster_store: Option<String>,
+    /// This host's address as the other hosts reach it (with --cluster-store).
+    #[arg(long)]
+    pub advertise_addr: Option<std::net::IpAddr>,
+    /// Seconds this host's records outlive it in the cluster store.
+    #[arg(long)]
+    pub cluster_lease_ttl: Option<u64>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, default_value = "info")]
     pub log: String,

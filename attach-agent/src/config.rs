@@ -24,6 +24,64 @@ pub struct AgentConfig {
     pub link_prefix: String,
     /// The DNS server.
     pub dns: ResolverConfig,
+    /// Multi-host: the cluster store shared with other hosts' agents (global networks).
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: absent `store` means everything stays local and nothing external is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `etcd://HOST:PORT[,HOST:PORT...]`: the members of the etcd cluster.
+    pub store: Option<String>,
+    /// This host's address as other hosts reach it: the VXLAN tunnels' end here, and its
+    /// identity in the store.
+    pub advertise_addr: Option<std::net::IpAddr>,
+    /// Seconds this host's endpoints outlive it in the store when it stops renewing its lease.
+    pub lease_ttl: u64,
+    /// UDP port of the VXLAN tunnels (the same on every host).
+    pub vxlan_port: u16,
+    /// Seconds a store operation is retried (members failing) before it is an error.
+    pub retry_for: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            store: None,
+            advertise_addr: None,
+            lease_ttl: 10,
+            vxlan_port: 4789,
+            retry_for: 15,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The members of an `etcd://` store URL.
+    pub fn etcd_endpoints(&self) -> Result<Option<Vec<String>>, String> {
+        let Some(url) = &self.store else {
+            return Ok(None);
+        };
+        let rest = url.strip_prefix("etcd://").ok_or_else(|| {
+            format!("cluster store {url:?}: only etcd://HOST:PORT[,HOST:PORT...] is supported")
+        })?;
+        let members: Vec<String> = rest
+            .split(',')
+            .map(|m| m.trim().trim_end_matches('/').to_string())
+            .collect();
+        for m in &members {
+            let ok = m
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(format!(
+                    "cluster store {url:?}: member {m:?} is not HOST:PORT"
+                ));
+            }
+        }
+        Ok(Some(members))
+    }
 }
 
 impl Default for AgentConfig {
@@ -34,6 +92,7 @@ impl Default for AgentConfig {
             socket_group: None,
             link_prefix: "aag".into(),
             dns: ResolverConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -54,6 +113,12 @@ impl AgentConfig {
             return Err(format!(
                 "link_prefix {p:?}: 1 to 6 letters or digits (interface names are at most 15)"
             ));
+        }
+        if self.cluster.etcd_endpoints()?.is_some() && self.cluster.advertise_addr.is_none() {
+            return Err("a cluster store needs an advertise address (--advertise-addr IP)".into());
+        }
+        if self.cluster.lease_ttl == 0 {
+            return Err("cluster lease_ttl: at least 1 second".into());
         }
         self.dns.validate().map_err(|e| e.to_string())
     }

@@ -27,6 +27,15 @@ pub fn config(args: &DaemonArgs) -> Result<AgentConfig, String> {
     if let Some(p) = &args.link_prefix {
         c.link_prefix = p.clone();
     }
+    if let Some(s) = &args.cluster_store {
+        c.cluster.store = Some(s.clone());
+    }
+    if let Some(a) = args.advertise_addr {
+        c.cluster.advertise_addr = Some(a);
+    }
+    if let Some(t) = args.cluster_lease_ttl {
+        c.cluster.lease_ttl = t;
+    }
     c.validate()?;
     Ok(c)
 }

@@ -313,7 +313,7 @@ pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> 
         name: net.name.clone(),
         id: net.id.clone(),
         created: net.created.clone(),
-        scope: "local".into(),
+        scope: net.scope().into(),
         driver: net.driver.clone(),
         enable_ipv6: net.enable_ipv6(),
         ipam: Ipam {

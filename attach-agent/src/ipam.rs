@@ -220,6 +220,18 @@ pub fn pick_default(taken: &[IpNet]) -> Result<IpNet, IpamError> {
         .ok_or(IpamError::NoDefaultPool)
 }
 
+/// The first /24 of 10.0.0.0/8 that overlaps nothing in `taken`: the default for global
+/// networks (as Docker's overlay driver), whose subnets must be free on every host.
+pub fn pick_default_overlay(taken: &[IpNet]) -> Result<IpNet, IpamError> {
+    (0..=u16::MAX)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::new(10, hi, lo, 0), 24).unwrap())
+        })
+        .find(|p| !taken.iter().any(|t| overlaps(p, t)))
+        .ok_or(IpamError::NoDefaultPool)
+}
+
 /// Parse a CIDR, with Docker's error text.
 pub fn parse_cidr(s: &str) -> Result<IpNet, IpamError> {
     s.parse::<IpNet>()

@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod docker;
 pub mod error;
+pub mod global;
 pub mod ipam;
 pub mod names;
 pub mod netlink;

@@ -1,4 +1,4 @@
-//! Bridges, veths, addresses and routes, in the host and inside a namespace, over rtnetlink.
+//! Bridges, veths, VXLAN tunnels and their forwarding entries, addresses and routes, in the host and inside a namespace, over rtnetlink.
 //! The only place that talks to the kernel about links (as in netavark).
 //!
 //! A [`Netlink`] is a handle on one namespace: [`Netlink::host`] for the agent's own, and
@@ -13,8 +13,11 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
+use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder,
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -180,6 +183,7 @@ impl Netlink {
 
     /// Create a veth pair: `host_name` here, a port of `bridge` and up; its peer created
     /// directly inside `ns` as `peer_name` with MAC `peer_mac` (never visible in the host).
+    /// `mtu`: both ends (an overlay's tunnel header needs room); `None`: the kernel's default.
     pub async fn add_veth(
         &self,
         host_name: &str,
@@ -187,17 +191,22 @@ impl Netlink {
         ns: &File,
         peer_name: &str,
         peer_mac: [u8; 6],
+        mtu: Option<u32>,
     ) -> Result<()> {
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer_name.to_string())
             .address(peer_mac.to_vec())
-            .setns_by_fd(ns.as_raw_fd())
-            .build();
-        let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .setns_by_fd(ns.as_raw_fd());
+        let mut msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(host_name.to_string())
             .controller(bridge)
-            .up()
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .up();
+        if let Some(m) = mtu {
+            peer = peer.mtu(m);
+            msg = msg.mtu(m);
+        }
+        let msg = msg
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
         self.handle
             .link()
@@ -254,5 +263,116 @@ impl Netlink {
             })
             .filter(|n| !n.addr().is_loopback())
             .collect())
+    }
+
+    /// Make sure VXLAN device `name` exists: id `vni`, from `local` on UDP `port`, no
+    /// learning (remote MACs come only from [`Netlink::add_remote`]) and ARP answered from its
+    /// neighbour entries (`proxy`), so nothing is flooded across the tunnel: ARP for the
+    /// gateway, which every host's bridge carries, stays on the local bridge. A port of
+    /// `bridge`, up. Returns its index.
+    pub async fn ensure_vxlan(
+        &self,
+        name: &str,
+        vni: u32,
+        local: IpAddr,
+        port: u16,
+        bridge: u32,
+    ) -> Result<u32> {
+        if self.index_of(name).await?.is_none() {
+            let b = LinkVxlan::new(name, vni)
+                .port(port)
+                .learning(false)
+                .proxy(true)
+                .l2miss(false)
+                .l3miss(false);
+            let b = match local {
+                IpAddr::V4(a) => b.local(a),
+                IpAddr::V6(a) => b.local6(a),
+            };
+            let msg = b.controller(bridge).up().build();
+            if let Err(e) = self.handle.link().add(msg).execute().await {
+                let e = kernel(format!("add vxlan {name}"))(e);
+                if e.errno() != Some(libc::EEXIST) {
+                    return Err(e);
+                }
+            }
+        }
+        let index = self
+            .index_of(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NoLink(name.into()))?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(kernel(format!("set vxlan {name} up")))?;
+        Ok(index)
+    }
+
+    /// The two entries one remote endpoint needs on a VXLAN device: its MAC is behind
+    /// `host` (forwarding entry), and its address has that MAC (neighbour entry, for the
+    /// device's ARP proxy). Replaces what was there.
+    pub async fn add_remote(
+        &self,
+        vxlan: u32,
+        ip: IpAddr,
+        mac: [u8; 6],
+        host: IpAddr,
+    ) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add_bridge(vxlan, &mac)
+            .flags(NeighbourFlags::Own)
+            .destination(host)
+            .replace()
+            .execute()
+            .await
+            .map_err(kernel(format!("add forwarding entry for {ip}")))?;
+        self.handle
+            .neighbours()
+            .add(vxlan, ip)
+            .link_layer_address(&mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(kernel(format!("add neighbour entry for {ip}")))
+    }
+
+    /// Remove what [`Netlink::add_remote`] added; entries already gone are not an error.
+    pub async fn remove_remote(
+        &self,
+        vxlan: u32,
+        ip: IpAddr,
+        mac: [u8; 6],
+        host: IpAddr,
+    ) -> Result<()> {
+        let mut fdb = self
+            .handle
+            .neighbours()
+            .add_bridge(vxlan, &mac)
+            .flags(NeighbourFlags::Own)
+            .destination(host);
+        let mut neigh = self
+            .handle
+            .neighbours()
+            .add(vxlan, ip)
+            .link_layer_address(&mac);
+        let msgs: [NeighbourMessage; 2] = [fdb.message_mut().clone(), neigh.message_mut().clone()];
+        for m in msgs {
+            match self.handle.neighbours().del(m).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if [libc::ENOENT, libc::ENODEV].contains(&e.raw_code().abs()) => {}
+                Err(e) => return Err(kernel(format!("remove entries for {ip}"))(e)),
+            }
+        }
+        Ok(())
     }
 }

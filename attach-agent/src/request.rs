@@ -190,7 +190,7 @@ pub fn plan_network(req: &NetworkCreate, taken: &[IpNet]) -> Result<NetworkPlan>
         .clone()
         .filter(|d| !d.is_empty())
         .unwrap_or("bridge".into());
-    if driver != "bridge" {
+    if driver != "bridge" && driver != "overlay" {
         return Err(AgentError::NoSuchDriver(driver));
     }
     let (mut v4, mut v6) = (None, None);

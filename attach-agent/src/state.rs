@@ -23,6 +23,10 @@ use resolver::Link;
 pub struct State {
     pub networks: BTreeMap<String, Network>,
     pub containers: BTreeMap<String, Container>,
+    /// Endpoints other hosts serve on global networks, by (network id, endpoint id): mirrored
+    /// from the cluster store, never persisted here.
+    #[serde(skip)]
+    pub remote: BTreeMap<(String, String), crate::cluster::layout::EndpointRecord>,
 }
 
 impl State {
@@ -74,9 +78,26 @@ pub struct Network {
     pub bridge_mac: [u8; 6],
     pub v4: Pool,
     pub v6: Option<Pool>,
+    /// Global (overlay) networks: the VXLAN id. Their definition lives in the cluster store;
+    /// the file here is a cache that keeps this host's endpoints on them across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl Network {
+    /// Defined in the cluster store, spanning hosts (Docker's scope `global`).
+    pub fn is_global(&self) -> bool {
+        self.vni.is_some()
+    }
+
+    pub fn scope(&self) -> &'static str {
+        if self.is_global() {
+            "global"
+        } else {
+            "local"
+        }
+    }
+
     pub fn enable_ipv6(&self) -> bool {
         self.v6.is_some()
     }
@@ -355,6 +376,7 @@ fn derive(state: &mut State) {
     let State {
         networks,
         containers,
+        ..
     } = state;
     for c in containers.values_mut() {
         c.endpoints.retain(|e| {
@@ -404,6 +426,7 @@ mod tests {
             options: BTreeMap::new(),
             bridge: format!("br-{id}"),
             bridge_mac: [2, 0x42, 0, 0, 0, 1],
+            vni: None,
             v4: Pool::new(subnet.parse().unwrap(), None, None).unwrap(),
             v6: None,
         }

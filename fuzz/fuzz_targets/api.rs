@@ -52,6 +52,7 @@ fn network() -> Network {
         bridge_mac: [2, 0x42, 0, 0, 0, 1],
         v4: Pool::new(subnet("10.9.0.0/16"), Some(subnet("10.9.1.0/24")), None).unwrap(),
         v6: Some(Pool::new(subnet("fd00:9::/64"), None, None).unwrap()),
+        vni: None,
     }
 }
 

@@ -93,6 +93,17 @@ struct Inner {
     host: IpAddr,
     ttl: Duration,
     lease: AtomicI64,
+    /// Bumped each time the lease had to be replaced (see [`Cluster::lease_changes`]).
+    generation: tokio::sync::watch::Sender<u64>,
+    keeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(k) = self.keeper.get_mut().ok().and_then(Option::take) {
+            k.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -105,7 +116,8 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Join: a lease for this host's endpoints, and the host's own record on it.
+    /// Join: a lease for this host's endpoints, kept alive from now on (by a task, for as
+    /// long as this handle or a clone lives), and the host's own record on it.
     pub async fn join(
         store: Arc<dyn ClusterStore>,
         host: IpAddr,
@@ -118,10 +130,27 @@ impl Cluster {
                 host,
                 ttl,
                 lease: AtomicI64::new(lease),
+                generation: tokio::sync::watch::Sender::new(0),
+                keeper: std::sync::Mutex::new(None),
             }),
         };
+        let keeper = c.spawn_keeper();
+        *c.inner.keeper.lock().expect("keeper lock") = Some(keeper);
         c.announce_host().await?;
         Ok(c)
+    }
+
+    /// Stop renewing the lease, as a host that died would: its records go when it expires.
+    pub fn halt(&self) {
+        if let Some(k) = self.inner.keeper.lock().expect("keeper lock").take() {
+            k.abort();
+        }
+    }
+
+    /// Changes each time the lease was lost (the store unreachable for longer than the TTL)
+    /// and replaced: everything published on the old one is gone, publish it again.
+    pub fn lease_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.generation.subscribe()
     }
 
     async fn announce_host(&self) -> Result<(), StoreError> {
@@ -351,18 +380,15 @@ impl Cluster {
         Ok(())
     }
 
-    /// Keep the lease alive for as long as the returned task runs. When the lease was lost
-    /// anyway (the store unreachable for longer than the TTL), a new one is taken and
-    /// `renewed` is called so the agent publishes its endpoints again.
-    pub fn keep_alive(
-        &self,
-        renewed: impl Fn() + Send + Sync + 'static,
-    ) -> tokio::task::JoinHandle<()> {
-        let c = self.clone();
+    /// Renew the lease every third of its TTL; replace it when it was lost anyway.
+    fn spawn_keeper(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let period = (self.inner.ttl / 3).max(Duration::from_millis(200));
         tokio::spawn(async move {
-            let period = (c.inner.ttl / 3).max(Duration::from_millis(200));
             loop {
                 tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let c = Cluster { inner };
                 match c.inner.store.keep_alive(c.lease()).await {
                     Ok(()) => {}
                     Err(StoreError::LeaseExpired(old)) => {
@@ -373,7 +399,7 @@ impl Cluster {
                                 if let Err(e) = c.announce_host().await {
                                     tracing::warn!(error = %e, "cannot announce this host");
                                 }
-                                renewed();
+                                c.inner.generation.send_modify(|g| *g += 1);
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot take a new lease"),
                         }

@@ -143,29 +143,25 @@ async fn a_dead_host_loses_only_its_endpoints() {
     a.create_network(record("n1", "web")).await.unwrap();
     assert!(a.publish(&endpoint("n1", "ea", a.host(), 2)).await.unwrap());
     assert!(b.publish(&endpoint("n1", "eb", b.host(), 3)).await.unwrap());
-    // `a` keeps its lease alive, `b` does not (it "died").
-    let keeper = a.keep_alive(|| {});
+    // `a` keeps its lease alive, `b` stops (it "died").
+    b.halt();
     tokio::time::sleep(Duration::from_millis(900)).await;
     let view = a.load().await.unwrap();
     let left: Vec<&str> = view.endpoints.keys().map(|(_, e)| e.as_str()).collect();
     assert_eq!(left, vec!["ea"]);
-    keeper.abort();
 }
 
 #[tokio::test]
 async fn a_lost_lease_is_replaced_and_the_owner_told() {
     let (store, a, _b) = two_hosts(Duration::from_millis(300)).await;
     let old = a.lease();
+    let mut changes = a.lease_changes();
     store.revoke(old).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let keeper = a.keep_alive(move || {
-        let _ = tx.send(());
-    });
-    tokio::time::timeout(Duration::from_secs(2), rx.recv())
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
         .await
-        .expect("told of the new lease");
+        .expect("told of the new lease")
+        .unwrap();
     assert_ne!(a.lease(), old);
-    keeper.abort();
 }
 
 #[tokio::test]

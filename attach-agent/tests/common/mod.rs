@@ -89,28 +89,41 @@ pub struct Env {
     daemon: Option<Child>,
 }
 
+/// A name prefix (`x` + three digits + a letter) and a second octet (10.X.0.0/16) that no
+/// other environment of this test process uses; leftovers of earlier runs swept first. Needs
+/// root, and says so.
+pub fn claim_prefix() -> (String, u8) {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the attach-agent tests create namespaces, bridges and veths: run them as root"
+    );
+    // Leftovers of an earlier, interrupted run (no two test processes run at once).
+    SWEEP.call_once(|| sweep(is_test_name));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    assert!(n < 26, "too many environments in one test binary");
+    let prefix = format!(
+        "x{:03}{}",
+        std::process::id() % 1000,
+        (b'a' + n as u8) as char
+    );
+    (prefix, 200 + n as u8)
+}
+
+/// Remove every namespace, /etc/netns directory and link whose name starts with `prefix`.
+pub fn sweep_prefix(prefix: &str) {
+    sweep(|n| n.starts_with(prefix));
+}
+
 impl Env {
     /// A fresh environment with its daemon running.
     pub fn new() -> Env {
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the attach-agent tests create namespaces, bridges and veths: run them as root"
-        );
-        // Leftovers of an earlier, interrupted run (no two test processes run at once).
-        SWEEP.call_once(|| sweep(is_test_name));
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n < 26, "too many environments in one test binary");
-        let prefix = format!(
-            "x{:03}{}",
-            std::process::id() % 1000,
-            (b'a' + n as u8) as char
-        );
+        let (prefix, octet) = claim_prefix();
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let mut env = Env {
             prefix,
-            octet: 200 + n as u8,
+            octet,
             dir,
             socket,
             // Port 9 on loopback: nothing listens, so forwarding fails fast and never leaves
