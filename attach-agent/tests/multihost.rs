@@ -464,6 +464,88 @@ fn overlay_across_three_hosts() {
         );
     }
 
+    // Each container's neighbour entry for the gateway is its own host's bridge: ARP for
+    // the gateway never crossed a tunnel.
+    for i in 0..HOSTS {
+        let bridge_mac = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &h.host_ns(i),
+                "ip",
+                "-j",
+                "link",
+                "show",
+                "type",
+                "bridge",
+            ])
+            .output()
+            .unwrap();
+        let links: serde_json::Value = serde_json::from_slice(&bridge_mac.stdout).unwrap();
+        let bridge_mac = links[0]["address"].as_str().unwrap().to_string();
+        let neigh = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &c[i],
+                "ip",
+                "-j",
+                "neigh",
+                "show",
+                &h.gateway().to_string(),
+            ])
+            .output()
+            .unwrap();
+        let neigh: serde_json::Value = serde_json::from_slice(&neigh.stdout).unwrap();
+        assert_eq!(
+            neigh[0]["lladdr"].as_str(),
+            Some(bridge_mac.as_str()),
+            "{}: the gateway's MAC is not its host's bridge",
+            c[i]
+        );
+    }
+
+    // A global network with an endpoint on another host cannot be removed from this one;
+    // once it has none, removing it anywhere removes it everywhere.
+    let other = h.name("ov2");
+    let other_subnet = format!("10.{}.8.0/24", h.octet);
+    h.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "--driver",
+            "overlay",
+            "--subnet",
+            &other_subnet,
+            &other,
+        ],
+    );
+    h.ok(0, &["network", "connect", &other, &c[0]]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rm = h.cli(1, &["network", "rm", &other]);
+        if rm.code != 0 && rm.stderr.contains("has active endpoints") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && rm.stderr.contains("not found"),
+            "removing from host 1 a network with an endpoint on host 0: {} {}",
+            rm.code,
+            rm.stderr
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.ok(0, &["network", "disconnect", &other, &c[0]]);
+    h.ok(1, &["network", "rm", &other]);
+    for i in [0, 2] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.ok(i, &["network", "ls"]).contains(&other) {
+            assert!(Instant::now() < deadline, "host {i} still has {other}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     // 200 containers (created, not yet on the network), then connected concurrently, spread
     // over the hosts; one etcd member killed while it happens.
     const N: usize = 200;
