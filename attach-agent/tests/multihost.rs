@@ -466,7 +466,7 @@ fn overlay_across_three_hosts() {
 
     // Each container's neighbour entry for the gateway is its own host's bridge: ARP for
     // the gateway never crossed a tunnel.
-    for i in 0..HOSTS {
+    for (i, ci) in c.iter().enumerate() {
         let bridge_mac = Command::new("ip")
             .args([
                 "netns",
@@ -487,7 +487,7 @@ fn overlay_across_three_hosts() {
             .args([
                 "netns",
                 "exec",
-                &c[i],
+                ci,
                 "ip",
                 "-j",
                 "neigh",
@@ -501,7 +501,7 @@ fn overlay_across_three_hosts() {
             neigh[0]["lladdr"].as_str(),
             Some(bridge_mac.as_str()),
             "{}: the gateway's MAC is not its host's bridge",
-            c[i]
+            ci
         );
     }
 
