@@ -159,12 +159,23 @@ impl ClusterStore for EtcdStore {
         async move {
             let compares: Vec<Compare> = when.iter().map(compare).collect();
             let ops: Vec<TxnOp> = then.iter().map(operation).collect();
-            let resp = self
+            let lease = then.iter().find_map(|o| match o {
+                Op::Put { lease, .. } => *lease,
+                _ => None,
+            });
+            let resp = match self
                 .retry("txn", |mut c| {
                     let t = Txn::new().when(compares.clone()).and_then(ops.clone());
                     async move { c.txn(t).await }.boxed()
                 })
-                .await?;
+                .await
+            {
+                // etcd's answer to a put on a lease that expired ("requested lease not found").
+                Err(StoreError::Unavailable(why)) if why.contains("lease not found") => {
+                    return Err(StoreError::LeaseExpired(lease.unwrap_or_default()))
+                }
+                r => r?,
+            };
             Ok(resp.succeeded())
         }
         .boxed()

@@ -162,6 +162,14 @@ impl ClusterStore for MemoryStore {
 
     fn txn(&self, when: Vec<Cond>, then: Vec<Op>) -> BoxFuture<'_, Result<bool>> {
         let mut m = self.mem.lock().expect("store lock");
+        // As etcd: a put on a lease that is gone fails whole.
+        let dead = then.iter().find_map(|o| match o {
+            Op::Put { lease: Some(l), .. } if !m.leases.contains_key(l) => Some(*l),
+            _ => None,
+        });
+        if let Some(l) = dead {
+            return futures::future::ready(Err(StoreError::LeaseExpired(l))).boxed();
+        }
         let ok = when.iter().all(|c| holds(&m, c));
         if ok {
             commit(&mut m, &then, &self.events);

@@ -96,6 +96,8 @@ struct Inner {
     /// Bumped each time the lease had to be replaced (see [`Cluster::lease_changes`]).
     generation: tokio::sync::watch::Sender<u64>,
     keeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Serialises lease replacement (the keeper and a publish that found the lease gone).
+    renewing: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -132,6 +134,7 @@ impl Cluster {
                 lease: AtomicI64::new(lease),
                 generation: tokio::sync::watch::Sender::new(0),
                 keeper: std::sync::Mutex::new(None),
+                renewing: tokio::sync::Mutex::new(()),
             }),
         };
         let keeper = c.spawn_keeper();
@@ -357,19 +360,44 @@ impl Cluster {
         Ok(())
     }
 
-    /// Publish an endpoint of this host on its lease. `Ok(false)`: the network is gone.
+    /// Publish an endpoint of this host on its lease. `Ok(false)`: the network is gone. A
+    /// lease found gone is replaced at once (and the owner told, to publish the rest again).
     pub async fn publish(&self, rec: &EndpointRecord) -> Result<bool, StoreError> {
-        self.inner
-            .store
-            .txn(
+        let put = |lease| {
+            self.inner.store.txn(
                 vec![Cond::Present(layout::network(&rec.network_id))],
                 vec![Op::Put {
                     key: layout::endpoint(&rec.network_id, &rec.endpoint_id),
                     value: layout::encode(rec),
-                    lease: Some(self.lease()),
+                    lease: Some(lease),
                 }],
             )
-            .await
+        };
+        let lease = self.lease();
+        match put(lease).await {
+            Err(StoreError::LeaseExpired(_)) => {
+                self.replace_lease(lease).await?;
+                put(self.lease()).await
+            }
+            r => r,
+        }
+    }
+
+    /// Take a new lease if `old` is still the current one (it was found gone), announce the
+    /// host on it and tell the owner.
+    async fn replace_lease(&self, old: LeaseId) -> Result<(), StoreError> {
+        let _one = self.inner.renewing.lock().await;
+        if self.lease() != old {
+            return Ok(()); // replaced meanwhile
+        }
+        tracing::warn!(lease = old, "cluster lease lost; taking a new one");
+        let l = self.inner.store.grant(self.inner.ttl).await?;
+        self.inner.lease.store(l, Ordering::Relaxed);
+        if let Err(e) = self.announce_host().await {
+            tracing::warn!(error = %e, "cannot announce this host");
+        }
+        self.inner.generation.send_modify(|g| *g += 1);
+        Ok(())
     }
 
     pub async fn withdraw(&self, net: &str, ep: &str) -> Result<(), StoreError> {
@@ -392,16 +420,8 @@ impl Cluster {
                 match c.inner.store.keep_alive(c.lease()).await {
                     Ok(()) => {}
                     Err(StoreError::LeaseExpired(old)) => {
-                        tracing::warn!(lease = old, "cluster lease lost; taking a new one");
-                        match c.inner.store.grant(c.inner.ttl).await {
-                            Ok(l) => {
-                                c.inner.lease.store(l, Ordering::Relaxed);
-                                if let Err(e) = c.announce_host().await {
-                                    tracing::warn!(error = %e, "cannot announce this host");
-                                }
-                                c.inner.generation.send_modify(|g| *g += 1);
-                            }
-                            Err(e) => tracing::warn!(error = %e, "cannot take a new lease"),
+                        if let Err(e) = c.replace_lease(old).await {
+                            tracing::warn!(error = %e, "cannot take a new lease");
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot renew the cluster lease"),

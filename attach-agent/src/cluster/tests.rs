@@ -165,6 +165,23 @@ async fn a_lost_lease_is_replaced_and_the_owner_told() {
 }
 
 #[tokio::test]
+async fn a_publish_on_a_lost_lease_takes_a_new_one() {
+    let (store, a, _b) = two_hosts(Duration::from_secs(10)).await;
+    a.create_network(record("n1", "web")).await.unwrap();
+    let old = a.lease();
+    let changes = a.lease_changes();
+    store.revoke(old).await.unwrap();
+    assert!(a.publish(&endpoint("n1", "e1", a.host(), 2)).await.unwrap());
+    assert_ne!(a.lease(), old);
+    assert!(
+        changes.has_changed().unwrap(),
+        "the owner is told to publish the rest"
+    );
+    let view = a.load().await.unwrap();
+    assert!(view.endpoints.contains_key(&("n1".into(), "e1".into())));
+}
+
+#[tokio::test]
 async fn a_watch_resumes_from_a_revision_and_reports_compaction() {
     let (store, a, b) = two_hosts(Duration::from_secs(10)).await;
     a.create_network(record("n1", "web")).await.unwrap();
