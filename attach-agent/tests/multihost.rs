@@ -355,12 +355,14 @@ fn overlay_across_three_hosts() {
     let mut h = Hosts::new();
     let net = h.name("ov");
     let subnet = format!("10.{}.4.0/22", h.octet);
+    let subnet6 = format!("fd00:{}::/64", h.octet);
 
-    // A global network made on host 0 appears on the others.
+    // A global network (IPv4 and IPv6) made on host 0 appears on the others.
     h.ok(
         0,
         &[
-            "network", "create", "--driver", "overlay", "--subnet", &subnet, &net,
+            "network", "create", "--driver", "overlay", "--subnet", &subnet, "--ipv6", "--subnet",
+            &subnet6, &net,
         ],
     );
     for i in 1..HOSTS {
@@ -400,7 +402,7 @@ fn overlay_across_three_hosts() {
                 ips[j]
             );
             let out = Command::new("ip")
-                .args(["netns", "exec", &c[i], "getent", "hosts", &c[j]])
+                .args(["netns", "exec", &c[i], "getent", "ahostsv4", &c[j]])
                 .output()
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
@@ -442,6 +444,33 @@ fn overlay_across_three_hosts() {
         peer.ip(),
         std::net::IpAddr::V4(ips[0]),
         "came from c0 itself"
+    );
+
+    // IPv6 across hosts: AAAA by name, and a ping over the tunnel (neighbour discovery
+    // answered from the tunnel's entries, as ARP is).
+    let aaaa = Command::new("ip")
+        .args(["netns", "exec", &c[0], "dig", "+short", "AAAA", &c[2]])
+        .arg(format!("@{}", h.gateway()))
+        .output()
+        .unwrap();
+    let v6: std::net::Ipv6Addr = String::from_utf8_lossy(&aaaa.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("AAAA of {} from {}: {aaaa:?}", c[2], c[0]));
+    assert!(v6.segments()[0] == 0xfd00, "{v6} is not in {subnet6}");
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &c[0], "busybox", "ping", "-6", "-c", "1", "-W", "5",
+        ])
+        .arg(v6.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "ping -6 {v6} ({}) from {}: {}",
+        c[2],
+        c[0],
+        String::from_utf8_lossy(&ping.stdout)
     );
 
     // The gateway stays local: each host's bridge answers ARP for it with its own MAC, and
@@ -704,6 +733,21 @@ fn overlay_across_three_hosts() {
             "{name} of host {host}: {a:?}"
         );
     }
+
+    // Stop and start on host 2: gone from host 0, then back.
+    h.ok(2, &["container", "stop", &c[2]]);
+    assert!(
+        until(&mut asker0, &c[2], Duration::from_secs(5), gone).is_some(),
+        "a stopped container still answers elsewhere"
+    );
+    h.ok(2, &["container", "start", &c[2]]);
+    let back = h.ip_of(2, &c[2], &net);
+    assert!(
+        until(&mut asker0, &c[2], Duration::from_secs(5), |a| *a
+            == Answer::Addrs(vec![back]))
+        .is_some(),
+        "a restarted container does not answer elsewhere"
+    );
 
     common::report(serde_json::json!({
         "test": "multihost",
