@@ -73,12 +73,15 @@ pub(crate) struct AttachPlan {
 pub(crate) struct Cleanup {
     pub(crate) veths: Vec<String>,
     pub(crate) withdrawn: Vec<crate::global::Withdrawn>,
+    /// Global networks this host may have no endpoint on any more: taken down if so.
+    pub(crate) leave: Vec<String>,
 }
 
 impl Cleanup {
     fn extend(&mut self, other: Cleanup) {
         self.veths.extend(other.veths);
         self.withdrawn.extend(other.withdrawn);
+        self.leave.extend(other.leave);
     }
 
     async fn run(self, agent: &Agent) {
@@ -89,6 +92,10 @@ impl Cleanup {
         }
         for w in self.withdrawn {
             agent.withdraw(&w).await;
+        }
+        for net in self.leave {
+            let mut state = agent.state().lock().await;
+            agent.leave_if_idle(&mut state, &net).await;
         }
     }
 }
@@ -416,6 +423,7 @@ impl Agent {
         let before = state.clone();
         state.networks.remove(id);
         state.remote.retain(|(n, _), _| n != id);
+        state.joined.remove(id);
         for c in state.containers.values_mut() {
             c.endpoints.retain(|e| e.network_id != id);
         }
@@ -535,9 +543,9 @@ impl Agent {
             if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
                 tracing::error!(container = %cid, error = %e, "cannot write back a failed connect");
             }
-            drop(state);
             let _ = self.inner.host.delete_link(&plan.host_veth).await;
             self.release_plan(&plan).await;
+            self.leave_if_idle(&mut state, &plan.net_id).await;
             return Err(e);
         }
         self.inner.changes.send_modify(|n| *n += 1);
@@ -609,6 +617,7 @@ impl Agent {
                     cleanup.veths.push(a.host_veth.clone());
                     if self.inner.cluster.is_some() {
                         // Maybe a global network's: withdrawing what is not there is harmless.
+                        cleanup.leave.push(e.network_id.clone());
                         cleanup.withdrawn.push(crate::global::Withdrawn {
                             network_id: e.network_id.clone(),
                             endpoint_id: e.endpoint_id.clone(),
@@ -659,9 +668,17 @@ impl Agent {
         // The namespace first (a missing one fails before any address is taken).
         let (ns, inside, ifname) = self.open_inside(&netns_path).await?;
         if state.networks[net_id].is_global() {
-            let (v4, v6) = self
+            self.join_network(state, net_id).await?;
+            let claimed = self
                 .claim_addresses(state, net_id, &endpoint_id, static_v4, static_v6)
-                .await?;
+                .await;
+            let (v4, v6) = match claimed {
+                Ok(c) => c,
+                Err(e) => {
+                    self.leave_if_idle(state, net_id).await;
+                    return Err(e);
+                }
+            };
             let net = &state.networks[net_id];
             return Ok(AttachPlan {
                 cid: cid.to_string(),
@@ -850,6 +867,7 @@ impl Agent {
         }
         let _ = self.inner.host.delete_link(&plan.host_veth).await;
         self.release_plan(plan).await;
+        self.leave_if_idle(state, &plan.net_id).await;
     }
 
     /// Undo an attachment in the table and IPAM at once; the veth goes in the cleanup.
@@ -867,6 +885,7 @@ impl Agent {
             if let Some(n) = state.networks.get_mut(net_id) {
                 n.release(a.v4, a.v6);
                 if n.is_global() {
+                    cleanup.leave.push(net_id.to_string());
                     cleanup.withdrawn.push(crate::global::Withdrawn {
                         network_id: net_id.to_string(),
                         endpoint_id,
@@ -1124,9 +1143,23 @@ impl Agent {
     /// when not, leftovers with our prefix removed.
     async fn reconcile(&self) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let nets: Vec<Network> = state.networks.values().cloned().collect();
+        // Global networks are built only where this host has endpoints on them.
+        let nets: Vec<Network> = state
+            .networks
+            .values()
+            .filter(|n| {
+                !n.is_global()
+                    || state.containers.values().any(|c| {
+                        c.state.is_up() && c.endpoint(&n.id).is_some_and(|e| e.attached.is_some())
+                    })
+            })
+            .cloned()
+            .collect();
         for net in &nets {
             self.bring_up_network(net).await?;
+            if net.is_global() {
+                state.joined.insert(net.id.clone());
+            }
         }
         let ids: Vec<String> = state.containers.keys().cloned().collect();
         let mut keep_veths = Vec::new();
@@ -1200,6 +1233,7 @@ impl Agent {
         let bridges: Vec<String> = state
             .networks
             .values()
+            .filter(|n| !n.is_global() || state.joined.contains(&n.id))
             .flat_map(|n| {
                 std::iter::once(n.bridge.clone())
                     .chain(n.is_global().then(|| self.vxlan_name(&n.id)))

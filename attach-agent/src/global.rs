@@ -159,17 +159,11 @@ impl Agent {
             .create_network(rec)
             .await?
             .ok_or_else(|| AgentError::NetworkExists(req.name.clone()))?;
+        // Built here (as on every host) when a first endpoint of this host joins it.
         let net = self.network_of(&rec);
-        let built = match self.bring_up_network(&net).await {
-            Ok(()) => {
-                state.networks.insert(net.id.clone(), net.clone());
-                self.persist(state, &[Changed::Network(&net.id)])
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = built {
+        state.networks.insert(net.id.clone(), net.clone());
+        if let Err(e) = self.persist(state, &[Changed::Network(&net.id)]) {
             state.networks.remove(&net.id);
-            self.tear_down_network(&net).await;
             if let Err(e) = cluster.remove_network(&rec).await {
                 tracing::error!(network = %net.name, error = %e, "cannot take back a failed network create");
             }
@@ -186,6 +180,53 @@ impl Agent {
             return Err(AgentError::ActiveEndpoints(net.name.clone()));
         }
         Ok(())
+    }
+
+    /// Build a global network on this host (bridge, tunnel, DNS listeners) if it is not yet,
+    /// with the names and tunnel entries of every endpoint other hosts have on it.
+    pub(crate) async fn join_network(&self, state: &mut State, net_id: &str) -> Result<()> {
+        if state.joined.contains(net_id) {
+            return Ok(());
+        }
+        let net = state.networks[net_id].clone();
+        if let Err(e) = self.bring_up_network(&net).await {
+            self.tear_down_network(&net).await;
+            return Err(e);
+        }
+        state.joined.insert(net_id.to_string());
+        let remotes: Vec<EndpointRecord> = state
+            .remote
+            .values()
+            .filter(|r| r.network_id == net_id)
+            .cloned()
+            .collect();
+        let mut work = TunnelWork::default();
+        for rec in remotes {
+            self.register_remote(&rec);
+            work.0.push((rec, true));
+        }
+        self.run_tunnel_work(work).await;
+        tracing::info!(network = %net.name, "joined a global network");
+        Ok(())
+    }
+
+    /// Take a global network down on this host if it has no endpoint left on it.
+    pub(crate) async fn leave_if_idle(&self, state: &mut State, net_id: &str) {
+        if !state.joined.contains(net_id) {
+            return;
+        }
+        let used = state
+            .containers
+            .values()
+            .any(|c| c.endpoint(net_id).is_some_and(|e| e.attached.is_some()));
+        if used {
+            return;
+        }
+        state.joined.remove(net_id);
+        if let Some(net) = state.networks.get(net_id).cloned() {
+            self.tear_down_network(&net).await;
+            tracing::info!(network = %net.name, "left a global network");
+        }
     }
 
     /// The VXLAN device of a global network, a port of its bridge.
@@ -701,9 +742,6 @@ impl Agent {
     /// A global network appeared: build it here.
     async fn add_global(&self, state: &mut State, rec: &NetworkRecord) {
         let net = self.network_of(rec);
-        if let Err(e) = self.bring_up_network(&net).await {
-            tracing::error!(network = %net.name, error = %e, "cannot build a global network here");
-        }
         state.networks.insert(net.id.clone(), net.clone());
         if let Err(e) = self.persist(state, &[Changed::Network(&net.id)]) {
             tracing::error!(network = %net.name, error = %e, "cannot save a global network");
@@ -730,6 +768,7 @@ impl Agent {
         }
         state.remote.retain(|(n, _), _| n != id);
         state.networks.remove(id);
+        let joined = state.joined.remove(id);
         let mut what: Vec<Changed> = changed.iter().map(|c| Changed::Container(c)).collect();
         what.push(Changed::Network(id));
         if let Err(e) = self.persist(state, &what) {
@@ -738,7 +777,9 @@ impl Agent {
         for v in veths {
             let _ = self.host().delete_link(&v).await;
         }
-        self.tear_down_network(&net).await;
+        if joined {
+            self.tear_down_network(&net).await;
+        }
         tracing::info!(network = %net.name, "global network removed");
     }
 
@@ -765,6 +806,21 @@ impl Agent {
         if state.remote.contains_key(&key) {
             self.remote_delete(state, &key.0, &key.1, work);
         }
+        if state.joined.contains(&rec.network_id) {
+            self.register_remote(rec);
+            work.0.push((rec.clone(), true));
+        }
+        if let Some(n) = state.networks.get_mut(&rec.network_id) {
+            n.v4.allocated.insert(IpAddr::V4(rec.v4));
+            if let (Some(p), Some(v6)) = (n.v6.as_mut(), rec.v6) {
+                p.allocated.insert(IpAddr::V6(v6));
+            }
+        }
+        state.remote.insert(key, rec.clone());
+    }
+
+    /// A remote endpoint's names in the record table.
+    fn register_remote(&self, rec: &EndpointRecord) {
         let spec = EndpointSpec {
             network_id: rec.network_id.clone(),
             container_id: rec.container_id.clone(),
@@ -778,24 +834,18 @@ impl Agent {
         if let Err(e) = self.dns().table().upsert_endpoint(&spec) {
             tracing::error!(container = %rec.container_name, error = %e, "cannot register a remote endpoint");
         }
-        work.0.push((rec.clone(), true));
-        if let Some(n) = state.networks.get_mut(&rec.network_id) {
-            n.v4.allocated.insert(IpAddr::V4(rec.v4));
-            if let (Some(p), Some(v6)) = (n.v6.as_mut(), rec.v6) {
-                p.allocated.insert(IpAddr::V6(v6));
-            }
-        }
-        state.remote.insert(key, rec.clone());
     }
 
     fn remote_delete(&self, state: &mut State, net: &str, ep: &str, work: &mut TunnelWork) {
         let Some(rec) = state.remote.remove(&(net.to_string(), ep.to_string())) else {
             return;
         };
-        self.dns()
-            .table()
-            .remove_endpoint(&rec.network_id, &rec.container_id);
-        work.0.push((rec, false));
+        if state.joined.contains(&rec.network_id) {
+            self.dns()
+                .table()
+                .remove_endpoint(&rec.network_id, &rec.container_id);
+            work.0.push((rec, false));
+        }
     }
 
     /// Add (or remove) a remote endpoint's forwarding and neighbour entries on its network's

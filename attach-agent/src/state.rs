@@ -27,6 +27,9 @@ pub struct State {
     /// from the cluster store, never persisted here.
     #[serde(skip)]
     pub remote: BTreeMap<(String, String), crate::cluster::layout::EndpointRecord>,
+    /// Global networks built on this host (bridge, tunnel, DNS): those it has endpoints on.
+    #[serde(skip)]
+    pub joined: std::collections::BTreeSet<String>,
 }
 
 impl State {

@@ -272,6 +272,24 @@ impl Hosts {
 }
 
 impl Hosts {
+    /// How many VXLAN devices host `i` has (one per global network it has endpoints on).
+    fn tunnels(&self, i: usize) -> usize {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.host_ns(i),
+                "-j",
+                "link",
+                "show",
+                "type",
+                "vxlan",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array().map_or(0, Vec::len)
+    }
+
     /// The store's records whose value mentions `needle` (for failure messages), read from
     /// host 0 with the agent's own etcd client.
     fn store_dump(&self, needle: &str) -> String {
@@ -551,6 +569,9 @@ fn overlay_across_three_hosts() {
         ],
     );
     h.ok(0, &["network", "connect", &other, &c[0]]);
+    // Built only where it has endpoints: a second tunnel on host 0, none more on host 1.
+    assert_eq!(h.tunnels(0), 2);
+    assert_eq!(h.tunnels(1), 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let rm = h.cli(1, &["network", "rm", &other]);
@@ -566,6 +587,11 @@ fn overlay_across_three_hosts() {
         std::thread::sleep(Duration::from_millis(20));
     }
     h.ok(0, &["network", "disconnect", &other, &c[0]]);
+    assert_eq!(
+        h.tunnels(0),
+        1,
+        "host 0 left the network it has no endpoint on"
+    );
     h.ok(1, &["network", "rm", &other]);
     for i in [0, 2] {
         let deadline = Instant::now() + Duration::from_secs(10);
