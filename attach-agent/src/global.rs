@@ -439,7 +439,10 @@ impl Agent {
         let cluster = self.cluster().expect("cluster").clone();
         loop {
             let mut stream = match cluster.watch(revision).await {
-                Ok(s) => s,
+                Ok(s) => {
+                    tracing::debug!(from = revision + 1, "watching the cluster store");
+                    s
+                }
                 Err(StoreError::Compacted(_)) => {
                     revision = self.reload(&cluster).await;
                     continue;
@@ -453,6 +456,11 @@ impl Agent {
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(batch) => {
+                        tracing::debug!(
+                            revision = batch.revision,
+                            changes = batch.changes.len(),
+                            "cluster changes"
+                        );
                         let mut state = self.state().lock().await;
                         let mut work = TunnelWork::default();
                         for change in &batch.changes {

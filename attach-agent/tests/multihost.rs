@@ -187,7 +187,12 @@ impl Hosts {
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("state{i}")))
             .args(["--link-prefix", &format!("{}{i}", self.prefix)])
-            .args(["--upstream", "127.0.0.1:9", "--log", "info"])
+            .args([
+                "--upstream",
+                "127.0.0.1:9",
+                "--log",
+                "info,attach_agent::global=debug,attach_agent::cluster=debug",
+            ])
             .args(["--cluster-store", &format!("etcd://{}", self.members())])
             .args(["--advertise-addr", &self.host_ip(i)])
             .args(["--cluster-lease-ttl", &LEASE_TTL.to_string()])
@@ -290,6 +295,30 @@ impl Hosts {
         v.as_array().map_or(0, Vec::len)
     }
 
+    /// Compact etcd's history up to now (from host 0, with the agent's own etcd client).
+    fn compact_store(&self) -> i64 {
+        use attach_agent::cluster::etcd::EtcdStore;
+        let members: Vec<String> = (0..HOSTS)
+            .map(|i| format!("{}:2379", self.host_ip(i)))
+            .collect();
+        common::in_netns(&self.host_ns(0), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let store = EtcdStore::connect(&members, Duration::from_secs(10))
+                    .await
+                    .expect("reach etcd");
+                store.compact_now().await.expect("compact")
+            })
+        })
+    }
+
+    fn full_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("agent{i}.log"))).unwrap_or_default()
+    }
+
     /// The store's records whose value mentions `needle` (for failure messages), read from
     /// host 0 with the agent's own etcd client.
     fn store_dump(&self, needle: &str) -> String {
@@ -370,7 +399,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn overlay_across_three_hosts() {
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("[{:>6.2}s] {what}", t0.elapsed().as_secs_f64());
     let mut h = Hosts::new();
+    phase("three hosts, etcd and agents up");
     let net = h.name("ov");
     let subnet = format!("10.{}.4.0/22", h.octet);
     let subnet6 = format!("fd00:{}::/64", h.octet);
@@ -399,6 +431,7 @@ fn overlay_across_three_hosts() {
     assert_ne!(dup.code, 0);
     assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
 
+    phase("network on every host");
     // One container per host; names resolve across hosts through the system resolver.
     let c: Vec<String> = (0..HOSTS).map(|i| h.name(&format!("c{i}"))).collect();
     for (i, name) in c.iter().enumerate() {
@@ -552,6 +585,65 @@ fn overlay_across_three_hosts() {
         );
     }
 
+    phase("cross-host checks done");
+    // Host 1 cut off from the store (its underlay down, its own etcd member stopped; the other
+    // two keep a quorum): its records expire elsewhere with its lease; meanwhile a container
+    // joins on host 0 and the history is compacted, so when host 1 is back its watch cannot
+    // resume and it reloads; it takes a new lease and publishes its endpoints again.
+    let ns1 = h.host_ns(1);
+    let broken = |h: &Hosts| {
+        let log = h.full_log(1);
+        log.matches("cluster watch broken").count() + log.matches("cannot watch").count()
+    };
+    sh(&["ip", "-n", &ns1, "link", "set", "eth0", "down"]);
+    let before = broken(&h);
+    h.kill_etcd(1);
+    let late = h.name("late");
+    h.ok(0, &["run", "--name", &late, "--network", &net, "busybox"]);
+    let late_ip = h.ip_of(0, &late, &net);
+    let mut asker0 = Asker::new(&c[0], h.gateway(), Duration::from_millis(500));
+    assert!(
+        until(&mut asker0, &c[1], Duration::from_secs(LEASE_TTL + 5), gone).is_some(),
+        "a cut-off host's records outlived its lease"
+    );
+    h.compact_store();
+    // Healed only once host 1's agent has noticed (its watch broken after the cut).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while broken(&h) <= before {
+        assert!(Instant::now() < deadline, "host 1 never noticed the cut");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sh(&["ip", "-n", &ns1, "link", "set", "eth0", "up"]);
+    let mut asker1 = Asker::new(&c[1], h.gateway(), Duration::from_millis(500));
+    assert!(
+        until(&mut asker1, &late, Duration::from_secs(20), |a| *a
+            == Answer::Addrs(vec![late_ip]))
+        .is_some(),
+        "host 1 never learnt what happened while it was cut off:\n{}",
+        h.log(1)
+    );
+    // (The table changes before the reload is logged.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !h.full_log(1).contains("reloaded the cluster store") {
+        assert!(
+            Instant::now() < deadline,
+            "host 1 did not take the reload path:\n{}",
+            h.log(1)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        until(&mut asker0, &c[1], Duration::from_secs(20), |a| *a
+            == Answer::Addrs(vec![ips[1]]))
+        .is_some(),
+        "host 1's records not back after it rejoined:\n{}",
+        h.log(1)
+    );
+    // Its etcd member back too (after the reload: a member catching up would have replayed
+    // the history to the watch instead), so the cluster can lose another later.
+    h.start_etcd(1, etcd_binary(), "existing");
+
+    phase("partition and reload done");
     // A global network with an endpoint on another host cannot be removed from this one;
     // once it has none, removing it anywhere removes it everywhere.
     let other = h.name("ov2");
@@ -601,6 +693,7 @@ fn overlay_across_three_hosts() {
         }
     }
 
+    phase("removal rules done");
     // 200 containers (created, not yet on the network), then connected concurrently, spread
     // over the hosts; one etcd member killed while it happens.
     const N: usize = 200;
@@ -615,19 +708,21 @@ fn overlay_across_three_hosts() {
     let member = h.etcd[2].as_ref().expect("member 2 runs").id() as libc::pid_t;
     let done = AtomicUsize::new(0);
     std::thread::scope(|s| {
+        let mut workers = Vec::new();
         for host in 0..HOSTS {
             for w in 0..4 {
                 let (names, h, net, done) = (&names, &h, &net, &done);
-                s.spawn(move || {
+                workers.push(s.spawn(move || {
                     for k in (0..N).filter(|k| k % HOSTS == host && (k / HOSTS) % 4 == w) {
                         h.ok(host, &["network", "connect", net, &names[k]]);
                         done.fetch_add(1, Ordering::Relaxed);
                     }
-                });
+                }));
             }
         }
-        // Mid-way: kill etcd member 2 (the other two keep a quorum).
-        while done.load(Ordering::Relaxed) < N / 2 {
+        // Mid-way: kill etcd member 2 (the other two keep a quorum). A worker that failed
+        // ends the wait too (its panic is the test's failure).
+        while done.load(Ordering::Relaxed) < N / 2 && !workers.iter().any(|w| w.is_finished()) {
             std::thread::sleep(Duration::from_millis(2));
         }
         // SAFETY: a signal to the etcd member this test started.
@@ -671,6 +766,7 @@ fn overlay_across_three_hosts() {
         }
     }
     assert_eq!(addrs.len(), N + 60);
+    phase("connect storm done");
     // Every one of them answers on every host, with its address.
     for (i, ci) in c.iter().enumerate() {
         let mut asker = Asker::new(ci, h.gateway(), Duration::from_millis(500));
@@ -682,6 +778,7 @@ fn overlay_across_three_hosts() {
         }
     }
 
+    phase("every name checked on every host");
     // Connect on host 0, answered on host 1: how long after connect returns.
     let mut gaps = Vec::new();
     let mut asker = Asker::new(&c[1], h.gateway(), Duration::from_millis(500));
@@ -706,6 +803,7 @@ fn overlay_across_three_hosts() {
         gaps.len()
     );
 
+    phase("propagation measured");
     // Disconnect on host 1: gone on host 0.
     h.ok(1, &["network", "disconnect", &net, &c[1]]);
     let mut asker0 = Asker::new(&c[0], h.gateway(), Duration::from_millis(500));
@@ -760,6 +858,7 @@ fn overlay_across_three_hosts() {
         );
     }
 
+    phase("agent kill and restart done");
     // Stop and start on host 2: gone from host 0, then back.
     h.ok(2, &["container", "stop", &c[2]]);
     assert!(

@@ -1,9 +1,10 @@
 //! [`ClusterStore`] on etcd (v3 API, gRPC, via the etcd-client crate).
 //!
-//! Every call goes to whichever member the client's balanced channel picks; a call that fails
-//! for want of a member (connection refused, reset, deadline, no leader) is retried, with a
-//! short backoff, until `retry_for` has passed, so one member dying costs a retry, not an
-//! error. Transactions are retried too: callers make their conditions such that a retry of a
+//! One client per member, and calls go to the current one; a call that fails for want of a
+//! member (connection refused, reset, deadline, no leader) moves on to the next member and is
+//! retried, with a short backoff after each full round, until `retry_for` has passed, so one
+//! member dying costs a retry, not an error. (etcd-client's own balanced channel over all the
+//! members keeps picking a dead one: it has no health check.) Transactions are retried too: callers make their conditions such that a retry of a
 //! transaction that did apply is recognisable (see `Cluster::claim`).
 
 use std::time::{Duration, Instant};
@@ -25,9 +26,11 @@ use super::store::{
 /// down): a dead member's TCP connection otherwise hangs until the kernel gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    /// One client per member, in the order given.
+    members: Vec<(String, Client)>,
+    /// The member calls go to; moved on when it fails.
+    current: std::sync::atomic::AtomicUsize,
     retry_for: Duration,
 }
 
@@ -40,6 +43,9 @@ impl std::fmt::Debug for EtcdStore {
 /// Whether an error says "this member, now" rather than "this request": worth a retry.
 fn transient(e: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
+    if e.to_string().contains("lease not found") {
+        return false; // the lease is gone everywhere: see `keep_alive` and `txn`
+    }
     match e {
         E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
         E::GRpcStatus(s) => matches!(
@@ -75,32 +81,81 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true)
             // A member cut off from the others must not serve (stale) reads or watches.
             .with_require_leader(true);
-        let client = Client::connect(&urls, Some(options))
-            .await
-            .map_err(unavailable)?;
-        let store = EtcdStore { client, retry_for };
+        let mut members = Vec::new();
+        for (name, url) in endpoints.iter().zip(&urls) {
+            // Connecting is lazy: a member down now is only skipped at the first call.
+            let client = Client::connect([url], Some(options.clone()))
+                .await
+                .map_err(unavailable)?;
+            members.push((name.clone(), client));
+        }
+        if members.is_empty() {
+            return Err(StoreError::Unavailable(
+                "no cluster store member given".into(),
+            ));
+        }
+        let store = EtcdStore {
+            members,
+            current: std::sync::atomic::AtomicUsize::new(0),
+            retry_for,
+        };
         // One read to know a member answers now, not at the first operation.
         store.snapshot("/attach-agent/v1/version-probe").await?;
         Ok(store)
+    }
+
+    /// Compact the store's history up to now (an operator's task; the tests use it to send
+    /// watchers down the full-reload path). Returns the revision compacted to.
+    pub async fn compact_now(&self) -> Result<Revision> {
+        let (_, rev) = self.snapshot("/attach-agent/v1/").await?;
+        self.client()
+            .compact(
+                rev,
+                Some(etcd_client::CompactionOptions::new().with_physical()),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rev)
     }
 
     async fn retry<T, F>(&self, what: &str, mut call: F) -> Result<T>
     where
         F: FnMut(Client) -> BoxFuture<'static, std::result::Result<T, etcd_client::Error>>,
     {
+        use std::sync::atomic::Ordering;
         let deadline = Instant::now() + self.retry_for;
         let mut pause = Duration::from_millis(20);
+        let n = self.members.len();
+        let mut tried = 0;
         loop {
-            match call(self.client.clone()).await {
+            let i = self.current.load(Ordering::Relaxed) % n;
+            let (name, client) = &self.members[i];
+            match call(client.clone()).await {
                 Ok(v) => return Ok(v),
                 Err(e) if transient(&e) && Instant::now() + pause < deadline => {
-                    tracing::debug!(what, error = %e, "cluster store call failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
+                    tracing::debug!(what, member = %name, error = %e, "cluster store call failed; trying the next member");
+                    // Move on, unless another call moved already.
+                    let _ = self.current.compare_exchange(
+                        i,
+                        (i + 1) % n,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    tried += 1;
+                    if tried % n == 0 {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
                 }
                 Err(e) => return Err(StoreError::Unavailable(format!("{what}: {e}"))),
             }
         }
+    }
+
+    /// The current member's client.
+    fn client(&self) -> Client {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.members[i % self.members.len()].1.clone()
     }
 }
 
@@ -199,11 +254,24 @@ impl ClusterStore for EtcdStore {
             let ttl = self
                 .retry("lease keep-alive", |mut c| {
                     async move {
-                        let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
-                        keeper.keep_alive().await?;
-                        match stream.message().await? {
-                            Some(r) => Ok(r.ttl()),
-                            None => Err(etcd_client::Error::LeaseKeepAliveError(
+                        let gone =
+                            |e: &etcd_client::Error| e.to_string().contains("lease not found");
+                        // etcd-client reports a lease that is gone as an error at any of the
+                        // three steps: a TTL of 0 here.
+                        let (mut keeper, mut stream) = match c.lease_keep_alive(lease).await {
+                            Ok(k) => k,
+                            Err(e) if gone(&e) => return Ok(0),
+                            Err(e) => return Err(e),
+                        };
+                        match keeper.keep_alive().await {
+                            Err(e) if gone(&e) => return Ok(0),
+                            r => r?,
+                        }
+                        match stream.message().await {
+                            Ok(Some(r)) => Ok(r.ttl()),
+                            Err(e) if gone(&e) => Ok(0),
+                            Err(e) => Err(e),
+                            Ok(None) => Err(etcd_client::Error::LeaseKeepAliveError(
                                 "keep-alive stream closed".into(),
                             )),
                         }
@@ -221,7 +289,7 @@ impl ClusterStore for EtcdStore {
 
     fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         async move {
-            let mut c = self.client.clone();
+            let mut c = self.client();
             match c.lease_revoke(lease).await {
                 Ok(_) => Ok(()),
                 Err(e) if lease_gone(&e) => Ok(()),
