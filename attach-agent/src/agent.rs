@@ -534,11 +534,10 @@ impl Agent {
         let saving = self.persist_in_background(&state.containers[&cid]);
         let plumbed = self.plumb(&plan).await;
         let saved = saving.await;
-        let mut done = plumbed.and(saved);
-        if done.is_ok() {
-            done = self.announce(&state, &plan).await;
-        }
-        if let Err(e) = done.and_then(|()| self.commit_attach(&mut state, &plan)) {
+        if let Err(e) = plumbed
+            .and(saved)
+            .and_then(|()| self.commit_attach(&mut state, &plan))
+        {
             undo.restore(&mut state);
             if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
                 tracing::error!(container = %cid, error = %e, "cannot write back a failed connect");
@@ -640,10 +639,7 @@ impl Agent {
         let done = match self.plumb(&plan).await {
             Ok(()) => {
                 self.mark_attached(state, &plan);
-                match self.announce(state, &plan).await {
-                    Ok(()) => self.commit_attach(state, &plan),
-                    Err(e) => Err(e),
-                }
+                self.commit_attach(state, &plan)
             }
             Err(e) => Err(e),
         };
@@ -670,7 +666,7 @@ impl Agent {
         if state.networks[net_id].is_global() {
             self.join_network(state, net_id).await?;
             let claimed = self
-                .claim_addresses(state, net_id, &endpoint_id, static_v4, static_v6)
+                .claim_addresses(state, cid, net_id, &endpoint_id, static_v4, static_v6)
                 .await;
             let (v4, v6) = match claimed {
                 Ok(c) => c,

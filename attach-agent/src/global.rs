@@ -241,40 +241,67 @@ impl Agent {
 
     /// Addresses for an endpoint of a global network, each claimed in the store: the lowest
     /// free one by this host's mirror, the next one if another host claimed it meanwhile.
+    ///
+    /// The last claim also publishes the endpoint's record, in the same transaction (one etcd
+    /// write, one raft commit and fsync, per connect rather than two): other hosts may resolve
+    /// it a moment before its interface is up here, and a failed attachment withdraws it.
     pub(crate) async fn claim_addresses(
         &self,
         state: &mut State,
+        cid: &str,
         net_id: &str,
         endpoint_id: &str,
         static_v4: Option<Ipv4Addr>,
         static_v6: Option<Ipv6Addr>,
     ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
         let cluster = self.need_cluster()?.clone();
+        let c = &state.containers[cid];
+        let ep = c.endpoint(net_id).expect("endpoint configured");
+        let mut rec = EndpointRecord {
+            network_id: net_id.into(),
+            endpoint_id: endpoint_id.into(),
+            container_id: c.id.clone(),
+            container_name: c.name.clone(),
+            hostname: c.hostname.clone(),
+            aliases: ep.aliases.clone(),
+            v4: Ipv4Addr::UNSPECIFIED,
+            v6: None,
+            mac: [0; 6],
+            host: cluster.host(),
+        };
+        let has_v6 = state.networks[net_id].v6.is_some();
+        let fixed4 = static_v4.map(IpAddr::V4);
+        let publish4 = (!has_v6).then_some(&mut rec);
         let v4 = match self
             .claim_one(
                 &cluster,
                 state,
                 net_id,
                 endpoint_id,
-                static_v4.map(IpAddr::V4),
+                fixed4,
                 false,
+                publish4,
             )
             .await?
         {
             IpAddr::V4(ip) => ip,
             IpAddr::V6(_) => unreachable!("v4 pool"),
         };
-        if state.networks[net_id].v6.is_none() {
+        if !has_v6 {
             return Ok((v4, None));
         }
+        rec.v4 = v4;
+        rec.mac = mac_for(v4);
+        let fixed6 = static_v6.map(IpAddr::V6);
         match self
             .claim_one(
                 &cluster,
                 state,
                 net_id,
                 endpoint_id,
-                static_v6.map(IpAddr::V6),
+                fixed6,
                 true,
+                Some(&mut rec),
             )
             .await
         {
@@ -290,6 +317,9 @@ impl Agent {
         }
     }
 
+    /// Claim one address of family `v6` (`fixed`, or the pool's lowest free), publishing
+    /// `publish` with it, its address filled in, when given.
+    #[allow(clippy::too_many_arguments)]
     async fn claim_one(
         &self,
         cluster: &Cluster,
@@ -298,6 +328,7 @@ impl Agent {
         endpoint_id: &str,
         fixed: Option<IpAddr>,
         v6: bool,
+        mut publish: Option<&mut EndpointRecord>,
     ) -> Result<IpAddr> {
         loop {
             let net = state
@@ -317,7 +348,19 @@ impl Agent {
                 }
                 None => pool.allocate(&label)?,
             };
-            match cluster.claim(net_id, ip, endpoint_id).await {
+            if let Some(r) = publish.as_deref_mut() {
+                match ip {
+                    IpAddr::V4(a) => {
+                        r.v4 = a;
+                        r.mac = mac_for(a);
+                    }
+                    IpAddr::V6(a) => r.v6 = Some(a),
+                }
+            }
+            let claimed = cluster
+                .claim_and_publish(net_id, ip, endpoint_id, publish.as_deref())
+                .await;
+            match claimed {
                 Ok(Claimed::Ours) => return Ok(ip),
                 // Someone else's: it stays reserved here (the watch says so too).
                 Ok(Claimed::Taken) if fixed.is_none() => continue,
@@ -354,22 +397,6 @@ impl Agent {
             mac: a.mac,
             host: self.cluster()?.host(),
         })
-    }
-
-    /// Publish a planned attachment to a global network (before its names answer here, so
-    /// a connect that returns is visible everywhere as soon as the watches deliver it).
-    pub(crate) async fn announce(&self, state: &State, plan: &AttachPlan) -> Result<()> {
-        if plan.global.is_none() {
-            return Ok(());
-        }
-        let cluster = self.need_cluster()?;
-        let rec = self
-            .endpoint_record(state, &plan.cid, &plan.net_id)
-            .expect("attachment marked before it is announced");
-        if !cluster.publish(&rec).await? {
-            return Err(AgentError::NoSuchNetwork(plan.net_id.clone()));
-        }
-        Ok(())
     }
 
     /// Take back what a failed attachment to a global network put in the store.

@@ -807,7 +807,30 @@ fn overlay_across_three_hosts() {
     );
     connects.sort();
     let connect_p50 = percentile(&connects, 0.5);
-    eprintln!("overlay connect through the CLI: p50 {connect_p50:?}");
+    // The same through the same CLI to a local bridge network: the difference is the store.
+    let local = h.name("br");
+    h.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "--subnet",
+            &format!("10.{}.9.0/24", h.octet),
+            &local,
+        ],
+    );
+    let mut local_connects = Vec::new();
+    for k in 0..20 {
+        let name = h.name(&format!("p{k}"));
+        let t = Instant::now();
+        h.ok(0, &["network", "connect", &local, &name]);
+        local_connects.push(t.elapsed());
+    }
+    local_connects.sort();
+    let local_p50 = percentile(&local_connects, 0.5);
+    eprintln!(
+        "connect through the CLI: overlay p50 {connect_p50:?}, local bridge p50 {local_p50:?}"
+    );
 
     phase("propagation measured");
     // Disconnect on host 1: gone on host 0.
@@ -889,6 +912,7 @@ fn overlay_across_three_hosts() {
         "propagation_p50_ms": p50.as_secs_f64() * 1e3,
         "propagation_p99_ms": p99.as_secs_f64() * 1e3,
         "overlay_connect_cli_p50_ms": connect_p50.as_secs_f64() * 1e3,
+        "bridge_connect_cli_p50_ms": local_p50.as_secs_f64() * 1e3,
         "lease_ttl_s": LEASE_TTL,
         "dead_host_records_gone_after_ms": vanished.as_millis() as u64,
     }));

@@ -313,26 +313,52 @@ impl Cluster {
     /// Claim `ip` on `net` for endpoint `ep` of this host. Two hosts claiming one address at
     /// the same moment: exactly one gets `Ours`.
     pub async fn claim(&self, net: &str, ip: IpAddr, ep: &str) -> Result<Claimed, StoreError> {
+        self.claim_and_publish(net, ip, ep, None).await
+    }
+
+    /// [`Cluster::claim`], and when it succeeds, `rec` published on this host's lease in the
+    /// same transaction: one etcd write (one raft commit and fsync) per connect, not two.
+    pub async fn claim_and_publish(
+        &self,
+        net: &str,
+        ip: IpAddr,
+        ep: &str,
+        rec: Option<&EndpointRecord>,
+    ) -> Result<Claimed, StoreError> {
         let key = layout::claim(net, ip);
         let value = layout::encode(&Claim {
             endpoint_id: ep.into(),
             host: self.inner.host,
         });
-        let done = self
-            .inner
-            .store
-            .txn(
+        let attempt = |lease: LeaseId| {
+            let mut ops = vec![Op::Put {
+                key: key.clone(),
+                value: value.clone(),
+                lease: None,
+            }];
+            if let Some(r) = rec {
+                ops.push(Op::Put {
+                    key: layout::endpoint(&r.network_id, &r.endpoint_id),
+                    value: layout::encode(r),
+                    lease: Some(lease),
+                });
+            }
+            self.inner.store.txn(
                 vec![
                     Cond::Present(layout::network(net)),
                     Cond::Absent(key.clone()),
                 ],
-                vec![Op::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                    lease: None,
-                }],
+                ops,
             )
-            .await?;
+        };
+        let lease = self.lease();
+        let done = match attempt(lease).await {
+            Err(StoreError::LeaseExpired(_)) => {
+                self.replace_lease(lease).await?;
+                attempt(self.lease()).await?
+            }
+            r => r?,
+        };
         if done || self.holds(&key, &value).await? {
             return Ok(Claimed::Ours);
         }

@@ -122,6 +122,30 @@ async fn concurrent_claims_never_share_an_address() {
 }
 
 #[tokio::test]
+async fn a_claim_publishes_its_endpoint_only_when_it_wins() {
+    let (_s, a, b) = two_hosts(Duration::from_secs(10)).await;
+    a.create_network(record("n1", "web")).await.unwrap();
+    let ip: IpAddr = "10.9.0.2".parse().unwrap();
+    let ea = endpoint("n1", "ea", a.host(), 2);
+    let eb = endpoint("n1", "eb", b.host(), 2);
+    assert_eq!(
+        a.claim_and_publish("n1", ip, "ea", Some(&ea))
+            .await
+            .unwrap(),
+        Claimed::Ours
+    );
+    assert_eq!(
+        b.claim_and_publish("n1", ip, "eb", Some(&eb))
+            .await
+            .unwrap(),
+        Claimed::Taken
+    );
+    let view = a.load().await.unwrap();
+    let eps: Vec<&str> = view.endpoints.keys().map(|(_, e)| e.as_str()).collect();
+    assert_eq!(eps, vec!["ea"], "the loser published nothing");
+}
+
+#[tokio::test]
 async fn a_network_with_endpoints_stays() {
     let (_s, a, b) = two_hosts(Duration::from_secs(10)).await;
     let net = a
