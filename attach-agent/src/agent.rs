@@ -663,39 +663,48 @@ impl Agent {
         let netns_path = c.netns.clone();
         // The namespace first (a missing one fails before any address is taken).
         let (ns, inside, ifname) = self.open_inside(&netns_path).await?;
-        if state.networks[net_id].is_global() {
+        let global = state.networks[net_id].is_global();
+        let (v4, v6) = if global {
             self.join_network(state, net_id).await?;
             let claimed = self
                 .claim_addresses(state, cid, net_id, &endpoint_id, static_v4, static_v6)
                 .await;
-            let (v4, v6) = match claimed {
-                Ok(c) => c,
-                Err(e) => {
-                    self.leave_if_idle(state, net_id).await;
-                    return Err(e);
-                }
-            };
-            let net = &state.networks[net_id];
-            return Ok(AttachPlan {
-                cid: cid.to_string(),
-                net_id: net_id.to_string(),
-                global: Some(endpoint_id),
-                mtu: Some(crate::global::OVERLAY_MTU),
-                bridge: net.bridge.clone(),
-                prefix4: net.v4.prefix_len(),
-                gateway4: net.v4.gateway,
-                v6_pool: net.v6.as_ref().map(|p| (p.prefix_len(), p.gateway)),
-                v4,
-                v6,
-                link_local,
-                default_route: first,
-                lo_up,
-                host_veth: self.veth_name(),
-                ifname,
-                ns,
-                inside,
-            });
-        }
+            if claimed.is_err() {
+                self.leave_if_idle(state, net_id).await;
+            }
+            claimed?
+        } else {
+            Self::allocate_local(state, net_id, static_v4, static_v6)?
+        };
+        let net = &state.networks[net_id];
+        Ok(AttachPlan {
+            cid: cid.to_string(),
+            net_id: net_id.to_string(),
+            global: global.then_some(endpoint_id),
+            mtu: global.then_some(crate::global::OVERLAY_MTU),
+            bridge: net.bridge.clone(),
+            prefix4: net.v4.prefix_len(),
+            gateway4: net.v4.gateway,
+            v6_pool: net.v6.as_ref().map(|p| (p.prefix_len(), p.gateway)),
+            v4,
+            v6,
+            link_local,
+            default_route: first,
+            lo_up,
+            host_veth: self.veth_name(),
+            ifname,
+            ns,
+            inside,
+        })
+    }
+
+    /// Addresses from a local network's pools (static ones reserved, else the lowest free).
+    fn allocate_local(
+        state: &mut State,
+        net_id: &str,
+        static_v4: Option<Ipv4Addr>,
+        static_v6: Option<Ipv6Addr>,
+    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
         let net = state.networks.get_mut(net_id).expect("network exists");
         let v4 = match static_v4 {
             Some(ip) => {
@@ -716,32 +725,13 @@ impl Agent {
             },
             (None, _) => Ok(None),
         };
-        let v6 = match v6 {
-            Ok(v6) => v6,
+        match v6 {
+            Ok(v6) => Ok((v4, v6)),
             Err(e) => {
                 net.release(v4, None);
-                return Err(e.into());
+                Err(e.into())
             }
-        };
-        Ok(AttachPlan {
-            cid: cid.to_string(),
-            net_id: net_id.to_string(),
-            global: None,
-            mtu: None,
-            bridge: net.bridge.clone(),
-            prefix4: net.v4.prefix_len(),
-            gateway4: net.v4.gateway,
-            v6_pool: net.v6.as_ref().map(|p| (p.prefix_len(), p.gateway)),
-            v4,
-            v6,
-            link_local,
-            default_route: first,
-            lo_up,
-            host_veth: self.veth_name(),
-            ifname,
-            ns,
-            inside,
-        })
+        }
     }
 
     /// A handle on the container's namespace, a netlink connection inside it, and the first

@@ -639,15 +639,8 @@ impl Agent {
             {
                 tracing::warn!(network = %net, %ip, error = %e, "cannot release a stale claim");
             }
-            if let Some(n) = state.networks.get_mut(net) {
-                let pool = if ip.is_ipv4() {
-                    Some(&mut n.v4)
-                } else {
-                    n.v6.as_mut()
-                };
-                if let Some(p) = pool {
-                    p.release(*ip);
-                }
+            if let Some(p) = state.networks.get_mut(net).and_then(|n| n.pool_for(*ip)) {
+                p.release(*ip);
             }
         }
     }
@@ -718,15 +711,8 @@ impl Agent {
                     }
                 }
                 Key::Claim { net, ip } => {
-                    if let Some(n) = state.networks.get_mut(&net) {
-                        let pool = if ip.is_ipv4() {
-                            Some(&mut n.v4)
-                        } else {
-                            n.v6.as_mut()
-                        };
-                        if let Some(p) = pool {
-                            p.allocated.insert(ip);
-                        }
+                    if let Some(p) = state.networks.get_mut(&net).and_then(|n| n.pool_for(ip)) {
+                        p.allocated.insert(ip);
                     }
                     Ok(())
                 }
@@ -746,15 +732,8 @@ impl Agent {
                         }
                     }
                     Key::Claim { net, ip } if !held_locally(state, &net, ip) => {
-                        if let Some(n) = state.networks.get_mut(&net) {
-                            let pool = if ip.is_ipv4() {
-                                Some(&mut n.v4)
-                            } else {
-                                n.v6.as_mut()
-                            };
-                            if let Some(p) = pool {
-                                p.release(ip);
-                            }
+                        if let Some(p) = state.networks.get_mut(&net).and_then(|n| n.pool_for(ip)) {
+                            p.release(ip);
                         }
                     }
                     _ => {}

@@ -126,21 +126,11 @@ impl Netlink {
         mac: [u8; 6],
         addrs: &[(IpAddr, u8)],
     ) -> Result<u32> {
-        if self.index_of(name).await?.is_none() {
-            // A fixed MAC: otherwise the bridge takes the lowest of its ports' MACs and changes
-            // as containers come and go, which flushes every neighbour's ARP entry for it.
-            let msg = LinkBridge::new(name).address(mac.to_vec()).build();
-            if let Err(e) = self.handle.link().add(msg).execute().await {
-                let e = kernel(format!("add bridge {name}"))(e);
-                if e.errno() != Some(libc::EEXIST) {
-                    return Err(e);
-                }
-            }
-        }
+        // A fixed MAC: otherwise the bridge takes the lowest of its ports' MACs and changes as
+        // containers come and go, which flushes every neighbour's ARP entry for it.
         let index = self
-            .index_of(name)
-            .await?
-            .ok_or_else(|| NetlinkError::NoLink(name.into()))?;
+            .add_or_adopt(name, || LinkBridge::new(name).address(mac.to_vec()).build())
+            .await?;
         self.handle
             .link()
             .set(
@@ -156,6 +146,26 @@ impl Netlink {
             self.add_address(index, ip, prefix).await?;
         }
         Ok(index)
+    }
+
+    /// The index of link `name`, made from `msg` first when it does not exist (one that
+    /// appeared meanwhile is adopted).
+    async fn add_or_adopt(
+        &self,
+        name: &str,
+        msg: impl FnOnce() -> netlink_packet_route::link::LinkMessage,
+    ) -> Result<u32> {
+        if self.index_of(name).await?.is_none() {
+            if let Err(e) = self.handle.link().add(msg()).execute().await {
+                let e = kernel(format!("add link {name}"))(e);
+                if e.errno() != Some(libc::EEXIST) {
+                    return Err(e);
+                }
+            }
+        }
+        self.index_of(name)
+            .await?
+            .ok_or_else(|| NetlinkError::NoLink(name.into()))
     }
 
     /// Add an address without duplicate address detection (replacing an identical one).
@@ -278,29 +288,21 @@ impl Netlink {
         port: u16,
         bridge: u32,
     ) -> Result<u32> {
-        if self.index_of(name).await?.is_none() {
-            let b = LinkVxlan::new(name, vni)
-                .port(port)
-                .learning(false)
-                .proxy(true)
-                .l2miss(false)
-                .l3miss(false);
-            let b = match local {
-                IpAddr::V4(a) => b.local(a),
-                IpAddr::V6(a) => b.local6(a),
-            };
-            let msg = b.controller(bridge).up().build();
-            if let Err(e) = self.handle.link().add(msg).execute().await {
-                let e = kernel(format!("add vxlan {name}"))(e);
-                if e.errno() != Some(libc::EEXIST) {
-                    return Err(e);
-                }
-            }
-        }
         let index = self
-            .index_of(name)
-            .await?
-            .ok_or_else(|| NetlinkError::NoLink(name.into()))?;
+            .add_or_adopt(name, || {
+                let b = LinkVxlan::new(name, vni)
+                    .port(port)
+                    .learning(false)
+                    .proxy(true)
+                    .l2miss(false)
+                    .l3miss(false);
+                let b = match local {
+                    IpAddr::V4(a) => b.local(a),
+                    IpAddr::V6(a) => b.local6(a),
+                };
+                b.controller(bridge).up().build()
+            })
+            .await?;
         self.handle
             .link()
             .set(

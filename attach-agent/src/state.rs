@@ -111,6 +111,15 @@ impl Network {
             .collect()
     }
 
+    /// The pool of `ip`'s family, if the network has one.
+    pub fn pool_for(&mut self, ip: IpAddr) -> Option<&mut Pool> {
+        if ip.is_ipv4() {
+            Some(&mut self.v4)
+        } else {
+            self.v6.as_mut()
+        }
+    }
+
     /// Give an endpoint's addresses back to the pools.
     pub fn release(&mut self, v4: Ipv4Addr, v6: Option<Ipv6Addr>) {
         self.v4.release(IpAddr::V4(v4));

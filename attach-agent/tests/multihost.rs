@@ -295,8 +295,12 @@ impl Hosts {
         v.as_array().map_or(0, Vec::len)
     }
 
-    /// Compact etcd's history up to now (from host 0, with the agent's own etcd client).
-    fn compact_store(&self) -> i64 {
+    /// Run `f` with the agent's own etcd client, from host 0's namespace (a runtime of its own
+    /// on that thread, so its sockets are made there). `None`: no member answered.
+    fn with_store<T: Send + 'static>(
+        &self,
+        f: impl AsyncFnOnce(attach_agent::cluster::etcd::EtcdStore) -> T + Send + 'static,
+    ) -> Option<T> {
         use attach_agent::cluster::etcd::EtcdStore;
         let members: Vec<String> = (0..HOSTS)
             .map(|i| format!("{}:2379", self.host_ip(i)))
@@ -309,50 +313,42 @@ impl Hosts {
             rt.block_on(async {
                 let store = EtcdStore::connect(&members, Duration::from_secs(10))
                     .await
-                    .expect("reach etcd");
-                store.compact_now().await.expect("compact")
+                    .ok()?;
+                Some(f(store).await)
             })
         })
+    }
+
+    /// Compact etcd's history up to now.
+    fn compact_store(&self) -> i64 {
+        self.with_store(async |store| store.compact_now().await.expect("compact"))
+            .expect("reach etcd")
     }
 
     fn full_log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("agent{i}.log"))).unwrap_or_default()
     }
 
-    /// The store's records whose value mentions `needle` (for failure messages), read from
-    /// host 0 with the agent's own etcd client.
+    /// The store's records whose key or value mentions `needle` (for failure messages).
     fn store_dump(&self, needle: &str) -> String {
-        use attach_agent::cluster::etcd::EtcdStore;
         use attach_agent::cluster::ClusterStore;
-        let members: Vec<String> = (0..HOSTS)
-            .map(|i| format!("{}:2379", self.host_ip(i)))
-            .collect();
         let needle = needle.to_string();
-        common::in_netns(&self.host_ns(0), move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let store = match EtcdStore::connect(&members, Duration::from_secs(5)).await {
-                    Ok(s) => s,
-                    Err(e) => return format!("store unreachable: {e}"),
-                };
-                match store.snapshot("/attach-agent/v1/").await {
-                    Ok((kvs, rev)) => {
-                        let mut out = format!("revision {rev}\n");
-                        for kv in kvs {
-                            let v = String::from_utf8_lossy(&kv.value);
-                            if v.contains(&needle) || kv.key.contains(&needle) {
-                                out.push_str(&format!("{} = {v}\n", kv.key));
-                            }
+        self.with_store(
+            async move |store| match store.snapshot("/attach-agent/v1/").await {
+                Ok((kvs, rev)) => {
+                    let mut out = format!("revision {rev}\n");
+                    for kv in kvs {
+                        let v = String::from_utf8_lossy(&kv.value);
+                        if v.contains(&needle) || kv.key.contains(&needle) {
+                            out.push_str(&format!("{} = {v}\n", kv.key));
                         }
-                        out
                     }
-                    Err(e) => format!("cannot read the store: {e}"),
+                    out
                 }
-            })
-        })
+                Err(e) => format!("cannot read the store: {e}"),
+            },
+        )
+        .unwrap_or_else(|| "store unreachable".into())
     }
 }
 
