@@ -145,4 +145,38 @@ mod tests {
         };
         assert!(c.validate().is_err());
     }
+
+    #[test]
+    fn cluster_store_urls_are_checked() {
+        let with = |store: &str, addr: Option<&str>| AgentConfig {
+            cluster: ClusterConfig {
+                store: Some(store.into()),
+                advertise_addr: addr.map(|a| a.parse().unwrap()),
+                ..ClusterConfig::default()
+            },
+            ..AgentConfig::default()
+        };
+        let ok = with(
+            "etcd://10.0.0.1:2379,etcd-2.example:2379/",
+            Some("10.0.0.1"),
+        );
+        assert!(ok.validate().is_ok());
+        assert_eq!(
+            ok.cluster.etcd_endpoints().unwrap().unwrap(),
+            vec!["10.0.0.1:2379", "etcd-2.example:2379"]
+        );
+        let no_addr = with("etcd://10.0.0.1:2379", None).validate().unwrap_err();
+        assert!(no_addr.contains("--advertise-addr"), "{no_addr}");
+        for bad in [
+            "http://10.0.0.1:2379",
+            "etcd://10.0.0.1",
+            "etcd://:2379",
+            "etcd://h:0",
+            "etcd://",
+        ] {
+            let e = with(bad, Some("10.0.0.1")).validate().unwrap_err();
+            assert!(e.contains("cluster store"), "{bad}: {e}");
+        }
+        assert_eq!(AgentConfig::default().cluster.etcd_endpoints(), Ok(None));
+    }
 }

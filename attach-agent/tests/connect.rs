@@ -213,6 +213,11 @@ fn errors_are_clear_and_change_nothing() {
     let inspect_before = env.inspect_network("net");
     let in_b_before = env.links_in(&b);
 
+    // Without a cluster store, a global network is refused, naming what it needs.
+    let e = env.fails(&["network", "create", "--driver", "overlay", "ov"]);
+    assert!(e.contains("overlay networks need a cluster store"), "{e}");
+    assert!(!env.ok(&["network", "ls"]).contains(" ov "));
+
     let cases: Vec<(Vec<String>, String)> = vec![
         (
             vec!["nonet".into(), b.clone()],
