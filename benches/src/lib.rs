@@ -27,7 +27,9 @@ pub fn populated(n: u32) -> Table {
     for i in 0..n {
         t.upsert_endpoint(&EndpointSpec {
             network_id: "benchnet".into(),
-            container_id: format!("{i:064x}"),
+            // Hash-derived, as the records file's: the short ids (first 12 hex digits) must
+            // differ, or every container shares one short-id name.
+            container_id: resolver::records::derived_id("container", &format!("c{i}")),
             container_name: format!("c{i}"),
             hostname: Some(format!("c{i}")),
             aliases: vec![],
