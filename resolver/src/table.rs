@@ -806,8 +806,6 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// The addresses of the holders on `net`, if any holder is there.
-
 #[cfg(test)]
 mod tests {
     use super::*;
