@@ -255,20 +255,9 @@ impl Agent {
         static_v6: Option<Ipv6Addr>,
     ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
         let cluster = self.need_cluster()?.clone();
-        let c = &state.containers[cid];
-        let ep = c.endpoint(net_id).expect("endpoint configured");
-        let mut rec = EndpointRecord {
-            network_id: net_id.into(),
-            endpoint_id: endpoint_id.into(),
-            container_id: c.id.clone(),
-            container_name: c.name.clone(),
-            hostname: c.hostname.clone(),
-            aliases: ep.aliases.clone(),
-            v4: Ipv4Addr::UNSPECIFIED,
-            v6: None,
-            mac: [0; 6],
-            host: cluster.host(),
-        };
+        let mut rec = self
+            .endpoint_names(state, cid, net_id)
+            .expect("endpoint configured");
         let has_v6 = state.networks[net_id].v6.is_some();
         let fixed4 = static_v4.map(IpAddr::V4);
         let publish4 = (!has_v6).then_some(&mut rec);
@@ -380,11 +369,11 @@ impl Agent {
         }
     }
 
-    /// What other hosts learn of one of this host's endpoints.
-    fn endpoint_record(&self, state: &State, cid: &str, net_id: &str) -> Option<EndpointRecord> {
+    /// What other hosts learn of one of this host's endpoints, addresses left unset (they
+    /// are filled as they are claimed, or from the attachment).
+    fn endpoint_names(&self, state: &State, cid: &str, net_id: &str) -> Option<EndpointRecord> {
         let c = state.containers.get(cid)?;
         let ep = c.endpoint(net_id)?;
-        let a = ep.attached.as_ref()?;
         Some(EndpointRecord {
             network_id: net_id.into(),
             endpoint_id: ep.endpoint_id.clone(),
@@ -392,11 +381,24 @@ impl Agent {
             container_name: c.name.clone(),
             hostname: c.hostname.clone(),
             aliases: ep.aliases.clone(),
-            v4: a.v4,
-            v6: a.v6,
-            mac: a.mac,
+            v4: Ipv4Addr::UNSPECIFIED,
+            v6: None,
+            mac: [0; 6],
             host: self.cluster()?.host(),
         })
+    }
+
+    /// What other hosts learn of one of this host's attached endpoints.
+    fn endpoint_record(&self, state: &State, cid: &str, net_id: &str) -> Option<EndpointRecord> {
+        let a = state
+            .containers
+            .get(cid)?
+            .endpoint(net_id)?
+            .attached
+            .clone()?;
+        let mut rec = self.endpoint_names(state, cid, net_id)?;
+        (rec.v4, rec.v6, rec.mac) = (a.v4, a.v6, a.mac);
+        Some(rec)
     }
 
     /// Take back what a failed attachment to a global network put in the store.

@@ -183,14 +183,6 @@ impl Cluster {
         self.inner.lease.load(Ordering::Relaxed)
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.inner.ttl
-    }
-
-    pub fn store(&self) -> &Arc<dyn ClusterStore> {
-        &self.inner.store
-    }
-
     /// Everything, at one revision.
     pub async fn load(&self) -> Result<View, StoreError> {
         let (kvs, revision) = self.inner.store.snapshot(layout::ROOT).await?;
