@@ -616,7 +616,7 @@ impl Agent {
         let own_stale: Vec<Withdrawn> = view
             .endpoints
             .values()
-            .filter(|r| r.host == me && !self.serves(state, r))
+            .filter(|r| r.host == me && !self.serves_endpoint(state, &r.network_id, &r.endpoint_id))
             .map(|r| Withdrawn {
                 network_id: r.network_id.clone(),
                 endpoint_id: r.endpoint_id.clone(),
@@ -645,14 +645,6 @@ impl Agent {
                 p.release(*ip);
             }
         }
-    }
-
-    /// Whether this host serves (has attached) the endpoint a record describes.
-    fn serves(&self, state: &State, r: &EndpointRecord) -> bool {
-        state.containers.get(&r.container_id).is_some_and(|c| {
-            c.endpoint(&r.network_id)
-                .is_some_and(|e| e.endpoint_id == r.endpoint_id && e.attached.is_some())
-        })
     }
 
     /// Publish (again) every endpoint this host serves on global networks, claims first.
@@ -748,6 +740,7 @@ impl Agent {
         }
     }
 
+    /// Whether this host has endpoint `ep` of network `net` attached.
     fn serves_endpoint(&self, state: &State, net: &str, ep: &str) -> bool {
         state.containers.values().any(|c| {
             c.endpoint(net)
@@ -803,7 +796,7 @@ impl Agent {
     async fn remote_put(&self, state: &mut State, rec: &EndpointRecord, work: &mut TunnelWork) {
         let me = self.cluster().expect("cluster").host();
         if rec.host == me {
-            if !self.serves(state, rec) {
+            if !self.serves_endpoint(state, &rec.network_id, &rec.endpoint_id) {
                 // A record of ours that nothing here explains (a stale one): withdraw it.
                 self.withdraw(&Withdrawn {
                     network_id: rec.network_id.clone(),
