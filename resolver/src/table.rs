@@ -5,6 +5,11 @@
 //! and readers only ever wait for the one shard a writer is touching, for the length of a single
 //! map operation.
 //!
+//! Each endpoint's data (names, addresses) lives once, in its record; the indexes (names,
+//! addresses, container ids) hold only 8-byte handles to records, and names and ids are keyed
+//! by their 64-bit hash. That is what keeps a name under 300 bytes at 10^6 names: at that size
+//! every byte of an index entry costs about two of memory, counting the maps' spare room.
+//!
 //! Two rules keep that deadlock-free and cheap:
 //! - writers are serialised by one mutex and never hold a map guard across another map call;
 //! - readers copy out what they need and drop each guard before the next table call (a reader
@@ -12,7 +17,9 @@
 //!
 //! `Table` is a cheap-clone handle around shared state, as in mini-redis.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -125,34 +132,218 @@ pub type NetKey = u32;
 /// 32 bits: four billion containers is plenty, and every index entry holding one is smaller.
 type ContainerKey = u32;
 
-/// A name as the indexes hold it: one allocation, shared by the name index's key, the
-/// endpoint's record of what it registered, and the PTR holder (for the container name).
-type Name = Arc<[u8]>;
-
-/// One endpoint holding a name. Its addresses are read from the endpoint's record when the
-/// name is asked for (one more probe a query): kept here, they made every entry of the
-/// largest index three times bigger (8 bytes against 44, ~45 bytes a name at 10^6).
-#[derive(Debug, Clone, Copy)]
+/// One endpoint: the handle every index holds, so that each index entry is a few bytes and
+/// the endpoint's data lives once, in its [`Record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Holder {
     net: NetKey,
     container: ContainerKey,
 }
 
-/// An address's owner, for PTR.
-#[derive(Debug, Clone)]
-struct PtrHolder {
-    net: NetKey,
-    container: ContainerKey,
-    /// The container's name as given: the PTR target is `NAME.NETWORK`, with the network's
-    /// current name joined at query time (not stored: one allocation less per address).
-    name: Name,
+/// The holders of one index key: nearly always one, so that one is kept inline. 16 bytes
+/// where a `SmallVec` takes 24 and a `Vec` 24 plus a heap block (at 10^6 names, each byte
+/// of an index entry costs about two bytes of memory once the maps' spare room is counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Few<T> {
+    One(T),
+    /// A thin pointer (8 bytes) where a `Vec` or a boxed slice would take 16 or 24 in every
+    /// entry; the extra allocation is paid only by the rare key with several holders.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<T>>),
 }
 
-/// Where a source address belongs.
-#[derive(Debug, Clone, Copy)]
-struct Source {
-    container: ContainerKey,
-    net: NetKey,
+impl<T: Copy + PartialEq> Few<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Few::One(t) => std::slice::from_ref(t),
+            Few::Many(v) => v,
+        }
+    }
+
+    /// Add `t` unless it is there already.
+    fn add(&mut self, t: T) {
+        if self.as_slice().contains(&t) {
+            return;
+        }
+        match self {
+            Few::One(a) => *self = Few::Many(Box::new(vec![*a, t])),
+            Few::Many(v) => v.push(t),
+        }
+    }
+
+    /// Drop every `t` equal to `gone`; true when nothing is left (the caller removes the key).
+    fn remove(&mut self, gone: T) -> bool {
+        match self {
+            Few::One(a) => *a == gone,
+            Few::Many(v) => {
+                v.retain(|t| *t != gone);
+                match v.len() {
+                    0 => true,
+                    1 => {
+                        *self = Few::One(v[0]);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
+/// Add `value` to the holders of `key`.
+fn hold<K: std::hash::Hash + Eq, T: Copy + PartialEq, S: BuildHasher + Clone>(
+    map: &DashMap<K, Few<T>, S>,
+    key: K,
+    value: T,
+) {
+    map.entry(key)
+        .and_modify(|f| f.add(value))
+        .or_insert(Few::One(value));
+}
+
+/// Remove `value` from the holders of `key`, and the key when it was the last.
+fn release<K: std::hash::Hash + Eq, T: Copy + PartialEq, S: BuildHasher + Clone>(
+    map: &DashMap<K, Few<T>, S>,
+    key: &K,
+    value: T,
+) {
+    let empty = map.get_mut(key).is_some_and(|mut f| f.remove(value));
+    if empty {
+        map.remove_if(key, |_, f| f.as_slice().is_empty() || *f == Few::One(value));
+    }
+}
+
+/// A map keyed by a 64-bit hash computed beforehand (of a name or a container id): the key
+/// is its own hash, so it is not hashed twice, and the key costs 8 bytes whatever the name's
+/// length. Two names sharing a hash share the entry; every reader checks the name against the
+/// holder's [`Record`], so a collision costs a comparison, never a wrong answer.
+type ByHash<V> = DashMap<u64, V, BuildHasherDefault<PassThrough>>;
+
+/// The hasher of [`ByHash`]: the `u64` written is the hash.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `ByHash`; fold anything else rather than lose it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// How names and ids become [`ByHash`] keys: SipHash with this table's random keys, so
+/// nobody choosing container names can make them collide on purpose.
+#[derive(Debug)]
+enum KeyHasher {
+    Keyed(RandomState),
+    /// Every key the same: the tests' way of making every lookup go through collisions.
+    #[cfg(test)]
+    Constant,
+}
+
+impl KeyHasher {
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        match self {
+            KeyHasher::Keyed(s) => s.hash_one(bytes),
+            #[cfg(test)]
+            KeyHasher::Constant => 7,
+        }
+    }
+}
+
+/// An endpoint's data, held once: its names, addresses, and a digest of its whole spec (not
+/// a copy: that would double the table's size), so it can be undone exactly and a caller can
+/// ask whether it is registered exactly so.
+#[derive(Debug, Clone)]
+struct Record {
+    /// Every name it answers to, each as a 2-byte little-endian length and the bytes: the
+    /// container's name as given first (the PTR target), then the others lower-cased. One
+    /// allocation for all of them.
+    names: Box<[u8]>,
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+    fingerprint: u64,
+}
+
+impl Record {
+    fn names(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = &*self.names;
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<2>()?;
+            let (name, tail) = tail.split_at(usize::from(u16::from_le_bytes(*len)));
+            rest = tail;
+            Some(name)
+        })
+    }
+
+    /// Whether it answers to `lower` (lower-cased).
+    fn answers_to(&self, lower: &[u8]) -> bool {
+        self.names().any(|n| n.eq_ignore_ascii_case(lower))
+    }
+
+    /// The container's name as given.
+    fn given_name(&self) -> &[u8] {
+        self.names().next().unwrap_or_default()
+    }
+}
+
+/// A container id: Docker's are 64 hex digits, kept as the 32 bytes they spell (half the
+/// size, and no allocation); any other string as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ContainerId {
+    Hex([u8; 32]),
+    Text(Box<str>),
+}
+
+impl ContainerId {
+    fn new(id: &str) -> Self {
+        let b = id.as_bytes();
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        if b.len() == 64 {
+            let mut out = [0u8; 32];
+            let all = out.iter_mut().zip(b.chunks_exact(2)).all(|(o, pair)| {
+                match (digit(pair[0]), digit(pair[1])) {
+                    (Some(h), Some(l)) => {
+                        *o = h << 4 | l;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if all {
+                return ContainerId::Hex(out);
+            }
+        }
+        ContainerId::Text(id.into())
+    }
+}
+
+impl std::fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerId::Hex(b) => b.iter().try_for_each(|x| write!(f, "{x:02x}")),
+            ContainerId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A container with at least one endpoint.
+#[derive(Debug, Clone)]
+struct Container {
+    id: ContainerId,
+    /// Its networks in the order it was connected to them: what its queries search.
+    scope: SmallVec<[ScopeEntry; 2]>,
 }
 
 /// One network in an asker's scope.
@@ -170,16 +361,6 @@ struct NetMeta {
     name_lower: Box<str>,
     internal: bool,
     bridge_ifindex: Option<u32>,
-}
-
-/// What the table registered for an endpoint, so it can be undone exactly: its names and
-/// addresses, and a digest of its whole spec (not a copy: that would double the table's size).
-#[derive(Debug, Clone)]
-struct Stored {
-    names: Box<[Name]>,
-    v4: Option<Ipv4Addr>,
-    v6: Option<Ipv6Addr>,
-    fingerprint: u64,
 }
 
 /// Links declared by one endpoint: (alias, target), both normalised.
@@ -220,30 +401,84 @@ pub enum Found {
     Unknown,
 }
 
-#[derive(Default)]
 struct Inner {
+    keys: KeyHasher,
     next_net: AtomicU32,
     next_container: AtomicU32,
     net_ids: DashMap<Arc<str>, NetKey>,
     nets: DashMap<NetKey, NetMeta>,
     /// Lower-cased network name → key, for `NAME.NETWORK`.
     net_names: DashMap<Box<[u8]>, NetKey>,
-    container_keys: DashMap<Arc<str>, ContainerKey>,
-    /// Key → id, sharing the id's allocation with `container_keys`.
-    container_ids: DashMap<ContainerKey, Arc<str>>,
-    names: DashMap<Name, SmallVec<[Holder; 1]>>,
-    ptrs: DashMap<IpAddr, SmallVec<[PtrHolder; 1]>>,
-    sources: DashMap<IpAddr, Source>,
-    scopes: DashMap<ContainerKey, SmallVec<[ScopeEntry; 2]>>,
+    /// Hash of a container id → the containers with that hash (one, barring a collision).
+    container_keys: ByHash<Few<ContainerKey>>,
+    containers: DashMap<ContainerKey, Container>,
+    /// Hash of a lower-cased name → the endpoints answering to it (checked against their
+    /// records: a hash is not a name).
+    names: ByHash<Few<Holder>>,
+    /// An address → the endpoints holding it (one per network at most): PTR, and which
+    /// container a query's source address is.
+    v4: DashMap<Ipv4Addr, Few<Holder>>,
+    v6: DashMap<Ipv6Addr, Few<Holder>>,
     links: DashMap<(ContainerKey, NetKey), LinkList>,
-    endpoints: DashMap<(NetKey, ContainerKey), Stored>,
+    endpoints: DashMap<(NetKey, ContainerKey), Record>,
     writer: Mutex<()>,
 }
 
+impl Inner {
+    fn new(keys: KeyHasher) -> Self {
+        Inner {
+            keys,
+            next_net: AtomicU32::new(0),
+            next_container: AtomicU32::new(0),
+            net_ids: DashMap::new(),
+            nets: DashMap::new(),
+            net_names: DashMap::new(),
+            container_keys: ByHash::default(),
+            containers: DashMap::new(),
+            names: ByHash::default(),
+            v4: DashMap::new(),
+            v6: DashMap::new(),
+            links: DashMap::new(),
+            endpoints: DashMap::new(),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// The holders of `addr`, copied out (no guard kept).
+    fn holders_of(&self, addr: IpAddr) -> Option<Few<Holder>> {
+        match addr {
+            IpAddr::V4(a) => self.v4.get(&a).map(|f| f.clone()),
+            IpAddr::V6(a) => self.v6.get(&a).map(|f| f.clone()),
+        }
+    }
+
+    fn hold_addr(&self, addr: IpAddr, h: Holder) {
+        match addr {
+            IpAddr::V4(a) => hold(&self.v4, a, h),
+            IpAddr::V6(a) => hold(&self.v6, a, h),
+        }
+    }
+
+    fn release_addr(&self, addr: IpAddr, h: Holder) {
+        match addr {
+            IpAddr::V4(a) => release(&self.v4, &a, h),
+            IpAddr::V6(a) => release(&self.v6, &a, h),
+        }
+    }
+}
+
 /// The concurrent record table. Clone it freely: clones share one table.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Table {
     inner: Arc<Inner>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            inner: Arc::new(Inner::new(KeyHasher::Keyed(RandomState::new()))),
+        }
+    }
 }
 
 impl std::fmt::Debug for Table {
@@ -259,6 +494,14 @@ impl std::fmt::Debug for Table {
 impl Table {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A table whose names and ids all share one hash: every lookup goes through collisions.
+    #[cfg(test)]
+    fn colliding() -> Self {
+        Table {
+            inner: Arc::new(Inner::new(KeyHasher::Constant)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -359,31 +602,37 @@ impl Table {
         if spec.container_id.is_empty() {
             return Err(TableError::InvalidName(String::new(), "empty container id"));
         }
-        if normalise(spec.container_name.trim_start_matches('/')).is_empty() {
+        let given = spec.container_name.trim_start_matches('/');
+        if normalise(given).is_empty() {
             return Err(TableError::InvalidName(
                 spec.container_name.clone(),
                 "empty container name",
             ));
         }
-        let container = self.container_key(&spec.container_id);
+        let names = spec.names();
+        if let Some(long) = names.iter().find(|n| n.len() > usize::from(u16::MAX)) {
+            return Err(TableError::InvalidName(
+                String::from_utf8_lossy(long).into_owned(),
+                "longer than 65535 bytes",
+            ));
+        }
+        let known = self.find_container(&spec.container_id);
         // An address held by another container on this network is a caller bug: refuse it
         // rather than answer with two owners.
-        for addr in [spec.ipv4.map(IpAddr::V4), spec.ipv6.map(IpAddr::V6)]
-            .into_iter()
-            .flatten()
-        {
-            let clash = self
-                .inner
-                .ptrs
-                .get(&addr)
-                .is_some_and(|hs| hs.iter().any(|h| h.net == net && h.container != container));
+        for addr in addrs(spec.ipv4, spec.ipv6) {
+            let clash = self.inner.holders_of(addr).is_some_and(|hs| {
+                hs.as_slice()
+                    .iter()
+                    .any(|h| h.net == net && Some(h.container) != known)
+            });
             if clash {
                 return Err(TableError::AddressTaken(addr, spec.network_id.clone()));
             }
         }
-        let existed = self.inner.endpoints.contains_key(&(net, container));
-        if existed {
-            self.unindex((net, container));
+        let container = known.unwrap_or_else(|| self.new_container(&spec.container_id));
+        let holder = Holder { net, container };
+        if self.inner.endpoints.contains_key(&(net, container)) {
+            self.unindex(holder);
         }
         let internal = self
             .inner
@@ -391,40 +640,29 @@ impl Table {
             .get(&net)
             .expect("network meta exists with its id")
             .internal;
-        // The record first: a name answers with its holder's record's addresses, so the
-        // record must hold the new ones before any holder is visible.
+        // The container name as given first (the PTR target); `names()` puts its lower-cased
+        // form first, so the rest follow it.
+        let mut blob = Vec::new();
+        for name in std::iter::once(given.as_bytes()).chain(names.iter().skip(1).map(|n| &**n)) {
+            blob.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            blob.extend_from_slice(name);
+        }
+        // The record first: every index answers with its holder's record, so the record
+        // must be the new one before any index shows the holder.
         self.inner.endpoints.insert(
             (net, container),
-            Stored {
-                names: Box::new([]),
+            Record {
+                names: blob.into_boxed_slice(),
                 v4: spec.ipv4,
                 v6: spec.ipv6,
                 fingerprint: spec.fingerprint(),
             },
         );
-        let mut names: Vec<Name> = Vec::new();
-        for name in spec.names() {
-            let holder = Holder { net, container };
-            let mut holders = self.inner.names.entry(Name::from(name)).or_default();
-            holders.push(holder);
-            names.push(holders.key().clone());
+        for name in &names {
+            hold(&self.inner.names, self.inner.keys.hash(name), holder);
         }
-        // The container name comes first in `names`; shared unless its case differs.
-        let given = spec.container_name.trim_start_matches('/');
-        let ptr_name = match names.first() {
-            Some(n) if **n == *given.as_bytes() => n.clone(),
-            _ => Name::from(given.as_bytes()),
-        };
-        for addr in [spec.ipv4.map(IpAddr::V4), spec.ipv6.map(IpAddr::V6)]
-            .into_iter()
-            .flatten()
-        {
-            self.inner.ptrs.entry(addr).or_default().push(PtrHolder {
-                net,
-                container,
-                name: ptr_name.clone(),
-            });
-            self.inner.sources.insert(addr, Source { container, net });
+        for addr in addrs(spec.ipv4, spec.ipv6) {
+            self.inner.hold_addr(addr, holder);
         }
         let links: LinkList = spec
             .links
@@ -440,20 +678,16 @@ impl Table {
         if has_links {
             self.inner.links.insert((container, net), links);
         }
-        {
-            let mut scope = self.inner.scopes.entry(container).or_default();
+        if let Some(mut c) = self.inner.containers.get_mut(&container) {
             let entry = ScopeEntry {
                 net,
                 internal,
                 has_links,
             };
-            match scope.iter_mut().find(|s| s.net == net) {
+            match c.scope.iter_mut().find(|s| s.net == net) {
                 Some(s) => *s = entry,
-                None => scope.push(entry),
+                None => c.scope.push(entry),
             }
-        }
-        if let Some(mut stored) = self.inner.endpoints.get_mut(&(net, container)) {
-            stored.names = names.into_boxed_slice();
         }
         Ok(())
     }
@@ -464,84 +698,91 @@ impl Table {
         let Some(net) = self.inner.net_ids.get(network_id).map(|k| *k) else {
             return false;
         };
-        let Some(container) = self.inner.container_keys.get(container_id).map(|k| *k) else {
+        let Some(container) = self.find_container(container_id) else {
             return false;
         };
         self.remove_locked((net, container))
     }
 
-    fn container_key(&self, id: &str) -> ContainerKey {
-        if let Some(k) = self.inner.container_keys.get(id) {
-            return *k;
-        }
+    /// The key of a container with an endpoint, by id.
+    fn find_container(&self, id: &str) -> Option<ContainerKey> {
+        let candidates = self
+            .inner
+            .container_keys
+            .get(&self.inner.keys.hash(id.as_bytes()))
+            .map(|f| f.clone())?;
+        let id = ContainerId::new(id);
+        candidates
+            .as_slice()
+            .iter()
+            .copied()
+            .find(|k| self.inner.containers.get(k).is_some_and(|c| c.id == id))
+    }
+
+    fn new_container(&self, id: &str) -> ContainerKey {
         let k = self.inner.next_container.fetch_add(1, Ordering::Relaxed);
-        let id: Arc<str> = Arc::from(id);
-        self.inner.container_keys.insert(id.clone(), k);
-        self.inner.container_ids.insert(k, id);
+        self.inner.containers.insert(
+            k,
+            Container {
+                id: ContainerId::new(id),
+                scope: SmallVec::new(),
+            },
+        );
+        hold(
+            &self.inner.container_keys,
+            self.inner.keys.hash(id.as_bytes()),
+            k,
+        );
         k
     }
 
     fn remove_locked(&self, key: (NetKey, ContainerKey)) -> bool {
+        let (net, container) = key;
         if !self.inner.endpoints.contains_key(&key) {
             return false;
         }
-        self.unindex(key);
-        let (net, container) = key;
+        self.unindex(Holder { net, container });
         self.inner.endpoints.remove(&key);
-        let now_empty = {
-            let mut gone = false;
-            if let Some(mut scope) = self.inner.scopes.get_mut(&container) {
-                scope.retain(|s| s.net != net);
-                gone = scope.is_empty();
-            }
-            gone
-        };
+        let now_empty = self
+            .inner
+            .containers
+            .get_mut(&container)
+            .is_some_and(|mut c| {
+                c.scope.retain(|s| s.net != net);
+                c.scope.is_empty()
+            });
         if now_empty {
-            self.inner.scopes.remove(&container);
-            if let Some((_, id)) = self.inner.container_ids.remove(&container) {
-                self.inner.container_keys.remove(&*id);
+            if let Some((_, c)) = self.inner.containers.remove(&container) {
+                let id = c.id.to_string();
+                release(
+                    &self.inner.container_keys,
+                    &self.inner.keys.hash(id.as_bytes()),
+                    container,
+                );
             }
         }
         true
     }
 
-    /// Remove an endpoint's names, PTRs, sources and links (not its place in the scope).
-    fn unindex(&self, key: (NetKey, ContainerKey)) {
-        let (net, container) = key;
-        let Some(stored) = self.inner.endpoints.get(&key).map(|s| s.clone()) else {
+    /// Remove an endpoint's names, addresses and links from the indexes (not its record, nor
+    /// its place in the scope).
+    fn unindex(&self, h: Holder) {
+        let Some(record) = self
+            .inner
+            .endpoints
+            .get(&(h.net, h.container))
+            .map(|r| r.clone())
+        else {
             return;
         };
-        for name in &stored.names {
-            let empty = match self.inner.names.get_mut(name) {
-                Some(mut hs) => {
-                    hs.retain(|h| !(h.net == net && h.container == container));
-                    hs.is_empty()
-                }
-                None => false,
-            };
-            if empty {
-                self.inner.names.remove_if(name, |_, hs| hs.is_empty());
-            }
+        for name in record.names() {
+            let key = self.inner.keys.hash(&name.to_ascii_lowercase());
+            release(&self.inner.names, &key, h);
         }
-        for addr in [stored.v4.map(IpAddr::V4), stored.v6.map(IpAddr::V6)]
-            .into_iter()
-            .flatten()
-        {
-            let empty = match self.inner.ptrs.get_mut(&addr) {
-                Some(mut hs) => {
-                    hs.retain(|h| !(h.net == net && h.container == container));
-                    hs.is_empty()
-                }
-                None => false,
-            };
-            if empty {
-                self.inner.ptrs.remove_if(&addr, |_, hs| hs.is_empty());
-            }
-            self.inner
-                .sources
-                .remove_if(&addr, |_, s| s.net == net && s.container == container);
+        for addr in addrs(record.v4, record.v6) {
+            self.inner.release_addr(addr, h);
         }
-        self.inner.links.remove(&(container, net));
+        self.inner.links.remove(&(h.container, h.net));
     }
 
     // ---- readers ------------------------------------------------------------------------
@@ -553,27 +794,31 @@ impl Table {
     /// that belongs to a network with a bridge must arrive on that bridge, or it is untrusted.
     pub fn asker(&self, src: IpAddr, arrived_on: Option<u32>, listener: NetKey) -> Asker {
         let src = canonical(src);
-        let source = self.inner.sources.get(&src).map(|s| *s);
-        match source {
-            Some(s) => {
-                if let Some(ifindex) = arrived_on {
-                    let bridge = self.inner.nets.get(&s.net).and_then(|m| m.bridge_ifindex);
-                    if bridge.is_some_and(|b| b != ifindex) {
-                        return Asker {
-                            untrusted: true,
-                            ..Asker::default()
-                        };
-                    }
-                }
+        match self.inner.holders_of(src) {
+            Some(holders) => {
+                // The address may be held on several networks (by different containers): the
+                // one whose bridge the query came in on is asking; the latest when unknown.
+                let bridge_of =
+                    |h: &Holder| self.inner.nets.get(&h.net).and_then(|m| m.bridge_ifindex);
+                let asking = holders.as_slice().iter().rev().find(|h| match arrived_on {
+                    Some(i) => bridge_of(h).is_none_or(|b| b == i),
+                    None => true,
+                });
+                let Some(h) = asking else {
+                    return Asker {
+                        untrusted: true,
+                        ..Asker::default()
+                    };
+                };
                 let scope = self
                     .inner
-                    .scopes
-                    .get(&s.container)
-                    .map(|sc| sc.iter().copied().collect())
+                    .containers
+                    .get(&h.container)
+                    .map(|c| c.scope.iter().copied().collect())
                     .unwrap_or_default();
                 Asker {
                     scope,
-                    container: Some(s.container),
+                    container: Some(h.container),
                     untrusted: false,
                 }
             }
@@ -596,33 +841,34 @@ impl Table {
         }
     }
 
+    /// The endpoints that may answer to `lower`: those under its hash (each checked against
+    /// its record when asked for addresses).
+    fn candidates(&self, lower: &[u8]) -> Option<Few<Holder>> {
+        self.inner
+            .names
+            .get(&self.inner.keys.hash(lower))
+            .map(|f| f.clone())
+    }
+
     /// Resolve `name` (lower-cased, no trailing dot) for `asker`: the first network in its
     /// scope that has the name answers (links of the asker first); then `NAME.NETWORK`.
     pub fn lookup(&self, asker: &Asker, name: &[u8]) -> Found {
         if asker.untrusted {
             return Found::Unknown;
         }
-        let mut known_elsewhere = false;
-        // Copy the holders that are in scope; drop the guard before any other table call.
-        let mut in_scope: SmallVec<[Holder; 8]> = SmallVec::new();
-        if let Some(hs) = self.inner.names.get(name) {
-            known_elsewhere = true;
-            in_scope.extend(
-                hs.iter()
-                    .filter(|h| asker.scope.iter().any(|s| s.net == h.net))
-                    .copied(),
-            );
-        }
+        let candidates = self.candidates(name);
+        let holders = candidates.as_ref().map_or(&[][..], |f| f.as_slice());
         for s in &asker.scope {
             if s.has_links {
                 if let Some(found) = self.via_link(asker, s.net, name) {
                     return found;
                 }
             }
-            if let Some(found) = self.collect(&in_scope, s.net) {
+            if let Some(found) = self.collect(holders, s.net, name) {
                 return found;
             }
         }
+        let mut known_elsewhere = self.named(holders, name);
         // NAME.NETWORK: the network name as a suffix. Tried at every dot, since container
         // and network names may both hold dots.
         for (i, _) in name.iter().enumerate().filter(|(_, &c)| c == b'.') {
@@ -639,19 +885,16 @@ impl Table {
                     return found;
                 }
             }
-            let holders: SmallVec<[Holder; 8]> = match self.inner.names.get(prefix) {
-                Some(hs) => hs.iter().filter(|h| h.net == net).copied().collect(),
-                None => continue,
-            };
-            if holders.is_empty() {
+            let Some(holders) = self.candidates(prefix) else {
                 continue;
+            };
+            let Some(found) = self.collect(holders.as_slice(), net, prefix) else {
+                continue;
+            };
+            if scope.is_some() {
+                return found;
             }
             known_elsewhere = true;
-            if scope.is_some() {
-                if let Some(found) = self.collect(&holders, net) {
-                    return found;
-                }
-            }
         }
         if known_elsewhere {
             Found::Elsewhere
@@ -660,9 +903,19 @@ impl Table {
         }
     }
 
-    /// The addresses of the holders on `net` (from their endpoint records; one removed
-    /// meanwhile is skipped), or `None` when none is on it.
-    fn collect(&self, holders: &[Holder], net: NetKey) -> Option<Found> {
+    /// Whether any of `holders` really answers to `name` (a hash matched; is it the name?).
+    fn named(&self, holders: &[Holder], name: &[u8]) -> bool {
+        holders.iter().any(|h| {
+            self.inner
+                .endpoints
+                .get(&(h.net, h.container))
+                .is_some_and(|r| r.answers_to(name))
+        })
+    }
+
+    /// The addresses of the holders on `net` answering to `name` (read from their records;
+    /// one removed meanwhile is skipped), or `None` when none is on it.
+    fn collect(&self, holders: &[Holder], net: NetKey, name: &[u8]) -> Option<Found> {
         let mut any = false;
         let mut v4 = SmallVec::new();
         let mut v6 = SmallVec::new();
@@ -671,7 +924,8 @@ impl Table {
                 .inner
                 .endpoints
                 .get(&(h.net, h.container))
-                .map(|e| (e.v4, e.v6))
+                .filter(|r| r.answers_to(name))
+                .map(|r| (r.v4, r.v6))
             else {
                 continue;
             };
@@ -704,28 +958,29 @@ impl Table {
             target[..n].copy_from_slice(&t[..n]);
             n
         };
-        let holders: SmallVec<[Holder; 8]> = self
-            .inner
-            .names
-            .get(&target[..tlen])
-            .map(|hs| hs.iter().filter(|h| h.net == net).copied().collect())
-            .unwrap_or_default();
-        Some(self.collect(&holders, net).unwrap_or(Found::Elsewhere))
+        let target = &target[..tlen];
+        let found = self
+            .candidates(target)
+            .and_then(|hs| self.collect(hs.as_slice(), net, target));
+        Some(found.unwrap_or(Found::Elsewhere))
     }
 
     /// The PTR target (`NAME.NETWORK`) of `addr` for `asker`, if the address is on one of its
     /// networks. `Some(None)` when the address is a container's on a network out of scope.
     pub fn ptr(&self, asker: &Asker, addr: IpAddr) -> Option<Option<Box<str>>> {
-        let addr = canonical(addr);
-        let hs = self.inner.ptrs.get(&addr)?;
+        let holders = self.inner.holders_of(canonical(addr))?;
         if asker.untrusted {
             return Some(None);
         }
         for s in &asker.scope {
-            if let Some(h) = hs.iter().find(|h| h.net == s.net) {
+            if let Some(h) = holders.as_slice().iter().find(|h| h.net == s.net) {
+                let name = self
+                    .inner
+                    .endpoints
+                    .get(&(h.net, h.container))
+                    .map(|r| String::from_utf8_lossy(r.given_name()).into_owned())?;
                 let net = self.inner.nets.get(&h.net)?;
-                let target = format!("{}.{}", String::from_utf8_lossy(&h.name), net.name);
-                return Some(Some(target.into_boxed_str()));
+                return Some(Some(format!("{name}.{}", net.name).into_boxed_str()));
             }
         }
         Some(None)
@@ -743,7 +998,7 @@ impl Table {
         self.inner.endpoints.len()
     }
 
-    /// Number of distinct names.
+    /// Number of distinct names (distinct hashes: the same barring a 64-bit collision).
     pub fn name_count(&self) -> usize {
         self.inner.names.len()
     }
@@ -753,12 +1008,7 @@ impl Table {
         let Some(net) = self.network_key(&spec.network_id) else {
             return false;
         };
-        let Some(c) = self
-            .inner
-            .container_keys
-            .get(spec.container_id.as_str())
-            .map(|k| *k)
-        else {
+        let Some(c) = self.find_container(&spec.container_id) else {
             return false;
         };
         self.inner
@@ -774,7 +1024,7 @@ impl Table {
         keys.into_iter()
             .filter_map(|(n, c)| {
                 let net = self.inner.nets.get(&n).map(|m| m.id.to_string())?;
-                let id = self.inner.container_ids.get(&c).map(|i| i.to_string())?;
+                let id = self.inner.containers.get(&c).map(|c| c.id.to_string())?;
                 Some((net, id))
             })
             .collect()
@@ -793,6 +1043,13 @@ impl Table {
             })
             .collect()
     }
+}
+
+/// The addresses of an endpoint, as `IpAddr`s.
+fn addrs(v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> impl Iterator<Item = IpAddr> {
+    [v4.map(IpAddr::V4), v6.map(IpAddr::V6)]
+        .into_iter()
+        .flatten()
 }
 
 /// IPv4-mapped IPv6 sources (from dual-stack sockets) are their IPv4 address.
@@ -886,6 +1143,115 @@ mod tests {
         assert!(matches!(err, TableError::AddressTaken(..)));
         assert_eq!(t.endpoint_count(), 1);
         assert_eq!(t.name_count(), 1);
+    }
+
+    /// The scenarios above on a table where every name and id has the same hash: answers
+    /// must come from the records, not from the hash.
+    #[test]
+    fn collisions_never_change_an_answer() {
+        let t = Table::colliding();
+        let a = net(&t, "na", "alpha");
+        net(&t, "nb", "beta");
+        let hex = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        t.upsert_endpoint(&ep("na", &hex('a'), "web", [10, 0, 0, 2]))
+            .unwrap();
+        t.upsert_endpoint(&ep("na", &hex('b'), "db", [10, 0, 0, 3]))
+            .unwrap();
+        t.upsert_endpoint(&ep("nb", &hex('c'), "cache", [10, 1, 0, 2]))
+            .unwrap();
+        let mut aliased = ep("na", "client-id", "Client", [10, 0, 0, 4]);
+        aliased.aliases = vec!["front".into()];
+        t.upsert_endpoint(&aliased).unwrap();
+        let asker = t.asker("10.0.0.4".parse().unwrap(), None, a);
+        assert_eq!(v4s(t.lookup(&asker, b"web")), [Ipv4Addr::new(10, 0, 0, 2)]);
+        assert_eq!(v4s(t.lookup(&asker, b"db")), [Ipv4Addr::new(10, 0, 0, 3)]);
+        assert_eq!(
+            v4s(t.lookup(&asker, b"aaaaaaaaaaaa")),
+            [Ipv4Addr::new(10, 0, 0, 2)]
+        );
+        assert_eq!(
+            v4s(t.lookup(&asker, b"front")),
+            [Ipv4Addr::new(10, 0, 0, 4)]
+        );
+        assert_eq!(t.lookup(&asker, b"cache"), Found::Elsewhere);
+        assert_eq!(t.lookup(&asker, b"nothing"), Found::Unknown);
+        assert_eq!(t.lookup(&asker, b"web.beta"), Found::Unknown);
+        assert_eq!(
+            v4s(t.lookup(&asker, b"db.alpha")),
+            [Ipv4Addr::new(10, 0, 0, 3)]
+        );
+        assert_eq!(
+            t.ptr(&asker, "10.0.0.4".parse().unwrap()),
+            Some(Some("Client.alpha".into()))
+        );
+        // Ids are told apart by value, and removing one leaves the others whole.
+        assert!(t.has_endpoint(&ep("na", &hex('b'), "db", [10, 0, 0, 3])));
+        assert!(!t.has_endpoint(&ep("na", &hex('d'), "db", [10, 0, 0, 3])));
+        assert!(t.remove_endpoint("na", &hex('a')));
+        assert!(!t.remove_endpoint("na", &hex('a')));
+        assert_eq!(t.lookup(&asker, b"web"), Found::Unknown);
+        assert_eq!(v4s(t.lookup(&asker, b"db")), [Ipv4Addr::new(10, 0, 0, 3)]);
+        let mut keys = t.endpoint_keys();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                ("na".to_string(), hex('b')),
+                ("na".to_string(), "client-id".to_string()),
+                ("nb".to_string(), hex('c')),
+            ]
+        );
+    }
+
+    /// One address on two networks (two bridges): the bridge a query arrives on says which
+    /// container asks; one arriving elsewhere is untrusted.
+    #[test]
+    fn shared_address_is_told_apart_by_bridge() {
+        let t = Table::new();
+        for (id, name, ifindex) in [("na", "alpha", 10), ("nb", "beta", 20)] {
+            t.add_network(&NetworkSpec {
+                id: id.into(),
+                name: name.into(),
+                internal: false,
+                bridge_ifindex: Some(ifindex),
+            })
+            .unwrap();
+        }
+        t.upsert_endpoint(&ep("na", "c1", "one", [10, 0, 0, 2]))
+            .unwrap();
+        t.upsert_endpoint(&ep("nb", "c2", "two", [10, 0, 0, 2]))
+            .unwrap();
+        t.upsert_endpoint(&ep("na", "c3", "three", [10, 0, 0, 3]))
+            .unwrap();
+        let src = "10.0.0.2".parse().unwrap();
+        let on_alpha = t.asker(src, Some(10), 0);
+        assert_eq!(
+            v4s(t.lookup(&on_alpha, b"three")),
+            [Ipv4Addr::new(10, 0, 0, 3)]
+        );
+        let on_beta = t.asker(src, Some(20), 0);
+        assert_eq!(t.lookup(&on_beta, b"three"), Found::Elsewhere);
+        assert!(t.asker(src, Some(30), 0).untrusted);
+        // The other holder stays the source when one goes.
+        assert!(t.remove_endpoint("nb", "c2"));
+        assert!(!t.asker(src, Some(10), 0).untrusted);
+        assert!(t.asker(src, Some(20), 0).untrusted);
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        for id in [
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+            "short",
+            "",
+        ] {
+            assert_eq!(ContainerId::new(id).to_string(), id);
+        }
+        assert!(matches!(
+            ContainerId::new(&"f".repeat(64)),
+            ContainerId::Hex(_)
+        ));
     }
 
     #[test]
