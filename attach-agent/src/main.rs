@@ -4,6 +4,10 @@ use attach_agent::cli::{run_client, Cli, Command};
 use attach_agent::client::Client;
 use attach_agent::config::DEFAULT_SOCKET;
 
+/// Big tables on transparent huge pages (see `resolver::huge_pages`).
+#[global_allocator]
+static ALLOC: resolver::huge_pages::HugePages = resolver::huge_pages::HugePages;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()

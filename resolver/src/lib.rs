@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod config;
 pub mod forward;
+pub mod huge_pages;
 pub mod listen;
 pub mod policy;
 pub mod records;

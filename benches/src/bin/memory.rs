@@ -6,11 +6,26 @@
 //! the comparison's (`bench::populated`): a 64-hex id, a name `cI`, one IPv4 address; each
 //! answers to two names (its name, which is also its hostname, and its short id).
 
+/// Big tables on transparent huge pages (see `resolver::huge_pages`), as in the binaries.
+#[global_allocator]
+static ALLOC: resolver::huge_pages::HugePages = resolver::huge_pages::HugePages;
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Resident memory on transparent huge pages, the whole process.
+fn huge_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0)
         * 1024
@@ -26,17 +41,18 @@ fn main() {
     } else {
         sizes
     };
-    println!("| containers | names | table RSS MiB | bytes per name |");
-    println!("|---|---|---|---|");
+    println!("| containers | names | table RSS MiB | bytes per name | on huge pages MiB |");
+    println!("|---|---|---|---|---|");
     for n in sizes {
         let before = rss_bytes();
         let t = bench::populated(n);
         let used = rss_bytes().saturating_sub(before);
         let names = 2 * n as u64;
         println!(
-            "| {n} | {names} | {:.1} | {:.0} |",
+            "| {n} | {names} | {:.1} | {:.0} | {:.1} |",
             used as f64 / (1 << 20) as f64,
-            used as f64 / names as f64
+            used as f64 / names as f64,
+            huge_bytes() as f64 / (1 << 20) as f64
         );
         drop(t);
         // Give the freed pages back, so the next size starts from a clean slate.

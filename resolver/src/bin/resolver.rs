@@ -9,6 +9,10 @@ use resolver::records::Records;
 use resolver::{ResolverConfig, Server, Table};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// Big tables on transparent huge pages (see `resolver::huge_pages`).
+#[global_allocator]
+static ALLOC: resolver::huge_pages::HugePages = resolver::huge_pages::HugePages;
+
 /// Scoped container DNS on a records file.
 #[derive(Debug, Parser)]
 #[command(name = "resolver", version)]
