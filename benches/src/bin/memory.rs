@@ -10,25 +10,24 @@
 #[global_allocator]
 static ALLOC: resolver::huge_pages::HugePages = resolver::huge_pages::HugePages;
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// A `Key:  N kB` line of a /proc/self file, in bytes (0 when absent).
+fn proc_kib(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/{file}"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0)
         * 1024
 }
 
+fn rss_bytes() -> u64 {
+    proc_kib("status", "VmRSS:")
+}
+
 /// Resident memory on transparent huge pages, the whole process.
 fn huge_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/smaps_rollup")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("AnonHugePages:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
+    proc_kib("smaps_rollup", "AnonHugePages:")
 }
 
 fn main() {
