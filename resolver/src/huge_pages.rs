@@ -1,9 +1,9 @@
 //! A global allocator that asks the kernel for transparent huge pages on big blocks.
 //!
-//! Why: at 10^5 names and more, the table's hash indexes are tens to hundreds of MiB probed at
-//! random, and with 4 KiB pages nearly every probe misses the TLB as well as the caches. Backed
-//! by 2 MiB pages, a lookup spread over the whole table costs about half (criterion,
-//! `table_lookup/bare_spread`: 1.68 → 0.92 µs at 10^6 names, 1.02 → 0.29 µs at 10^5).
+//! Why: at 10^6 names the table's hash indexes are hundreds of MiB probed at random, and with
+//! 4 KiB pages nearly every probe misses the TLB as well as the caches. Backed by 2 MiB pages, a
+//! lookup spread over the whole table costs less (criterion, `table_lookup/bare_spread` at 10^6
+//! names: 1.90/1.89 → 1.64/1.36 µs, THP disabled by `prctl` against advised, two runs each).
 //!
 //! Debian's default (`transparent_hugepage=madvise`) gives huge pages only to regions a program
 //! marks with `madvise(MADV_HUGEPAGE)`; this marks the 2 MiB-aligned inside of every block of
