@@ -190,6 +190,10 @@ impl<T: Copy + PartialEq> Few<T> {
     }
 }
 
+/// Holders copied out of an index for one query: no heap block for up to eight (a name shared
+/// by a few containers, as round-robin aliases are, allocates nothing per query).
+type Holders = SmallVec<[Holder; 8]>;
+
 /// Add `value` to the holders of `key`.
 fn hold<K: std::hash::Hash + Eq, T: Copy + PartialEq, S: BuildHasher + Clone>(
     map: &DashMap<K, Few<T>, S>,
@@ -444,11 +448,11 @@ impl Inner {
         }
     }
 
-    /// The holders of `addr`, copied out (no guard kept).
-    fn holders_of(&self, addr: IpAddr) -> Option<Few<Holder>> {
+    /// The holders of `addr`, copied out (no guard kept; on the stack, as a query needs them).
+    fn holders_of(&self, addr: IpAddr) -> Option<Holders> {
         match addr {
-            IpAddr::V4(a) => self.v4.get(&a).map(|f| f.clone()),
-            IpAddr::V6(a) => self.v6.get(&a).map(|f| f.clone()),
+            IpAddr::V4(a) => self.v4.get(&a).map(|f| f.as_slice().into()),
+            IpAddr::V6(a) => self.v6.get(&a).map(|f| f.as_slice().into()),
         }
     }
 
@@ -621,8 +625,7 @@ impl Table {
         // rather than answer with two owners.
         for addr in addrs(spec.ipv4, spec.ipv6) {
             let clash = self.inner.holders_of(addr).is_some_and(|hs| {
-                hs.as_slice()
-                    .iter()
+                hs.iter()
                     .any(|h| h.net == net && Some(h.container) != known)
             });
             if clash {
@@ -800,7 +803,7 @@ impl Table {
                 // one whose bridge the query came in on is asking; the latest when unknown.
                 let bridge_of =
                     |h: &Holder| self.inner.nets.get(&h.net).and_then(|m| m.bridge_ifindex);
-                let asking = holders.as_slice().iter().rev().find(|h| match arrived_on {
+                let asking = holders.iter().rev().find(|h| match arrived_on {
                     Some(i) => bridge_of(h).is_none_or(|b| b == i),
                     None => true,
                 });
@@ -843,11 +846,11 @@ impl Table {
 
     /// The endpoints that may answer to `lower`: those under its hash (each checked against
     /// its record when asked for addresses).
-    fn candidates(&self, lower: &[u8]) -> Option<Few<Holder>> {
+    fn candidates(&self, lower: &[u8]) -> Option<Holders> {
         self.inner
             .names
             .get(&self.inner.keys.hash(lower))
-            .map(|f| f.clone())
+            .map(|f| f.as_slice().into())
     }
 
     /// Resolve `name` (lower-cased, no trailing dot) for `asker`: the first network in its
@@ -857,7 +860,7 @@ impl Table {
             return Found::Unknown;
         }
         let candidates = self.candidates(name);
-        let holders = candidates.as_ref().map_or(&[][..], |f| f.as_slice());
+        let holders = candidates.as_deref().unwrap_or_default();
         for s in &asker.scope {
             if s.has_links {
                 if let Some(found) = self.via_link(asker, s.net, name) {
@@ -888,7 +891,7 @@ impl Table {
             let Some(holders) = self.candidates(prefix) else {
                 continue;
             };
-            let Some(found) = self.collect(holders.as_slice(), net, prefix) else {
+            let Some(found) = self.collect(&holders, net, prefix) else {
                 continue;
             };
             if scope.is_some() {
@@ -961,7 +964,7 @@ impl Table {
         let target = &target[..tlen];
         let found = self
             .candidates(target)
-            .and_then(|hs| self.collect(hs.as_slice(), net, target));
+            .and_then(|hs| self.collect(&hs, net, target));
         Some(found.unwrap_or(Found::Elsewhere))
     }
 
@@ -973,7 +976,7 @@ impl Table {
             return Some(None);
         }
         for s in &asker.scope {
-            if let Some(h) = holders.as_slice().iter().find(|h| h.net == s.net) {
+            if let Some(h) = holders.iter().find(|h| h.net == s.net) {
                 let name = self
                     .inner
                     .endpoints
