@@ -1,54 +1,133 @@
-//! [`ClusterStore`] on etcd (v3 API, gRPC, via the etcd-client crate).
+//! [`ClusterStore`] on etcd (v3 API over gRPC: tonic's client, with the API's messages compiled
+//! from `proto/` by build.rs).
 //!
-//! One client per member, and calls go to the current one; a call that fails for want of a
+//! One channel per member, and calls go to the current one; a call that fails for want of a
 //! member (connection refused, reset, deadline, no leader) moves on to the next member and is
 //! retried, with a short backoff after each full round, until `retry_for` has passed, so one
-//! member dying costs a retry, not an error. (etcd-client's own balanced channel over all the
-//! members keeps picking a dead one: it has no health check.) Transactions are retried too: callers make their conditions such that a retry of a
-//! transaction that did apply is recognisable (see `Cluster::claim`).
+//! member dying costs a retry, not an error. (A balanced channel over all the members would keep
+//! picking a dead one: it has no health check.) Transactions are retried too: callers make their
+//! conditions such that a retry of a transaction that did apply is recognisable (see
+//! `Cluster::claim`).
+//!
+//! We speak gRPC ourselves rather than through the etcd-client crate because that crate compiles
+//! etcd's protobufs with `protoc` at build time, which a fresh machine does not have.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
-    Txn, TxnOp, WatchOptions,
-};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use tonic::Code;
+use tonic::codegen::InterceptedService;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
 
 use super::store::{
     Batch, Change, ClusterStore, Cond, Kv, LeaseId, Op, Result, Revision, StoreError,
 };
 
+/// etcd's v3 API messages and clients, generated at build time.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+mod pb {
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+}
+
+use pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use pb::etcdserverpb::kv_client::KvClient;
+use pb::etcdserverpb::lease_client::LeaseClient;
+use pb::etcdserverpb::request_op::Request as TxnRequestOp;
+use pb::etcdserverpb::watch_client::WatchClient;
+use pb::etcdserverpb::watch_request::RequestUnion;
+use pb::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
+    WatchRequest, WatchResponse,
+};
+use pb::mvccpb::event::EventType;
+use pb::mvccpb::KeyValue;
+
 /// How long one request may take before it is tried again (on another member, if one is
 /// down): a dead member's TCP connection otherwise hangs until the kernel gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The largest response accepted. A snapshot of a big cluster's endpoints can pass tonic's
+/// default of 4 MiB; etcd itself sends up to 2 GiB. 256 MiB is far past any real cluster here
+/// and still a bound.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// Adds what every request carries: etcd's "require leader" flag, so a member cut off from the
+/// others refuses (and we move on) instead of serving stale reads and watches.
+#[derive(Clone, Copy, Debug, Default)]
+struct RequestMetadata;
+
+impl Interceptor for RequestMetadata {
+    fn call(&mut self, mut request: Request<()>) -> std::result::Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("hasleader", MetadataValue::from_static("true"));
+        Ok(request)
+    }
+}
+
+type Service = InterceptedService<Channel, RequestMetadata>;
+
+/// One member: its address as given, and a channel to it (connected lazily and reconnected by
+/// tonic after a failure; cheap to clone).
+struct Member {
+    name: String,
+    channel: Channel,
+}
+
+impl Member {
+    fn kv(&self) -> KvClient<Service> {
+        KvClient::with_interceptor(self.channel.clone(), RequestMetadata)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+    fn lease(&self) -> LeaseClient<Service> {
+        LeaseClient::with_interceptor(self.channel.clone(), RequestMetadata)
+    }
+    fn watch(&self) -> WatchClient<Service> {
+        WatchClient::with_interceptor(self.channel.clone(), RequestMetadata)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+}
+
 pub struct EtcdStore {
-    /// One client per member, in the order given.
-    members: Vec<(String, Client)>,
+    /// In the order given.
+    members: Vec<Member>,
     /// The member calls go to; moved on when it fails.
-    current: std::sync::atomic::AtomicUsize,
+    current: AtomicUsize,
     retry_for: Duration,
 }
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore").finish_non_exhaustive()
+        let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+        f.debug_struct("EtcdStore")
+            .field("members", &names)
+            .finish_non_exhaustive()
     }
 }
 
+/// etcd's answer for a lease that no longer exists (`etcdserver: requested lease not found`),
+/// to a put on it as to a revoke.
+fn lease_gone(s: &Status) -> bool {
+    s.code() == Code::NotFound
+}
+
 /// Whether an error says "this member, now" rather than "this request": worth a retry.
-fn transient(e: &etcd_client::Error) -> bool {
-    use etcd_client::Error as E;
-    if e.to_string().contains("lease not found") {
-        return false; // the lease is gone everywhere: see `keep_alive` and `txn`
-    }
-    match e {
-        E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
-        E::GRpcStatus(s) => matches!(
+/// tonic reports a member it cannot reach (refused, reset, timed out) as `Unavailable` or
+/// `Unknown`; etcd a member without a leader as `Unavailable`.
+fn transient(s: &Status) -> bool {
+    !lease_gone(s)
+        && matches!(
             s.code(),
             Code::Unavailable
                 | Code::DeadlineExceeded
@@ -56,38 +135,45 @@ fn transient(e: &etcd_client::Error) -> bool {
                 | Code::Cancelled
                 | Code::Aborted
                 | Code::Internal
-        ),
-        _ => false,
+        )
+}
+
+fn unavailable(what: &str, s: &Status) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {}", s.message()))
+}
+
+/// The end of the key range holding every key that starts with `prefix`, as etcd defines it:
+/// the prefix with its last byte below 0xff incremented and what follows dropped (`\0`, all
+/// keys, when every byte is 0xff).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-fn lease_gone(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == Code::NotFound)
+    vec![0]
 }
 
 impl EtcdStore {
     /// Connect to the members at `endpoints` (`HOST:PORT`); fails when none answers within
     /// `retry_for`.
     pub async fn connect(endpoints: &[String], retry_for: Duration) -> Result<EtcdStore> {
-        let urls: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
-        let options = ConnectOptions::new()
-            .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(1), REQUEST_TIMEOUT)
-            .with_keep_alive_while_idle(true)
-            // A member cut off from the others must not serve (stale) reads or watches.
-            .with_require_leader(true);
         let mut members = Vec::new();
-        for (name, url) in endpoints.iter().zip(&urls) {
+        for name in endpoints {
+            let endpoint = Endpoint::from_shared(format!("http://{name}"))
+                .map_err(|e| StoreError::Unavailable(format!("cluster store {name}: {e}")))?
+                .connect_timeout(REQUEST_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(REQUEST_TIMEOUT)
+                .keep_alive_while_idle(true);
             // Connecting is lazy: a member down now is only skipped at the first call.
-            let client = Client::connect([url], Some(options.clone()))
-                .await
-                .map_err(unavailable)?;
-            members.push((name.clone(), client));
+            members.push(Member {
+                name: name.clone(),
+                channel: endpoint.connect_lazy(),
+            });
         }
         if members.is_empty() {
             return Err(StoreError::Unavailable(
@@ -96,7 +182,7 @@ impl EtcdStore {
         }
         let store = EtcdStore {
             members,
-            current: std::sync::atomic::AtomicUsize::new(0),
+            current: AtomicUsize::new(0),
             retry_for,
         };
         // One read to know a member answers now, not at the first operation.
@@ -107,33 +193,40 @@ impl EtcdStore {
     /// Compact the store's history up to now (an operator's task; the tests use it to send
     /// watchers down the full-reload path). Returns the revision compacted to.
     pub async fn compact_now(&self) -> Result<Revision> {
-        let (_, rev) = self.snapshot("/attach-agent/v1/").await?;
-        self.client()
-            .compact(
-                rev,
-                Some(etcd_client::CompactionOptions::new().with_physical()),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(rev)
+        let (_, revision) = self.snapshot("/attach-agent/v1/").await?;
+        self.retry("compact", |m| {
+            let mut kv = m.kv();
+            async move {
+                kv.compact(CompactionRequest {
+                    revision,
+                    physical: true,
+                })
+                .await
+            }
+            .boxed()
+        })
+        .await
+        .map_err(|s| unavailable("compact", &s))?;
+        Ok(revision)
     }
 
-    async fn retry<T, F>(&self, what: &str, mut call: F) -> Result<T>
+    /// Run `call` on the current member, moving on to the next while it fails transiently and
+    /// `retry_for` has not passed. The error is the last one seen.
+    async fn retry<T, F>(&self, what: &str, mut call: F) -> std::result::Result<T, Status>
     where
-        F: FnMut(Client) -> BoxFuture<'static, std::result::Result<T, etcd_client::Error>>,
+        F: FnMut(&Member) -> BoxFuture<'static, std::result::Result<tonic::Response<T>, Status>>,
     {
-        use std::sync::atomic::Ordering;
         let deadline = Instant::now() + self.retry_for;
         let mut pause = Duration::from_millis(20);
         let n = self.members.len();
         let mut tried = 0;
         loop {
             let i = self.current.load(Ordering::Relaxed) % n;
-            let (name, client) = &self.members[i];
-            match call(client.clone()).await {
-                Ok(v) => return Ok(v),
+            let member = &self.members[i];
+            match call(member).await {
+                Ok(v) => return Ok(v.into_inner()),
                 Err(e) if transient(&e) && Instant::now() + pause < deadline => {
-                    tracing::debug!(what, member = %name, error = %e, "cluster store call failed; trying the next member");
+                    tracing::debug!(what, member = %member.name, error = %e, "cluster store call failed; trying the next member");
                     // Move on, unless another call moved already.
                     let _ = self.current.compare_exchange(
                         i,
@@ -147,64 +240,119 @@ impl EtcdStore {
                         pause = (pause * 2).min(Duration::from_millis(500));
                     }
                 }
-                Err(e) => return Err(StoreError::Unavailable(format!("{what}: {e}"))),
+                Err(e) => return Err(e),
             }
         }
-    }
-
-    /// The current member's client.
-    fn client(&self) -> Client {
-        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
-        self.members[i % self.members.len()].1.clone()
     }
 }
 
 fn compare(c: &Cond) -> Compare {
+    let version_zero = |key: &str, result: CompareResult, range_end: Vec<u8>| Compare {
+        result: result as i32,
+        target: CompareTarget::Version as i32,
+        key: key.as_bytes().to_vec(),
+        range_end,
+        target_union: Some(TargetUnion::Version(0)),
+    };
     match c {
-        Cond::Absent(k) => Compare::version(k.as_str(), CompareOp::Equal, 0),
-        Cond::Present(k) => Compare::version(k.as_str(), CompareOp::Greater, 0),
+        Cond::Absent(k) => version_zero(k, CompareResult::Equal, Vec::new()),
+        Cond::Present(k) => version_zero(k, CompareResult::Greater, Vec::new()),
         // Over a range, etcd compares every key in it; an empty range compares as one key
         // of version 0.
-        Cond::NoneUnder(p) => Compare::version(p.as_str(), CompareOp::Equal, 0).with_prefix(),
-        Cond::ValueIs(k, v) => Compare::value(k.as_str(), CompareOp::Equal, v.clone()),
+        Cond::NoneUnder(p) => version_zero(p, CompareResult::Equal, prefix_end(p.as_bytes())),
+        Cond::ValueIs(k, v) => Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: k.as_bytes().to_vec(),
+            range_end: Vec::new(),
+            target_union: Some(TargetUnion::Value(v.clone())),
+        },
     }
 }
 
-fn operation(o: &Op) -> TxnOp {
-    match o {
-        Op::Put { key, value, lease } => TxnOp::put(
-            key.as_str(),
-            value.clone(),
-            lease.map(|l| PutOptions::new().with_lease(l)),
-        ),
-        Op::Delete(k) => TxnOp::delete(k.as_str(), None),
-        Op::DeleteUnder(p) => TxnOp::delete(p.as_str(), Some(DeleteOptions::new().with_prefix())),
+fn operation(o: &Op) -> RequestOp {
+    let request = match o {
+        Op::Put { key, value, lease } => TxnRequestOp::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.clone(),
+            lease: lease.unwrap_or(0),
+            ..Default::default()
+        }),
+        Op::Delete(k) => TxnRequestOp::RequestDeleteRange(DeleteRangeRequest {
+            key: k.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+        Op::DeleteUnder(p) => TxnRequestOp::RequestDeleteRange(DeleteRangeRequest {
+            key: p.as_bytes().to_vec(),
+            range_end: prefix_end(p.as_bytes()),
+            ..Default::default()
+        }),
+    };
+    RequestOp {
+        request: Some(request),
     }
 }
 
-fn kv(k: &etcd_client::KeyValue) -> Result<Kv> {
-    let key = k.key_str().map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(k.key()).into(),
-        reason: e.to_string(),
+fn kv(k: KeyValue) -> Result<Kv> {
+    let key = String::from_utf8(k.key).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(e.as_bytes()).into(),
+        reason: e.utf8_error().to_string(),
     })?;
     Ok(Kv {
-        key: key.to_string(),
-        value: k.value().to_vec(),
+        key,
+        value: k.value,
     })
+}
+
+/// One watch response as a batch of changes: `None` for those that carry none (created,
+/// progress notifications), an error when the watch ended (compacted, cancelled).
+fn batch(resp: WatchResponse) -> Option<Result<Batch>> {
+    if resp.compact_revision > 0 {
+        return Some(Err(StoreError::Compacted(resp.compact_revision)));
+    }
+    if resp.canceled {
+        return Some(Err(StoreError::Unavailable(format!(
+            "watch cancelled: {}",
+            resp.cancel_reason
+        ))));
+    }
+    if resp.events.is_empty() {
+        return None;
+    }
+    let mut changes = Vec::with_capacity(resp.events.len());
+    let mut revision = 0;
+    for ev in resp.events {
+        let deleted = ev.r#type() == EventType::Delete;
+        let Some(k) = ev.kv else { continue };
+        revision = revision.max(k.mod_revision);
+        let change = match kv(k) {
+            Ok(k) if deleted => Change::Delete(k.key),
+            Ok(k) => Change::Put(k),
+            Err(e) => return Some(Err(e)),
+        };
+        changes.push(change);
+    }
+    Some(Ok(Batch { revision, changes }))
 }
 
 impl ClusterStore for EtcdStore {
     fn snapshot(&self, prefix: &str) -> BoxFuture<'_, Result<(Vec<Kv>, Revision)>> {
-        let prefix = prefix.to_string();
+        let request = RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            ..Default::default()
+        };
         async move {
             let resp = self
-                .retry("get", |mut c| {
-                    let p = prefix.clone();
-                    async move { c.get(p, Some(GetOptions::new().with_prefix())).await }.boxed()
+                .retry("get", |m| {
+                    let mut kv = m.kv();
+                    let request = request.clone();
+                    async move { kv.range(request).await }.boxed()
                 })
-                .await?;
-            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            let kvs = resp.kvs().iter().map(kv).collect::<Result<Vec<_>>>()?;
+                .await
+                .map_err(|s| unavailable("get", &s))?;
+            let rev = resp.header.map(|h| h.revision).unwrap_or(0);
+            let kvs = resp.kvs.into_iter().map(kv).collect::<Result<Vec<_>>>()?;
             Ok((kvs, rev))
         }
         .boxed()
@@ -212,88 +360,94 @@ impl ClusterStore for EtcdStore {
 
     fn txn(&self, when: Vec<Cond>, then: Vec<Op>) -> BoxFuture<'_, Result<bool>> {
         async move {
-            let compares: Vec<Compare> = when.iter().map(compare).collect();
-            let ops: Vec<TxnOp> = then.iter().map(operation).collect();
+            let request = TxnRequest {
+                compare: when.iter().map(compare).collect(),
+                success: then.iter().map(operation).collect(),
+                failure: Vec::new(),
+            };
             let lease = then.iter().find_map(|o| match o {
                 Op::Put { lease, .. } => *lease,
                 _ => None,
             });
-            let resp = match self
-                .retry("txn", |mut c| {
-                    let t = Txn::new().when(compares.clone()).and_then(ops.clone());
-                    async move { c.txn(t).await }.boxed()
+            match self
+                .retry("txn", |m| {
+                    let mut kv = m.kv();
+                    let request = request.clone();
+                    async move { kv.txn(request).await }.boxed()
                 })
                 .await
             {
-                // etcd's answer to a put on a lease that expired ("requested lease not found").
-                Err(StoreError::Unavailable(why)) if why.contains("lease not found") => {
-                    return Err(StoreError::LeaseExpired(lease.unwrap_or_default()))
+                Ok(resp) => Ok(resp.succeeded),
+                // A put on a lease that expired.
+                Err(s) if lease_gone(&s) => {
+                    Err(StoreError::LeaseExpired(lease.unwrap_or_default()))
                 }
-                r => r?,
-            };
-            Ok(resp.succeeded())
+                Err(s) => Err(unavailable("txn", &s)),
+            }
         }
         .boxed()
     }
 
     fn grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
         async move {
-            let secs = ttl.as_secs().max(1) as i64;
+            let ttl = ttl.as_secs().max(1) as i64;
             let resp = self
-                .retry("lease grant", |mut c| {
-                    async move { c.lease_grant(secs, None).await }.boxed()
+                .retry("lease grant", |m| {
+                    let mut lease = m.lease();
+                    async move { lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await }.boxed()
                 })
-                .await?;
-            Ok(resp.id())
+                .await
+                .map_err(|s| unavailable("lease grant", &s))?;
+            if resp.id == 0 {
+                return Err(StoreError::Unavailable(format!(
+                    "lease grant: {}",
+                    resp.error
+                )));
+            }
+            Ok(resp.id)
         }
         .boxed()
     }
 
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         async move {
-            let ttl = self
-                .retry("lease keep-alive", |mut c| {
+            // One renewal on a stream of its own: etcd answers each request on the stream, and
+            // a lease that is gone with a TTL of 0.
+            let resp = self
+                .retry("lease keep-alive", |m| {
+                    let mut client = m.lease();
                     async move {
-                        let gone =
-                            |e: &etcd_client::Error| e.to_string().contains("lease not found");
-                        // etcd-client reports a lease that is gone as an error at any of the
-                        // three steps: a TTL of 0 here.
-                        let (mut keeper, mut stream) = match c.lease_keep_alive(lease).await {
-                            Ok(k) => k,
-                            Err(e) if gone(&e) => return Ok(0),
-                            Err(e) => return Err(e),
-                        };
-                        match keeper.keep_alive().await {
-                            Err(e) if gone(&e) => return Ok(0),
-                            r => r?,
-                        }
-                        match stream.message().await {
-                            Ok(Some(r)) => Ok(r.ttl()),
-                            Err(e) if gone(&e) => Ok(0),
-                            Err(e) => Err(e),
-                            Ok(None) => Err(etcd_client::Error::LeaseKeepAliveError(
-                                "keep-alive stream closed".into(),
-                            )),
+                        let requests = futures::stream::iter([LeaseKeepAliveRequest { id: lease }]);
+                        let mut replies = client.lease_keep_alive(requests).await?.into_inner();
+                        match replies.message().await? {
+                            Some(reply) => Ok(tonic::Response::new(reply)),
+                            None => Err(Status::unavailable("keep-alive stream closed")),
                         }
                     }
                     .boxed()
                 })
-                .await?;
-            if ttl <= 0 {
-                return Err(StoreError::LeaseExpired(lease));
+                .await;
+            match resp {
+                Ok(reply) if reply.ttl > 0 => Ok(()),
+                Ok(_) => Err(StoreError::LeaseExpired(lease)),
+                Err(s) if lease_gone(&s) => Err(StoreError::LeaseExpired(lease)),
+                Err(s) => Err(unavailable("lease keep-alive", &s)),
             }
-            Ok(())
         }
         .boxed()
     }
 
     fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
         async move {
-            let mut c = self.client();
-            match c.lease_revoke(lease).await {
+            let i = self.current.load(Ordering::Relaxed) % self.members.len();
+            match self.members[i]
+                .lease()
+                .lease_revoke(LeaseRevokeRequest { id: lease })
+                .await
+            {
                 Ok(_) => Ok(()),
-                Err(e) if lease_gone(&e) => Ok(()),
-                Err(e) => Err(unavailable(e)),
+                Err(s) if lease_gone(&s) => Ok(()),
+                Err(s) => Err(unavailable("lease revoke", &s)),
             }
         }
         .boxed()
@@ -304,58 +458,63 @@ impl ClusterStore for EtcdStore {
         prefix: &str,
         from: Revision,
     ) -> BoxFuture<'_, Result<BoxStream<'static, Result<Batch>>>> {
-        let prefix = prefix.to_string();
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix.as_bytes()),
+                start_revision: from,
+                ..Default::default()
+            })),
+        };
         async move {
-            let stream = self
-                .retry("watch", |mut c| {
-                    let p = prefix.clone();
+            // The watch is created once its first reply arrives (so a member that cannot
+            // serve it is skipped here, like any call); the request side stays open for as
+            // long as the watch is read, as etcd expects of a watching client.
+            let (first, rest) = self
+                .retry("watch", |m| {
+                    let mut client = m.watch();
+                    let requests =
+                        futures::stream::iter([create.clone()]).chain(futures::stream::pending());
                     async move {
-                        c.watch(
-                            p,
-                            Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-                        )
-                        .await
+                        let mut replies = client.watch(requests).await?.into_inner();
+                        match replies.message().await? {
+                            Some(first) => Ok(tonic::Response::new((first, replies))),
+                            None => Err(Status::unavailable("watch stream closed")),
+                        }
                     }
                     .boxed()
                 })
-                .await?;
-            let batches = futures::stream::unfold(Some(stream), |state| async move {
-                let mut stream = state?;
-                loop {
-                    let resp = match stream.message().await {
-                        Ok(Some(r)) => r,
-                        Ok(None) => return None,
-                        Err(e) => return Some((Err(unavailable(e)), None)),
-                    };
-                    if resp.compact_revision() > 0 {
-                        return Some((Err(StoreError::Compacted(resp.compact_revision())), None));
+                .await
+                .map_err(|s| unavailable("watch", &s))?;
+            let replies = futures::stream::iter([Ok(first)]).chain(rest);
+            let batches = replies
+                .filter_map(|reply| async move {
+                    match reply {
+                        Ok(r) => batch(r),
+                        Err(s) => Some(Err(unavailable("watch", &s))),
                     }
-                    if resp.canceled() {
-                        let why = resp.cancel_reason().to_string();
-                        return Some((Err(StoreError::Unavailable(why)), None));
-                    }
-                    if resp.events().is_empty() {
-                        continue; // created / progress notifications
-                    }
-                    let mut changes = Vec::with_capacity(resp.events().len());
-                    let mut revision = 0;
-                    for ev in resp.events() {
-                        let Some(k) = ev.kv() else { continue };
-                        revision = revision.max(k.mod_revision());
-                        let change = match ev.event_type() {
-                            EventType::Put => kv(k).map(Change::Put),
-                            EventType::Delete => kv(k).map(|k| Change::Delete(k.key)),
-                        };
-                        match change {
-                            Ok(c) => changes.push(c),
-                            Err(e) => return Some((Err(e), None)),
-                        }
-                    }
-                    return Some((Ok(Batch { revision, changes }), Some(stream)));
-                }
-            });
+                })
+                // A watch that failed is over: stop at its first error.
+                .scan(false, |ended, item| {
+                    let out = if *ended { None } else { Some(item) };
+                    *ended = matches!(out, Some(Err(_)));
+                    async move { out }
+                });
             Ok(batches.boxed())
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
     }
 }
