@@ -24,10 +24,7 @@ fn main() -> std::process::ExitCode {
     let code = rt.block_on(async move {
         match cli.command {
             Command::Daemon(args) => {
-                tracing_subscriber::fmt()
-                    .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-                    .with_writer(std::io::stderr)
-                    .init();
+                resolver::logging::init(&args.log);
                 match attach_agent::daemon::run(args).await {
                     Ok(()) => 0,
                     Err(e) => {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod forward;
 pub mod huge_pages;
 pub mod listen;
+pub mod logging;
 pub mod policy;
 pub mod records;
 pub mod respond;

@@ -89,6 +89,8 @@ async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
     let path = dir.path().join("records.toml");
     std::fs::write(&path, records(b, "")).unwrap();
     let port = free_port(ip(b, 1));
+    // Its log goes to a file, as under a service manager: the filter from RUST_LOG alone.
+    let log = dir.path().join("resolver.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_resolver"))
         .args([
             "--records",
@@ -97,8 +99,9 @@ async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
             &port.to_string(),
         ])
         .args(["--upstream", &up.addr.to_string()])
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -165,4 +168,18 @@ async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
     assert!(seen.answered > 50, "{seen:?}");
     assert_eq!(seen.failed, 0, "no query lost across reloads");
     drop(running);
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("INFO") && log.contains("serving"),
+        "RUST_LOG=info shows the info lines: {log}"
+    );
+    assert!(
+        log.contains("records file rejected"),
+        "the broken file is logged: {log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "a log that is not a terminal has no ANSI escapes: {log:?}"
+    );
 }

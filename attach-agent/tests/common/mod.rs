@@ -118,10 +118,17 @@ pub fn sweep_prefix(prefix: &str) {
 impl Env {
     /// A fresh environment with its daemon running.
     pub fn new() -> Env {
+        let mut env = Env::without_daemon();
+        env.start_daemon();
+        env
+    }
+
+    /// A fresh environment whose daemon the test starts itself.
+    pub fn without_daemon() -> Env {
         let (prefix, octet) = claim_prefix();
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
-        let mut env = Env {
+        Env {
             prefix,
             octet,
             dir,
@@ -130,9 +137,7 @@ impl Env {
             // the machine.
             upstreams: vec!["127.0.0.1:9".into()],
             daemon: None,
-        };
-        env.start_daemon();
-        env
+        }
     }
 
     /// A container name unique to this test (it names a namespace on the host).
@@ -159,16 +164,36 @@ impl Env {
     }
 
     pub fn start_daemon(&mut self) {
-        assert!(self.daemon.is_none());
+        let mut cmd = self.daemon_command();
+        cmd.args(["--log", "warn"]);
+        self.spawn_daemon(cmd);
+    }
+
+    /// Start the daemon as an operator's service manager would: the log filter from
+    /// `RUST_LOG` only (no `--log`), stderr into the file at `log`.
+    pub fn start_daemon_logging_to(&mut self, rust_log: &str, log: &std::path::Path) {
+        let mut cmd = self.daemon_command();
+        cmd.env("RUST_LOG", rust_log)
+            .stderr(std::fs::File::create(log).expect("create the daemon's log file"));
+        self.spawn_daemon(cmd);
+    }
+
+    fn daemon_command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_attach-agent"));
         cmd.args(["daemon", "--socket"])
             .arg(&self.socket)
             .arg("--state-dir")
             .arg(self.state_dir())
-            .args(["--link-prefix", &self.prefix, "--log", "warn"]);
+            .args(["--link-prefix", &self.prefix])
+            .env_remove("RUST_LOG");
         for u in &self.upstreams {
             cmd.args(["--upstream", u]);
         }
+        cmd
+    }
+
+    fn spawn_daemon(&mut self, mut cmd: Command) {
+        assert!(self.daemon.is_none());
         let child = cmd.stdin(Stdio::null()).spawn().expect("start daemon");
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);

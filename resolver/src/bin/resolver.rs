@@ -35,8 +35,9 @@ struct Args {
     /// Per-upstream timeout in milliseconds.
     #[arg(long)]
     forward_timeout_ms: Option<u64>,
-    /// Log filter (tracing's EnvFilter syntax), e.g. info or resolver=debug.
-    #[arg(long, default_value = "info")]
+    /// Log filter (tracing's EnvFilter syntax), e.g. info or resolver=debug; RUST_LOG when
+    /// not given. Logs go to stderr, without colour unless it is a terminal.
+    #[arg(long, env = "RUST_LOG", default_value = resolver::logging::DEFAULT_FILTER)]
     log: String,
 }
 
@@ -71,10 +72,7 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
-        .with_writer(std::io::stderr)
-        .init();
+    resolver::logging::init(&args.log);
     match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
