@@ -67,7 +67,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), String> {
     tracing::info!(socket = %cfg.socket.display(), state = %cfg.state_dir.display(), "attach-agent ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
-    let server = crate::api::serve(agent.clone(), &cfg.socket, group);
+    let server = crate::engine::serve(agent.clone(), &cfg.socket, group);
     tokio::select! {
         r = server => r.map_err(|e| format!("API socket {}: {e}", cfg.socket.display()))?,
         _ = term.recv() => {}

@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 use crate::ipam::IpamError;
-use crate::netlink::NetlinkError;
+use crate::kernel::netlink::NetlinkError;
 
 #[derive(Debug, Error)]
 pub enum AgentError {

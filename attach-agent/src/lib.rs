@@ -1,22 +1,35 @@
 //! attach-agent: the per-host sidecar that does `docker network connect`'s work (bridges,
 //! veths, addresses, routes) and keeps the embedded resolver's record table true.
 //!
-//! Control path: CLI → HTTP on the socket ([`api`]) → [`agent`] → [`ipam`] + [`netlink`] +
-//! [`state`] → resolver table → reply.
+//! Control path: a front ([`engine`], the Docker Engine API on a unix socket; the [`cli`] is its
+//! client) → [`agent`] (the core's operations) → [`ipam`] + [`kernel`] + [`state`] (+
+//! [`cluster`] for global networks) → the resolver's table → reply. The modules, one job each:
 
+/// The core: networks, attach (connect/disconnect), containers, reconcile, overlay, mirror.
 pub mod agent;
-pub mod api;
+/// The command line: docker-style commands, a client of the daemon's socket.
 pub mod cli;
-pub mod client;
+/// Timestamps as the Engine writes them.
+pub mod clock;
+/// Multi-host: the cluster store (etcd, in-memory) and the operations on it.
 pub mod cluster;
+/// The daemon's settings (file and flags).
 pub mod config;
+/// `attach-agent daemon`: the agent plus its front, until a signal.
 pub mod daemon;
-pub mod docker;
+/// Files written atomically and durably.
+pub mod durable;
+/// The Docker Engine API front: routes, auth, handlers, JSON types.
+pub mod engine;
+/// The core's errors.
 pub mod error;
-pub mod global;
+/// Object ids.
+pub mod ids;
+/// Address pools (pure).
 pub mod ipam;
+/// Kernel work: rtnetlink and network namespaces.
+pub mod kernel;
+/// Docker-style generated container names.
 pub mod names;
-pub mod netlink;
-pub mod netns;
-pub mod request;
+/// The model (networks, containers, endpoints) and its files.
 pub mod state;

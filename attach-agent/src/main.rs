@@ -1,7 +1,7 @@
 use clap::Parser;
 
+use attach_agent::cli::client::Client;
 use attach_agent::cli::{run_client, Cli, Command};
-use attach_agent::client::Client;
 use attach_agent::config::DEFAULT_SOCKET;
 
 /// Big tables on transparent huge pages (see `resolver::huge_pages`).

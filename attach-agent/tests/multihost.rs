@@ -191,7 +191,7 @@ impl Hosts {
                 "--upstream",
                 "127.0.0.1:9",
                 "--log",
-                "info,attach_agent::global=debug,attach_agent::cluster=debug",
+                "info,attach_agent::agent=debug,attach_agent::cluster=debug",
             ])
             .args(["--cluster-store", &format!("etcd://{}", self.members())])
             .args(["--advertise-addr", &self.host_ip(i)])

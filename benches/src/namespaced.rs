@@ -117,7 +117,7 @@ pub fn spawn_agent(bin: &Path, work: &Path, cpu: &str, prefix: &str) -> (Child, 
 }
 
 /// Wait until the agent answers on its API.
-pub async fn wait_ready(client: &attach_agent::client::Client) {
+pub async fn wait_ready(client: &attach_agent::cli::client::Client) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while client
         .raw(hyper::Method::GET, "/_ping", None)
@@ -131,7 +131,7 @@ pub async fn wait_ready(client: &attach_agent::client::Client) {
 
 /// One API call that must succeed; its reply body.
 pub async fn must(
-    client: &attach_agent::client::Client,
+    client: &attach_agent::cli::client::Client,
     method: hyper::Method,
     path: &str,
     body: serde_json::Value,
@@ -166,7 +166,7 @@ pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
         .build()
         .unwrap();
     rt.block_on(async {
-        use attach_agent::client::Client;
+        use attach_agent::cli::client::Client;
         use hyper::Method;
         let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
         wait_ready(&client).await;

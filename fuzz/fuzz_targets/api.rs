@@ -1,5 +1,5 @@
 //! The Engine API's request bodies: JSON → Docker's shapes → the agent's requests → the pure
-//! checks every request passes before any work starts (`attach_agent::request`).
+//! checks every request passes before any work starts (`attach_agent::agent::request`).
 //!
 //! First input byte picks the body: 0 `POST /networks/create`, 1 `POST /networks/{id}/connect`,
 //! 2 `POST /containers/create`. Checked: no panic; a refusal is a 4xx, never a 500 (bad input
@@ -11,11 +11,11 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use attach_agent::api::{container_networks, endpoint_request, json_body, network_create};
-use attach_agent::docker;
+use attach_agent::engine::{container_networks, endpoint_request, json_body, network_create};
+use attach_agent::engine::types as docker;
 use attach_agent::error::AgentError;
 use attach_agent::ipam::Pool;
-use attach_agent::request::{check_endpoint, check_hostname, plan_network};
+use attach_agent::agent::request::{check_endpoint, check_hostname, plan_network};
 use attach_agent::state::Network;
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
@@ -56,7 +56,7 @@ fn network() -> Network {
     }
 }
 
-fn check_endpoint_of(req: &attach_agent::request::EndpointRequest, net: &Network) {
+fn check_endpoint_of(req: &attach_agent::agent::request::EndpointRequest, net: &Network) {
     match check_endpoint(req, net) {
         Ok(cfg) => {
             if let Some(v4) = cfg.v4 {

@@ -158,7 +158,7 @@ impl Cluster {
 
     async fn announce_host(&self) -> Result<(), StoreError> {
         let rec = HostRecord {
-            started: crate::agent::now_rfc3339(),
+            started: crate::clock::now_rfc3339(),
         };
         self.inner
             .store

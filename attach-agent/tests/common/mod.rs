@@ -466,14 +466,14 @@ impl Asker {
 /// The Engine API of a test's daemon, called in-process (no CLI process per call): for tests
 /// that make thousands of calls.
 pub struct Api {
-    client: attach_agent::client::Client,
+    client: attach_agent::cli::client::Client,
     rt: tokio::runtime::Runtime,
 }
 
 impl Api {
     pub fn new(socket: &std::path::Path) -> Api {
         Api {
-            client: attach_agent::client::Client::new(socket.to_str().unwrap()).unwrap(),
+            client: attach_agent::cli::client::Client::new(socket.to_str().unwrap()).unwrap(),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -716,7 +716,7 @@ fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
         .build()
         .unwrap();
     let figures = rt.block_on(async {
-        use attach_agent::client::Client;
+        use attach_agent::cli::client::Client;
         use hyper::Method;
         let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
         namespaced::wait_ready(&client).await;

@@ -1,6 +1,8 @@
 //! The Docker Engine API on the agent's unix socket: the network endpoints, and the container
 //! endpoints that networking needs. Handlers only translate JSON to [`Agent`] calls and back.
 
+pub mod types;
+
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,8 +18,8 @@ use tokio::net::UnixListener;
 use tower::Layer;
 
 use crate::agent::{Agent, ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
-use crate::docker::{self, ErrorResponse};
 use crate::error::AgentError;
+use types::ErrorResponse;
 
 /// The API version we speak (Docker Engine 20.10), and the oldest we accept.
 pub const API_VERSION: &str = "1.41";
@@ -422,7 +424,7 @@ async fn list_networks(
                 })
         });
         if ok {
-            out.push(docker::network_resource(net, &state, false));
+            out.push(types::network_resource(net, &state, false));
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -440,7 +442,7 @@ async fn inspect_network(
         .get(&nid)
         .ok_or_else(|| ApiError::from(AgentError::NoSuchNetwork(id.clone())))?;
     Ok(engine_headers(
-        Json(docker::network_resource(net, &state, true)).into_response(),
+        Json(types::network_resource(net, &state, true)).into_response(),
     ))
 }
 
@@ -448,12 +450,12 @@ async fn create_network(
     AxState(agent): AxState<Agent>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let req: docker::NetworkCreateRequest = json_body(&body)?;
+    let req: types::NetworkCreateRequest = json_body(&body)?;
     let id = agent.create_network(network_create(req)).await?;
     Ok(engine_headers(
         (
             StatusCode::CREATED,
-            Json(docker::NetworkCreateResponse {
+            Json(types::NetworkCreateResponse {
                 id,
                 warning: String::new(),
             }),
@@ -473,7 +475,7 @@ async fn remove_network(
 async fn prune_networks(AxState(agent): AxState<Agent>) -> ApiResult<Response> {
     let names = agent.prune_networks().await?;
     Ok(engine_headers(
-        Json(docker::PruneResponse {
+        Json(types::PruneResponse {
             networks_deleted: names,
         })
         .into_response(),
@@ -481,7 +483,7 @@ async fn prune_networks(AxState(agent): AxState<Agent>) -> ApiResult<Response> {
 }
 
 /// A `network create` from Docker's request body.
-pub fn network_create(req: docker::NetworkCreateRequest) -> NetworkCreate {
+pub fn network_create(req: types::NetworkCreateRequest) -> NetworkCreate {
     let ipam = req
         .ipam
         .as_ref()
@@ -507,7 +509,7 @@ pub fn network_create(req: docker::NetworkCreateRequest) -> NetworkCreate {
 }
 
 /// An endpoint request from Docker's `EndpointSettings`.
-pub fn endpoint_request(s: Option<&docker::EndpointSettings>) -> EndpointRequest {
+pub fn endpoint_request(s: Option<&types::EndpointSettings>) -> EndpointRequest {
     let Some(s) = s else {
         return EndpointRequest::default();
     };
@@ -526,7 +528,7 @@ async fn connect(
     UrlPath(id): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    let req: docker::NetworkConnectRequest = json_body(&body)?;
+    let req: types::NetworkConnectRequest = json_body(&body)?;
     agent
         .connect(
             &id,
@@ -542,7 +544,7 @@ async fn disconnect(
     UrlPath(id): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    let req: docker::NetworkDisconnectRequest = json_body(&body)?;
+    let req: types::NetworkDisconnectRequest = json_body(&body)?;
     agent.disconnect(&id, &req.container, req.force).await?;
     Ok(StatusCode::OK)
 }
@@ -558,7 +560,7 @@ struct CreateQuery {
 /// `EndpointsConfig`. Docker's predefined modes are not networks here: "default" and "bridge"
 /// mean the network named "bridge" if one was created (`has_bridge`), none otherwise.
 pub fn container_networks(
-    req: &docker::ContainerCreateRequest,
+    req: &types::ContainerCreateRequest,
     has_bridge: bool,
 ) -> ApiResult<Vec<(String, EndpointRequest)>> {
     let predefined = |k: &str| match k {
@@ -612,7 +614,7 @@ async fn create_container(
     Query(q): Query<CreateQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let req: docker::ContainerCreateRequest = json_body(&body)?;
+    let req: types::ContainerCreateRequest = json_body(&body)?;
     let has_bridge = agent.network_id("bridge").await.is_ok();
     let networks = container_networks(&req, has_bridge)?;
     // A 404 from create makes the docker client try to pull the image: a missing network is
@@ -634,7 +636,7 @@ async fn create_container(
     Ok(engine_headers(
         (
             StatusCode::CREATED,
-            Json(docker::ContainerCreateResponse {
+            Json(types::ContainerCreateResponse {
                 id,
                 warnings: vec![],
             }),
@@ -696,7 +698,7 @@ async fn list_containers(
         .containers
         .values()
         .filter(|c| all || c.state.is_up())
-        .map(|c| docker::container_summary(c, &state))
+        .map(|c| types::container_summary(c, &state))
         .collect();
     out.sort_by(|a, b| b.created.cmp(&a.created).then(a.names.cmp(&b.names)));
     Ok(engine_headers(Json(out).into_response()))
@@ -713,6 +715,6 @@ async fn inspect_container(
         .get(&cid)
         .ok_or_else(|| ApiError::from(AgentError::NoSuchContainer(id.clone())))?;
     Ok(engine_headers(
-        Json(docker::container_json(c, &state)).into_response(),
+        Json(types::container_json(c, &state)).into_response(),
     ))
 }

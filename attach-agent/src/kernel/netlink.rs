@@ -70,7 +70,7 @@ impl Netlink {
     pub fn inside(ns: &File) -> Result<Netlink> {
         let rt = tokio::runtime::Handle::current();
         let rt2 = rt.clone();
-        let (conn, handle) = crate::netns::run_in(ns, move || {
+        let (conn, handle) = crate::kernel::netns::run_in(ns, move || {
             let _enter = rt2.enter();
             let (conn, handle, _) = rtnetlink::new_connection()?;
             Ok((conn, handle))

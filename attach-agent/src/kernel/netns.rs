@@ -1,6 +1,7 @@
 //! Network namespaces: creating and removing named ones (what `ip netns add/delete` does),
 //! opening any by path, and the resolv.conf/hosts of agent-made ones under /etc/netns.
 
+use crate::durable::Flush;
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
@@ -207,6 +208,6 @@ pub fn write_etc(
         hosts.push_str(&format!("{a}\t{hostname}\n"));
     }
     // Regenerated from the state at every start: atomic, but not worth two fsyncs each.
-    crate::state::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes(), false)?;
-    crate::state::write_atomic(&dir.join("hosts"), hosts.as_bytes(), false)
+    crate::durable::replace(&dir.join("resolv.conf"), resolv.as_bytes(), Flush::None)?;
+    crate::durable::replace(&dir.join("hosts"), hosts.as_bytes(), Flush::None)
 }

@@ -1,6 +1,8 @@
 //! The command line: `daemon`, and client commands that mirror `docker network …` and the
 //! container verbs, speaking the Engine API to the daemon. Output as the docker CLI prints it.
 
+pub mod client;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use hyper::Method;
 use ipnet::IpNet;
 
-use crate::client::{encode, Client, ClientError};
-use crate::docker::{self, EndpointIpamConfig, EndpointSettings};
+use crate::cli::client::{encode, Client, ClientError};
+use crate::engine::types::{self, EndpointIpamConfig, EndpointSettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -369,16 +371,16 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
             opts,
             name,
         } => {
-            let mut config: Vec<docker::IpamConfig> = subnets
+            let mut config: Vec<types::IpamConfig> = subnets
                 .iter()
-                .map(|s| docker::IpamConfig {
+                .map(|s| types::IpamConfig {
                     subnet: Some(s.clone()),
                     ..Default::default()
                 })
                 .collect();
             // Each --ip-range and --gateway goes with the --subnet that contains it.
             let place = |v: &String,
-                         config: &mut Vec<docker::IpamConfig>,
+                         config: &mut Vec<types::IpamConfig>,
                          range: bool|
              -> Result<(), ClientError> {
                 let addr = if range {
@@ -398,7 +400,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
                 match slot {
                     Some(i) if range => config[i].ip_range = Some(v.clone()),
                     Some(i) => config[i].gateway = Some(v.clone()),
-                    None if config.is_empty() => config.push(docker::IpamConfig {
+                    None if config.is_empty() => config.push(types::IpamConfig {
                         ip_range: range.then(|| v.clone()),
                         gateway: (!range).then(|| v.clone()),
                         ..Default::default()
@@ -418,13 +420,13 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
             for g in &gateways {
                 place(g, &mut config, false)?;
             }
-            let req = docker::NetworkCreateRequest {
+            let req = types::NetworkCreateRequest {
                 name,
                 check_duplicate: true,
                 driver,
                 internal,
                 attachable,
-                ipam: Some(docker::Ipam {
+                ipam: Some(types::Ipam {
                     driver: "default".into(),
                     options: None,
                     config: Some(config),
@@ -434,7 +436,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
                 labels: Some(key_values(&labels)),
                 ..Default::default()
             };
-            let r: docker::NetworkCreateResponse = client
+            let r: types::NetworkCreateResponse = client
                 .json(Method::POST, "/networks/create", Some(&req))
                 .await?;
             println!("{}", r.id);
@@ -445,7 +447,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
             network,
             container,
         } => {
-            let req = docker::NetworkConnectRequest {
+            let req = types::NetworkConnectRequest {
                 container,
                 endpoint_config: Some(endpoint.settings()),
             };
@@ -463,7 +465,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
             network,
             container,
         } => {
-            let req = docker::NetworkDisconnectRequest { container, force };
+            let req = types::NetworkDisconnectRequest { container, force };
             client
                 .call(
                     Method::POST,
@@ -499,7 +501,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
                     encode(&serde_json::to_string(&f).unwrap_or_default())
                 )
             };
-            let nets: Vec<docker::NetworkResource> =
+            let nets: Vec<types::NetworkResource> =
                 client.json(Method::GET, &path, None::<&()>).await?;
             let id = |s: &str| {
                 if no_trunc {
@@ -554,7 +556,7 @@ async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientError> {
                     return Ok(0);
                 }
             }
-            let r: docker::PruneResponse = client
+            let r: types::PruneResponse = client
                 .json(Method::POST, "/networks/prune", None::<&()>)
                 .await?;
             if !r.networks_deleted.is_empty() {
@@ -573,14 +575,14 @@ async fn create(client: &Client, args: &CreateArgs) -> Result<String, ClientErro
     if let Some(net) = &args.network {
         endpoints.insert(net.clone(), args.endpoint.settings());
     }
-    let req = docker::ContainerCreateRequest {
+    let req = types::ContainerCreateRequest {
         hostname: args.hostname.clone().unwrap_or_default(),
         image: args.image.clone().unwrap_or_default(),
         labels: Some(key_values(&args.labels)),
-        host_config: Some(docker::HostConfig {
+        host_config: Some(types::HostConfig {
             network_mode: args.network.clone().unwrap_or_else(|| "none".into()),
         }),
-        networking_config: Some(docker::NetworkingConfig {
+        networking_config: Some(types::NetworkingConfig {
             endpoints_config: endpoints,
         }),
         netns: args.netns.as_ref().map(|p| p.display().to_string()),
@@ -589,7 +591,7 @@ async fn create(client: &Client, args: &CreateArgs) -> Result<String, ClientErro
         Some(n) => format!("/containers/create?name={}", encode(n)),
         None => "/containers/create".into(),
     };
-    let r: docker::ContainerCreateResponse = client.json(Method::POST, &path, Some(&req)).await?;
+    let r: types::ContainerCreateResponse = client.json(Method::POST, &path, Some(&req)).await?;
     Ok(r.id)
 }
 
@@ -645,7 +647,7 @@ async fn container(client: &Client, cmd: ContainerCmd) -> Result<i32, ClientErro
             } else {
                 "/containers/json"
             };
-            let list: Vec<docker::ContainerSummary> =
+            let list: Vec<types::ContainerSummary> =
                 client.json(Method::GET, path, None::<&()>).await?;
             if quiet {
                 for c in &list {
@@ -664,9 +666,9 @@ async fn container(client: &Client, cmd: ContainerCmd) -> Result<i32, ClientErro
             ]
             .map(String::from)
             .to_vec()];
-            let now = docker::unix_seconds(&crate::agent::now_rfc3339());
+            let now = crate::clock::unix_seconds(&crate::clock::now_rfc3339());
             for c in &list {
-                let created = format!("{} ago", docker::human_duration(now - c.created));
+                let created = format!("{} ago", types::human_duration(now - c.created));
                 rows.push(vec![
                     c.id.chars().take(12).collect(),
                     c.image.clone(),

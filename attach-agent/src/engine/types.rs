@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_seconds;
 use crate::state::{Container, Endpoint, Network, RunState, State};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -399,26 +400,6 @@ fn network_mode(c: &Container, state: &State) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
-/// Seconds since the epoch of an RFC 3339 time written by the agent.
-pub fn unix_seconds(rfc3339: &str) -> i64 {
-    let p = |a: usize, b: usize| {
-        rfc3339
-            .get(a..b)
-            .and_then(|s| s.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
-    let (y, m, d) = (p(0, 4), p(5, 7), p(8, 10));
-    let (hh, mm, ss) = (p(11, 13), p(14, 16), p(17, 19));
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    days * 86400 + hh * 3600 + mm * 60 + ss
-}
-
 /// Docker's `units.HumanDuration`, as `ps` prints ages.
 pub fn human_duration(secs: i64) -> String {
     let (minutes, hours) = (secs / 60, (secs as f64 / 3600.0 + 0.5) as i64);
@@ -438,7 +419,7 @@ pub fn human_duration(secs: i64) -> String {
 }
 
 pub fn container_summary(c: &Container, state: &State) -> ContainerSummary {
-    let since = unix_seconds(&crate::agent::now_rfc3339()) - unix_seconds(&c.state_since);
+    let since = unix_seconds(&crate::clock::now_rfc3339()) - unix_seconds(&c.state_since);
     let status = match c.state {
         RunState::Created => "Created".to_string(),
         RunState::Running => format!("Up {}", human_duration(since)),
@@ -514,18 +495,6 @@ pub fn container_json(c: &Container, state: &State) -> ContainerJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unix_seconds_roundtrip() {
-        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), 0);
-        assert_eq!(unix_seconds("2026-11-28T10:00:00.5Z"), 1795860000);
-        let now = crate::agent::now_rfc3339();
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        assert!((unix_seconds(&now) - secs).abs() <= 1);
-    }
 
     #[test]
     fn request_fields_keep_docker_names() {

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::docker::ErrorResponse;
+use crate::engine::types::ErrorResponse;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -66,7 +66,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         tokio::spawn(conn);
-        let uri = format!("/v{}{path}", crate::api::API_VERSION);
+        let uri = format!("/v{}{path}", crate::engine::API_VERSION);
         let mut req = Request::builder()
             .method(method)
             .uri(uri)

@@ -1,0 +1,439 @@
+use super::*;
+
+/// One attachment, decided: see [`Agent::plan_attach`].
+pub(crate) struct AttachPlan {
+    pub(crate) cid: String,
+    pub(crate) net_id: String,
+    /// A global network's endpoint: its id (claims and the published record name it).
+    pub(crate) global: Option<String>,
+    /// Both ends of the veth (an overlay's tunnel header takes 50 bytes).
+    mtu: Option<u32>,
+    bridge: String,
+    prefix4: u8,
+    gateway4: IpAddr,
+    /// The network's IPv6 prefix length and gateway, when it has IPv6.
+    v6_pool: Option<(u8, IpAddr)>,
+    pub(crate) v4: Ipv4Addr,
+    pub(crate) v6: Option<Ipv6Addr>,
+    link_local: Vec<IpAddr>,
+    /// The container's first attachment: it gets the default route (and `lo` up).
+    default_route: bool,
+    lo_up: bool,
+    host_veth: String,
+    ifname: String,
+    /// The namespace, and a netlink connection inside it.
+    ns: std::fs::File,
+    inside: Netlink,
+}
+
+impl Agent {
+    /// Connect a container to a network: at once when it runs, at its next start otherwise.
+    /// Returns after the records answer (running container).
+    pub async fn connect(&self, net_key: &str, ctr_key: &str, req: &EndpointRequest) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let net_id = find_network(&state, net_key)?;
+        let cid = find_container(&state, ctr_key)?;
+        let net = &state.networks[&net_id];
+        let c = &state.containers[&cid];
+        if c.endpoint(&net_id).is_some() {
+            return Err(AgentError::AlreadyConnected {
+                container: c.name.clone(),
+                network: net.name.clone(),
+            });
+        }
+        let cfg = check_endpoint(req, net)?;
+        let ep = Endpoint {
+            network_id: net_id.clone(),
+            endpoint_id: random_id(),
+            aliases: cfg.aliases,
+            links: cfg.links,
+            static_v4: cfg.v4,
+            static_v6: cfg.v6,
+            link_local: cfg.link_local,
+            attached: None,
+        };
+        let undo = state.undo_point(&cid, std::slice::from_ref(&net_id));
+        state
+            .containers
+            .get_mut(&cid)
+            .expect("found above")
+            .endpoints
+            .push(ep);
+        if !state.containers[&cid].state.is_up() {
+            // Configured only: attached at the next start.
+            if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+                undo.restore(&mut state);
+                return Err(e);
+            }
+            return Ok(());
+        }
+        // Running: the durable write of the attachment overlaps the kernel work (a crash in
+        // between leaves a file naming a veth that may not exist: the restart recreates it,
+        // as for any missing veth).
+        let plan = match self.plan_attach(&mut state, &cid, &net_id).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                undo.restore(&mut state);
+                return Err(e);
+            }
+        };
+        self.mark_attached(&mut state, &plan);
+        let saving = self.persist_in_background(&state.containers[&cid]);
+        let plumbed = self.plumb(&plan).await;
+        let saved = saving.await;
+        if let Err(e) = plumbed
+            .and(saved)
+            .and_then(|()| self.commit_attach(&mut state, &plan))
+        {
+            undo.restore(&mut state);
+            if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+                tracing::error!(container = %cid, error = %e, "cannot write back a failed connect");
+            }
+            let _ = self.inner.host.delete_link(&plan.host_veth).await;
+            self.release_plan(&plan).await;
+            self.leave_if_idle(&mut state, &plan.net_id).await;
+            return Err(e);
+        }
+        self.inner.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Disconnect: records gone, interface removed, dynamic address freed.
+    pub async fn disconnect(&self, net_key: &str, ctr_key: &str, force: bool) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let net_id = match find_network(&state, net_key) {
+            Ok(id) => id,
+            Err(AgentError::NoSuchNetwork(_)) if force => {
+                // --force: clear what is left of a network that is gone.
+                let (cleanup, changed) =
+                    self.forget_endpoints(&mut state, |_, e| e.network_id == net_key);
+                let changed: Vec<Changed> = changed.iter().map(|c| Changed::Container(c)).collect();
+                self.persist(&state, &changed)?;
+                drop(state);
+                cleanup.run(self).await;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let cid = match find_container(&state, ctr_key) {
+            Ok(id) => id,
+            Err(AgentError::NoSuchContainer(_)) if force => {
+                self.inner.dns.table().remove_endpoint(&net_id, ctr_key);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let c = &state.containers[&cid];
+        if c.endpoint(&net_id).is_none() {
+            return Err(AgentError::NotConnected {
+                container: c.id.clone(),
+                network: state.networks[&net_id].name.clone(),
+            });
+        }
+        let cleanup = self.detach(&mut state, &cid, &net_id);
+        state
+            .containers
+            .get_mut(&cid)
+            .expect("found above")
+            .endpoints
+            .retain(|e| e.network_id != net_id);
+        self.refresh_etc(&state, &cid);
+        self.persist(&state, &[Changed::Container(&cid)])?;
+        drop(state);
+        cleanup.run(self).await;
+        Ok(())
+    }
+
+    pub(super) fn forget_endpoints(
+        &self,
+        state: &mut State,
+        pred: impl Fn(&Container, &Endpoint) -> bool,
+    ) -> (Cleanup, Vec<String>) {
+        let mut cleanup = Cleanup::default();
+        let mut changed = Vec::new();
+        for c in state.containers.values_mut() {
+            let cid = c.id.clone();
+            let gone: Vec<Endpoint> = c.endpoints.iter().filter(|e| pred(c, e)).cloned().collect();
+            if !gone.is_empty() {
+                changed.push(cid.clone());
+            }
+            for e in gone {
+                self.inner.dns.table().remove_endpoint(&e.network_id, &cid);
+                if let Some(a) = &e.attached {
+                    cleanup.veths.push(a.host_veth.clone());
+                    if self.inner.cluster.is_some() {
+                        // Maybe a global network's: withdrawing what is not there is harmless.
+                        cleanup.leave.push(e.network_id.clone());
+                        cleanup.withdrawn.push(Withdrawn {
+                            network_id: e.network_id.clone(),
+                            endpoint_id: e.endpoint_id.clone(),
+                            v4: a.v4,
+                            v6: a.v6,
+                        });
+                    }
+                }
+                c.endpoints.retain(|x| x.network_id != e.network_id);
+            }
+        }
+        (cleanup, changed)
+    }
+
+    /// Attach one configured endpoint of a running container: addresses, veth, records.
+    /// Rolled back whole on error. (Connect does the same steps with its durable write
+    /// overlapping the kernel work.)
+    pub(super) async fn attach(&self, state: &mut State, cid: &str, net_id: &str) -> Result<()> {
+        let plan = self.plan_attach(state, cid, net_id).await?;
+        let done = match self.plumb(&plan).await {
+            Ok(()) => {
+                self.mark_attached(state, &plan);
+                self.commit_attach(state, &plan)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            self.abandon(state, &plan).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Decide everything an attachment will make before any kernel work: the interface name
+    /// inside the namespace, addresses taken from the pools, the host veth's name.
+    pub(super) async fn plan_attach(
+        &self,
+        state: &mut State,
+        cid: &str,
+        net_id: &str,
+    ) -> Result<AttachPlan> {
+        let c = &state.containers[cid];
+        let ep = c.endpoint(net_id).expect("endpoint configured");
+        let (static_v4, static_v6) = (ep.static_v4, ep.static_v6);
+        let endpoint_id = ep.endpoint_id.clone();
+        let link_local = ep.link_local.clone();
+        let first = !c.endpoints.iter().any(|e| e.attached.is_some());
+        let lo_up = first && !c.owns_netns;
+        let netns_path = c.netns.clone();
+        // The namespace first (a missing one fails before any address is taken).
+        let (ns, inside, ifname) = self.open_inside(&netns_path).await?;
+        let global = state.networks[net_id].is_global();
+        let (v4, v6) = if global {
+            self.join_network(state, net_id).await?;
+            let claimed = self
+                .claim_addresses(state, cid, net_id, &endpoint_id, static_v4, static_v6)
+                .await;
+            if claimed.is_err() {
+                self.leave_if_idle(state, net_id).await;
+            }
+            claimed?
+        } else {
+            Self::allocate_local(state, net_id, static_v4, static_v6)?
+        };
+        let net = &state.networks[net_id];
+        Ok(AttachPlan {
+            cid: cid.to_string(),
+            net_id: net_id.to_string(),
+            global: global.then_some(endpoint_id),
+            mtu: global.then_some(OVERLAY_MTU),
+            bridge: net.bridge.clone(),
+            prefix4: net.v4.prefix_len(),
+            gateway4: net.v4.gateway,
+            v6_pool: net.v6.as_ref().map(|p| (p.prefix_len(), p.gateway)),
+            v4,
+            v6,
+            link_local,
+            default_route: first,
+            lo_up,
+            host_veth: self.veth_name(),
+            ifname,
+            ns,
+            inside,
+        })
+    }
+
+    /// Addresses from a local network's pools (static ones reserved, else the lowest free).
+    pub(super) fn allocate_local(
+        state: &mut State,
+        net_id: &str,
+        static_v4: Option<Ipv4Addr>,
+        static_v6: Option<Ipv6Addr>,
+    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
+        let net = state.networks.get_mut(net_id).expect("network exists");
+        let v4 = match static_v4 {
+            Some(ip) => {
+                net.v4.reserve(IpAddr::V4(ip))?;
+                ip
+            }
+            None => match net.v4.allocate(&format!("{} ({})", net.name, net.id))? {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(_) => unreachable!("v4 pool"),
+            },
+        };
+        let v6 = match (&mut net.v6, static_v6) {
+            (Some(pool), Some(ip)) => pool.reserve(IpAddr::V6(ip)).map(|()| Some(ip)),
+            (Some(pool), None) => match pool.allocate(&format!("{} ({})", net.name, net.id)) {
+                Ok(IpAddr::V6(ip)) => Ok(Some(ip)),
+                Ok(IpAddr::V4(_)) => unreachable!("v6 pool"),
+                Err(e) => Err(e),
+            },
+            (None, _) => Ok(None),
+        };
+        match v6 {
+            Ok(v6) => Ok((v4, v6)),
+            Err(e) => {
+                net.release(v4, None);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A handle on the container's namespace, a netlink connection inside it, and the first
+    /// free `ethN` there.
+    pub(super) async fn open_inside(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(std::fs::File, Netlink, String)> {
+        let ns = netns::open(path).map_err(AgentError::io(format!(
+            "network namespace {}",
+            path.display()
+        )))?;
+        let inside = Netlink::inside(&ns)?;
+        let present = inside.link_names().await?;
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !present.contains(n))
+            .expect("some ethN is free");
+        Ok((ns, inside, ifname))
+    }
+
+    /// The kernel part of attaching: veth into the namespace, addresses, routes.
+    pub(super) async fn plumb(&self, plan: &AttachPlan) -> Result<()> {
+        let (ns, inside) = (&plan.ns, &plan.inside);
+        let bridge = self
+            .inner
+            .host
+            .index_of(&plan.bridge)
+            .await?
+            .ok_or_else(|| crate::kernel::netlink::NetlinkError::NoLink(plan.bridge.clone()))?;
+        self.inner
+            .host
+            .add_veth(
+                &plan.host_veth,
+                bridge,
+                ns,
+                &plan.ifname,
+                mac_for(plan.v4),
+                plan.mtu,
+            )
+            .await?;
+        let index = inside
+            .index_of(&plan.ifname)
+            .await?
+            .ok_or_else(|| crate::kernel::netlink::NetlinkError::NoLink(plan.ifname.clone()))?;
+        inside
+            .add_address(index, IpAddr::V4(plan.v4), plan.prefix4)
+            .await?;
+        if let (Some(ip), Some((prefix, _))) = (plan.v6, plan.v6_pool) {
+            inside.add_address(index, IpAddr::V6(ip), prefix).await?;
+        }
+        for ll in &plan.link_local {
+            let prefix = if ll.is_ipv4() { 16 } else { 64 };
+            inside.add_address(index, *ll, prefix).await?;
+        }
+        inside.set_up(index).await?;
+        // The agent brings `lo` up when it makes a namespace; one it was given may have it down.
+        if plan.lo_up {
+            if let Some(lo) = inside.index_of("lo").await? {
+                inside.set_up(lo).await?;
+            }
+        }
+        if plan.default_route {
+            inside.add_default_route(plan.gateway4).await?;
+            if let (Some(_), Some((_, gw))) = (plan.v6, plan.v6_pool) {
+                inside.add_default_route(gw).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Record the planned attachment on the endpoint (before or after the kernel work).
+    pub(super) fn mark_attached(&self, state: &mut State, plan: &AttachPlan) {
+        state
+            .containers
+            .get_mut(&plan.cid)
+            .and_then(|c| c.endpoint_mut(&plan.net_id))
+            .expect("endpoint configured")
+            .attached = Some(Attached {
+            ifname: plan.ifname.clone(),
+            host_veth: plan.host_veth.clone(),
+            mac: mac_for(plan.v4),
+            v4: plan.v4,
+            v6: plan.v6,
+        });
+    }
+
+    /// Make the attachment visible: its names answer from the next query on, and the
+    /// container's /etc/netns files name the new gateway.
+    pub(super) fn commit_attach(&self, state: &mut State, plan: &AttachPlan) -> Result<()> {
+        let c = &state.containers[&plan.cid];
+        let ep = c.endpoint(&plan.net_id).expect("endpoint configured");
+        let spec = EndpointSpec {
+            network_id: plan.net_id.clone(),
+            container_id: c.id.clone(),
+            container_name: c.name.clone(),
+            hostname: Some(c.hostname.clone()),
+            aliases: ep.aliases.clone(),
+            links: ep.links.clone(),
+            ipv4: Some(plan.v4),
+            ipv6: plan.v6,
+        };
+        self.inner.dns.table().upsert_endpoint(&spec)?;
+        self.refresh_etc(state, &plan.cid);
+        Ok(())
+    }
+
+    /// Undo a planned attachment whose kernel work or registration failed.
+    pub(super) async fn abandon(&self, state: &mut State, plan: &AttachPlan) {
+        if let Some(n) = state.networks.get_mut(&plan.net_id) {
+            n.release(plan.v4, plan.v6);
+        }
+        if let Some(ep) = state
+            .containers
+            .get_mut(&plan.cid)
+            .and_then(|c| c.endpoint_mut(&plan.net_id))
+        {
+            ep.attached = None;
+        }
+        let _ = self.inner.host.delete_link(&plan.host_veth).await;
+        self.release_plan(plan).await;
+        self.leave_if_idle(state, &plan.net_id).await;
+    }
+
+    /// Undo an attachment in the table and IPAM at once; the veth goes in the cleanup.
+    pub(super) fn detach(&self, state: &mut State, cid: &str, net_id: &str) -> Cleanup {
+        let mut cleanup = Cleanup::default();
+        self.inner.dns.table().remove_endpoint(net_id, cid);
+        let Some(c) = state.containers.get_mut(cid) else {
+            return cleanup;
+        };
+        let Some(ep) = c.endpoint_mut(net_id) else {
+            return cleanup;
+        };
+        let endpoint_id = ep.endpoint_id.clone();
+        if let Some(a) = ep.attached.take() {
+            if let Some(n) = state.networks.get_mut(net_id) {
+                n.release(a.v4, a.v6);
+                if n.is_global() {
+                    cleanup.leave.push(net_id.to_string());
+                    cleanup.withdrawn.push(Withdrawn {
+                        network_id: net_id.to_string(),
+                        endpoint_id,
+                        v4: a.v4,
+                        v6: a.v6,
+                    });
+                }
+            }
+            cleanup.veths.push(a.host_veth);
+        }
+        cleanup
+    }
+}

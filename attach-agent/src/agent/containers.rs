@@ -1,0 +1,238 @@
+use super::*;
+
+impl Agent {
+    /// Create a container (its namespace too, unless one is given). Returns its id.
+    pub async fn create_container(&self, req: ContainerCreate) -> Result<String> {
+        let mut state = self.inner.state.lock().await;
+        let id = random_id();
+        let name = match &req.name {
+            Some(n) => {
+                let n = n.trim_start_matches('/').to_string();
+                check_name(&n)?;
+                n
+            }
+            None => crate::names::generate(|n| state.containers.values().any(|c| c.name == n)),
+        };
+        if let Some(other) = state.containers.values().find(|c| c.name == name) {
+            return Err(AgentError::ContainerExists {
+                name,
+                id: other.id.clone(),
+            });
+        }
+        let hostname = match req.hostname.clone().filter(|h| !h.is_empty()) {
+            Some(h) => {
+                check_hostname(&h)?;
+                h
+            }
+            None => id[..12].to_string(),
+        };
+        let mut endpoints = Vec::new();
+        for (key, ereq) in &req.networks {
+            let net_id = find_network(&state, key)?;
+            if endpoints.iter().any(|e: &Endpoint| e.network_id == net_id) {
+                continue;
+            }
+            let cfg = check_endpoint(ereq, &state.networks[&net_id])?;
+            endpoints.push(Endpoint {
+                network_id: net_id,
+                endpoint_id: random_id(),
+                aliases: cfg.aliases,
+                links: cfg.links,
+                static_v4: cfg.v4,
+                static_v6: cfg.v6,
+                link_local: cfg.link_local,
+                attached: None,
+            });
+        }
+        let (netns, owns_netns) = match &req.netns {
+            Some(p) => {
+                if !netns::is_netns(p) {
+                    return Err(AgentError::Invalid(format!(
+                        "{} is not a network namespace",
+                        p.display()
+                    )));
+                }
+                (p.clone(), false)
+            }
+            None => {
+                let p = netns::create_named(&name)
+                    .map_err(AgentError::io(format!("creating namespace {name}")))?;
+                (p, true)
+            }
+        };
+        let now = now_rfc3339();
+        let c = Container {
+            id: id.clone(),
+            name: name.clone(),
+            hostname,
+            image: req.image.clone(),
+            created: now.clone(),
+            netns,
+            owns_netns,
+            state: RunState::Created,
+            state_since: now,
+            labels: req.labels.clone(),
+            endpoints,
+        };
+        state.containers.insert(id.clone(), c);
+        if let Err(e) = self.persist(&state, &[Changed::Container(&id)]) {
+            state.containers.remove(&id);
+            if owns_netns {
+                let _ = netns::remove_named(&name);
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Start: attach every configured network in order; any failure leaves it stopped with
+    /// nothing attached.
+    pub async fn start(&self, key: &str) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let cid = find_container(&state, key)?;
+        if state.containers[&cid].state.is_up() {
+            return Ok(());
+        }
+        self.ensure_netns(&state.containers[&cid])?;
+        let nets: Vec<String> = state.containers[&cid]
+            .endpoints
+            .iter()
+            .map(|e| e.network_id.clone())
+            .collect();
+        let undo = state.undo_point(&cid, &nets);
+        for net_id in &nets {
+            if let Err(e) = self.attach(&mut state, &cid, net_id).await {
+                let mut cleanup = Cleanup::default();
+                for n in &nets {
+                    cleanup.extend(self.detach(&mut state, &cid, n));
+                }
+                undo.restore(&mut state);
+                drop(state);
+                cleanup.run(self).await;
+                return Err(e);
+            }
+        }
+        let c = state.containers.get_mut(&cid).expect("found above");
+        c.state = RunState::Running;
+        c.state_since = now_rfc3339();
+        if nets.is_empty() {
+            // attach() wrote them otherwise: a container without networks still gets its own
+            // (empty) resolv.conf rather than the host's.
+            self.refresh_etc(&state, &cid);
+        }
+        if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+            let mut cleanup = Cleanup::default();
+            for n in &nets {
+                cleanup.extend(self.detach(&mut state, &cid, n));
+            }
+            undo.restore(&mut state);
+            drop(state);
+            cleanup.run(self).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A namespace the agent made must exist (it is gone after a reboot).
+    pub(super) fn ensure_netns(&self, c: &Container) -> Result<()> {
+        if c.owns_netns && !netns::is_netns(&c.netns) {
+            netns::create_named(&c.name)
+                .map_err(AgentError::io(format!("creating namespace {}", c.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Stop: records removed, interfaces removed, dynamic addresses freed, settings kept.
+    pub async fn stop(&self, key: &str) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let cid = find_container(&state, key)?;
+        let cleanup = self.stop_locked(&mut state, &cid)?;
+        drop(state);
+        cleanup.run(self).await;
+        Ok(())
+    }
+
+    pub(super) fn stop_locked(&self, state: &mut State, cid: &str) -> Result<Cleanup> {
+        let mut cleanup = Cleanup::default();
+        if !state.containers[cid].state.is_up() {
+            return Ok(cleanup);
+        }
+        let nets: Vec<String> = state.containers[cid]
+            .endpoints
+            .iter()
+            .map(|e| e.network_id.clone())
+            .collect();
+        for n in &nets {
+            cleanup.extend(self.detach(state, cid, n));
+        }
+        let c = state.containers.get_mut(cid).expect("container exists");
+        c.state = RunState::Exited;
+        c.state_since = now_rfc3339();
+        self.refresh_etc(state, cid);
+        self.persist(state, &[Changed::Container(cid)])?;
+        Ok(cleanup)
+    }
+
+    pub async fn restart(&self, key: &str) -> Result<()> {
+        self.stop(key).await?;
+        self.start(key).await
+    }
+
+    /// Pause/unpause: nothing changes in DNS or addressing.
+    pub async fn pause(&self, key: &str, pause: bool) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let cid = find_container(&state, key)?;
+        let c = state.containers.get_mut(&cid).expect("found above");
+        match (pause, c.state) {
+            (true, RunState::Running) => c.state = RunState::Paused,
+            (true, RunState::Paused) => {}
+            (true, _) => return Err(AgentError::NotRunning(cid)),
+            (false, RunState::Paused) => c.state = RunState::Running,
+            (false, _) => return Err(AgentError::NotPaused(cid)),
+        }
+        self.persist(&state, &[Changed::Container(&cid)])
+    }
+
+    /// Remove a container (`force`: stop it first), and its namespace if the agent made it.
+    pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let cid = find_container(&state, key)?;
+        if state.containers[&cid].state.is_up() && !force {
+            return Err(AgentError::RemoveRunning(cid));
+        }
+        let cleanup = self.stop_locked(&mut state, &cid)?;
+        let c = state.containers.remove(&cid).expect("found above");
+        self.persist(&state, &[Changed::Container(&cid)])?;
+        drop(state);
+        cleanup.run(self).await;
+        if let Some(name) = c.netns_name() {
+            if let Err(e) = netns::remove_named(name) {
+                tracing::warn!(container = %c.name, error = %e, "cannot remove namespace");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrite /etc/netns/NAME/{resolv.conf,hosts} of an agent-made namespace.
+    pub(super) fn refresh_etc(&self, state: &State, cid: &str) {
+        let Some(c) = state.containers.get(cid) else {
+            return;
+        };
+        let Some(name) = c.netns_name() else { return };
+        let mut servers = Vec::new();
+        let mut own = Vec::new();
+        for e in &c.endpoints {
+            if let (Some(a), Some(n)) = (&e.attached, state.networks.get(&e.network_id)) {
+                servers.push(n.v4.gateway);
+                own.push(IpAddr::V4(a.v4));
+                if let (Some(v6), Some(p)) = (a.v6, &n.v6) {
+                    servers.push(p.gateway);
+                    own.push(IpAddr::V6(v6));
+                }
+            }
+        }
+        if let Err(e) = netns::write_etc(name, &servers, &c.hostname, &own) {
+            tracing::warn!(container = %c.name, error = %e, "cannot write /etc/netns files");
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The core: the operations (create network, connect, start, stop, …) that combine IPAM,
+//! netlink, state and the resolver's table, each rolled back whole on error. The fronts (the
+//! Engine API in `crate::engine`, and through it the CLI) are thin calls here, and nothing
+//! here knows which front called.
+//!
+//! One mutex serialises the control path: operations read and change one [`State`], persist it
+//! before answering, and update the record table before returning, so a connect returns only
+//! once its names answer. Veth deletion, the slow kernel call, runs after the lock is released.
+//!
+//! - [`request`]: what callers ask for, and the pure checks that refuse bad input up front;
+//! - `networks`: create, remove, prune;
+//! - `attach`: connect and disconnect (plan, plumb, commit, or undo);
+//! - `containers`: create, start, stop, pause, remove;
+//! - `reconcile`: at start, make the kernel and the table match the saved state;
+//! - `overlay` and `mirror`: global networks, this host's side of the cluster store.
+
+mod attach;
+mod containers;
+mod mirror;
+mod networks;
+mod overlay;
+mod reconcile;
+pub mod request;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use resolver::{EndpointSpec, NetworkSpec, Server};
+use tokio::sync::Mutex;
+
+use crate::clock::now_rfc3339;
+use crate::cluster::Cluster;
+use crate::config::AgentConfig;
+use crate::error::{AgentError, Result};
+use crate::ids::random_id;
+use crate::ipam::{self, Pool};
+use crate::kernel::netlink::Netlink;
+use crate::kernel::netns;
+use crate::state::{Attached, Changed, Container, Endpoint, Network, RunState, State, Store};
+use attach::AttachPlan;
+pub use overlay::{Withdrawn, OVERLAY_MTU};
+use request::{check_endpoint, check_hostname, check_name, plan_network, NetworkPlan};
+pub use request::{ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
+
+struct Inner {
+    state: Mutex<State>,
+    /// Bumped after every saved change: `wait` listens to it.
+    changes: tokio::sync::watch::Sender<u64>,
+    store: Store,
+    dns: Server,
+    host: Netlink,
+    cfg: AgentConfig,
+    /// Set when the agent joined a cluster store (global networks).
+    cluster: Option<Cluster>,
+}
+
+/// The agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+/// Work left for after the lock: host-side veths to delete (each takes its peer), and
+/// endpoints of global networks to withdraw from the cluster store with their addresses.
+#[derive(Debug, Default)]
+#[must_use]
+pub(crate) struct Cleanup {
+    pub(crate) veths: Vec<String>,
+    pub(crate) withdrawn: Vec<Withdrawn>,
+    /// Global networks this host may have no endpoint on any more: taken down if so.
+    pub(crate) leave: Vec<String>,
+}
+
+impl Cleanup {
+    fn extend(&mut self, other: Cleanup) {
+        self.veths.extend(other.veths);
+        self.withdrawn.extend(other.withdrawn);
+        self.leave.extend(other.leave);
+    }
+
+    async fn run(self, agent: &Agent) {
+        for v in self.veths {
+            if let Err(e) = agent.inner.host.delete_link(&v).await {
+                tracing::warn!(veth = %v, error = %e, "cannot delete veth");
+            }
+        }
+        for w in self.withdrawn {
+            agent.withdraw(&w).await;
+        }
+        for net in self.leave {
+            let mut state = agent.state().lock().await;
+            agent.leave_if_idle(&mut state, &net).await;
+        }
+    }
+}
+
+/// Docker's MAC for an endpoint: 02:42 followed by the IPv4 address.
+pub(crate) fn mac_for(v4: Ipv4Addr) -> [u8; 6] {
+    let o = v4.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// Find by full id, exact name, or unique id prefix, in that order.
+fn resolve<'a, T>(
+    items: impl Iterator<Item = (&'a String, &'a T)> + Clone,
+    name_of: impl Fn(&T) -> &str,
+    key: &str,
+) -> std::result::Result<&'a String, usize>
+where
+    T: 'a,
+{
+    let key = key.trim_start_matches('/');
+    if let Some((id, _)) = items.clone().find(|(id, _)| id.as_str() == key) {
+        return Ok(id);
+    }
+    if let Some((id, _)) = items.clone().find(|(_, t)| name_of(t) == key) {
+        return Ok(id);
+    }
+    if key.is_empty() {
+        return Err(0);
+    }
+    let matches: Vec<&String> = items
+        .filter(|(id, _)| id.starts_with(key))
+        .map(|(id, _)| id)
+        .collect();
+    match matches.len() {
+        1 => Ok(matches[0]),
+        n => Err(n),
+    }
+}
+
+fn find_network(state: &State, key: &str) -> Result<String> {
+    resolve(state.networks.iter(), |n: &Network| &n.name, key)
+        .cloned()
+        .map_err(|n| {
+            if n > 1 {
+                AgentError::AmbiguousNetwork(key.to_string(), n)
+            } else {
+                AgentError::NoSuchNetwork(key.to_string())
+            }
+        })
+}
+
+fn find_container(state: &State, key: &str) -> Result<String> {
+    resolve(state.containers.iter(), |c: &Container| &c.name, key)
+        .cloned()
+        .map_err(|n| {
+            if n > 1 {
+                AgentError::AmbiguousContainer(key.to_string())
+            } else {
+                AgentError::NoSuchContainer(key.to_string())
+            }
+        })
+}
+
+impl Agent {
+    /// Load the state, reconcile it with the kernel, and serve DNS for every network.
+    pub async fn open(cfg: AgentConfig) -> Result<Agent> {
+        let store = Store::new(&cfg.state_dir).map_err(AgentError::io("state directory"))?;
+        let state = store.load().map_err(AgentError::io("loading state"))?;
+        let dns = Server::new(&cfg.dns, resolver::Table::new())?;
+        let host = Netlink::host()?;
+        let cluster = overlay::join(&cfg.cluster).await?;
+        let agent = Agent {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                changes: tokio::sync::watch::Sender::new(0),
+                store,
+                dns,
+                host,
+                cfg,
+                cluster,
+            }),
+        };
+        agent.reconcile().await?;
+        if agent.inner.cluster.is_some() {
+            agent.start_mirror().await?;
+        }
+        Ok(agent)
+    }
+
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.as_ref()
+    }
+
+    pub(crate) fn host(&self) -> &Netlink {
+        &self.inner.host
+    }
+
+    pub(crate) fn state(&self) -> &Mutex<State> {
+        &self.inner.state
+    }
+
+    /// Tell `wait`ers (a change made outside the usual operations, such as the mirror's).
+    pub(crate) fn notify(&self) {
+        self.inner.changes.send_modify(|n| *n += 1);
+    }
+
+    pub fn dns(&self) -> &Server {
+        &self.inner.dns
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.cfg
+    }
+
+    /// A copy of the whole state (inspect, ls).
+    pub async fn snapshot(&self) -> State {
+        self.inner.state.lock().await.clone()
+    }
+
+    /// Persist the objects a change touched, then tell `wait`ers.
+    pub(crate) fn persist(&self, state: &State, changed: &[Changed<'_>]) -> Result<()> {
+        self.inner
+            .store
+            .persist(state, changed)
+            .map_err(AgentError::io("saving state"))?;
+        self.inner.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Write one container's file on the blocking pool while the caller goes on; the caller
+    /// awaits the result before acknowledging (and notifies `wait`ers itself).
+    fn persist_in_background(
+        &self,
+        c: &Container,
+    ) -> impl std::future::Future<Output = Result<()>> + use<> {
+        let (store, c) = (self.inner.store.clone(), c.clone());
+        let task = tokio::task::spawn_blocking(move || store.write_container(&c));
+        async move {
+            task.await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(AgentError::io("saving state"))
+        }
+    }
+
+    /// A receiver that sees every saved change (for `wait`).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    pub(crate) fn bridge_name(&self, id: &str) -> String {
+        let p = &self.inner.cfg.link_prefix;
+        format!("{p}-{}", &id[..(14 - p.len()).min(id.len())])
+    }
+
+    /// A global network's VXLAN device (`_` never appears in bridge or veth names).
+    pub(crate) fn vxlan_name(&self, id: &str) -> String {
+        let p = &self.inner.cfg.link_prefix;
+        format!("{p}_{}", &id[..(14 - p.len()).min(id.len())])
+    }
+
+    fn veth_name(&self) -> String {
+        let p = &self.inner.cfg.link_prefix;
+        let hex = format!("{:016x}", fastrand::u64(..));
+        format!("{p}{}", &hex[..15 - p.len()])
+    }
+
+    /// The id of a network by id, name or prefix.
+    pub async fn network_id(&self, key: &str) -> Result<String> {
+        find_network(&*self.inner.state.lock().await, key)
+    }
+
+    /// The id of a container by id, name or prefix.
+    pub async fn container_id(&self, key: &str) -> Result<String> {
+        find_container(&*self.inner.state.lock().await, key)
+    }
+}

@@ -1,0 +1,175 @@
+use super::*;
+
+impl Agent {
+    /// Create a network: IPAM, bridge, DNS listeners. Returns its id.
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<String> {
+        let mut state = self.inner.state.lock().await;
+        if state.networks.values().any(|n| n.name == req.name) {
+            return Err(AgentError::NetworkExists(req.name));
+        }
+        let taken: Vec<IpNet> = state
+            .networks
+            .values()
+            .flat_map(|n| std::iter::once(n.v4.subnet).chain(n.v6.as_ref().map(|p| p.subnet)))
+            .collect();
+        let NetworkPlan { driver, v4, v6 } = plan_network(&req, &taken)?;
+        if driver == "overlay" {
+            return self
+                .create_global_network(&mut state, req, taken, v4, v6)
+                .await;
+        }
+        let v4 = match v4 {
+            Some(p) => p,
+            None => {
+                let mut avoid = taken.clone();
+                avoid.extend(self.inner.host.ipv4_routes().await?);
+                let mut p = Pool::new(ipam::pick_default(&avoid)?, None, None)?;
+                p.show_gateway = true;
+                p
+            }
+        };
+        let id = random_id();
+        let mac_tail = fastrand::u32(..).to_be_bytes();
+        let net = Network {
+            id: id.clone(),
+            name: req.name.clone(),
+            created: now_rfc3339(),
+            driver,
+            internal: req.internal,
+            attachable: req.attachable,
+            labels: req.labels,
+            options: req.options,
+            bridge: self.bridge_name(&id),
+            bridge_mac: [
+                0x02,
+                0x42,
+                mac_tail[0],
+                mac_tail[1],
+                mac_tail[2],
+                mac_tail[3],
+            ],
+            v4,
+            v6,
+            vni: None,
+        };
+        if let Err(e) = self.bring_up_network(&net).await {
+            self.tear_down_network(&net).await;
+            return Err(e);
+        }
+        state.networks.insert(id.clone(), net.clone());
+        if let Err(e) = self.persist(&state, &[Changed::Network(&id)]) {
+            state.networks.remove(&id);
+            self.tear_down_network(&net).await;
+            return Err(e);
+        }
+        tracing::info!(network = %net.name, %id, subnet = %net.v4.subnet, bridge = %net.bridge, "network created");
+        Ok(id)
+    }
+
+    /// Bridge with its gateways (and a global network's tunnel), and DNS listeners on them.
+    /// Idempotent (used at start too).
+    pub(crate) async fn bring_up_network(&self, net: &Network) -> Result<()> {
+        let addrs: Vec<(IpAddr, u8)> = std::iter::once(&net.v4)
+            .chain(net.v6.as_ref())
+            .map(|p| (p.gateway, p.prefix_len()))
+            .collect();
+        let index = self
+            .inner
+            .host
+            .ensure_bridge(&net.bridge, net.bridge_mac, &addrs)
+            .await?;
+        if let Some(vni) = net.vni {
+            self.bring_up_tunnel(net, vni, index).await?;
+        }
+        let spec = NetworkSpec {
+            id: net.id.clone(),
+            name: net.name.clone(),
+            internal: net.internal,
+            bridge_ifindex: Some(index),
+        };
+        self.inner.dns.add_network(&spec, &net.gateways()).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn tear_down_network(&self, net: &Network) {
+        self.inner.dns.remove_network(&net.id).await;
+        if net.is_global() {
+            let vx = self.vxlan_name(&net.id);
+            if let Err(e) = self.inner.host.delete_link(&vx).await {
+                tracing::warn!(vxlan = %vx, error = %e, "cannot delete vxlan");
+            }
+        }
+        if let Err(e) = self.inner.host.delete_link(&net.bridge).await {
+            tracing::warn!(bridge = %net.bridge, error = %e, "cannot delete bridge");
+        }
+    }
+
+    /// Remove a network without attached endpoints. Stopped containers forget their settings
+    /// for it (unlike Docker, whose next start would then fail).
+    pub async fn remove_network(&self, key: &str) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        let id = find_network(&state, key)?;
+        self.remove_network_locked(&mut state, &id).await
+    }
+
+    pub(super) async fn remove_network_locked(&self, state: &mut State, id: &str) -> Result<()> {
+        let net = state.networks[id].clone();
+        let attached = state
+            .containers
+            .values()
+            .any(|c| c.endpoint(id).is_some_and(|e| e.attached.is_some()));
+        if attached {
+            return Err(AgentError::ActiveEndpoints(net.name));
+        }
+        if net.is_global() {
+            // Endpoints of any host keep it; the store decides, atomically.
+            self.remove_global_network(&net).await?;
+        }
+        let before = state.clone();
+        state.networks.remove(id);
+        state.remote.retain(|(n, _), _| n != id);
+        state.joined.remove(id);
+        for c in state.containers.values_mut() {
+            c.endpoints.retain(|e| e.network_id != id);
+        }
+        // One file: endpoints configured on a removed network are dropped at load.
+        if let Err(e) = self.persist(state, &[Changed::Network(id)]) {
+            *state = before;
+            return Err(e);
+        }
+        self.tear_down_network(&net).await;
+        tracing::info!(network = %net.name, "network removed");
+        Ok(())
+    }
+
+    /// Remove every network without attached endpoints; their names.
+    pub async fn prune_networks(&self) -> Result<Vec<String>> {
+        let mut state = self.inner.state.lock().await;
+        let idle: Vec<String> = state
+            .networks
+            .keys()
+            .filter(|id| {
+                !state
+                    .containers
+                    .values()
+                    .any(|c| c.endpoint(id).is_some_and(|e| e.attached.is_some()))
+                    && !state.remote.keys().any(|(n, _)| n == *id)
+            })
+            .cloned()
+            .collect();
+        // By name, as the Engine lists them.
+        let mut idle = idle;
+        idle.sort_by(|a, b| state.networks[a].name.cmp(&state.networks[b].name));
+        let mut names = Vec::new();
+        for id in idle {
+            let name = state.networks[&id].name.clone();
+            match self.remove_network_locked(&mut state, &id).await {
+                Ok(()) => names.push(name),
+                // A global network another host just attached to: not idle after all.
+                Err(AgentError::ActiveEndpoints(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(names)
+    }
+}

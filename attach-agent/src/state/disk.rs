@@ -1,0 +1,147 @@
+//! The state directory: one file per object (`STATE_DIR/networks/ID.json`,
+//! `STATE_DIR/containers/ID.json`), each replaced atomically and flushed before a change is
+//! acknowledged, and loaded (with what is derived rebuilt) at start.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::model::{derive, Container, Network, State};
+use crate::durable::{self, Flush};
+
+/// An object whose file a change touched.
+#[derive(Debug, Clone, Copy)]
+pub enum Changed<'a> {
+    Network(&'a str),
+    Container(&'a str),
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone)]
+pub struct Store {
+    networks: PathBuf,
+    containers: PathBuf,
+    /// The single file of earlier versions, migrated at the first load.
+    legacy: PathBuf,
+}
+
+fn invalid(path: &Path, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{}: {e}", path.display()),
+    )
+}
+
+/// Every `*.json` object of a directory; temp files of an interrupted write are removed.
+fn read_objects<T: serde::de::DeserializeOwned>(dir: &Path) -> std::io::Result<Vec<T>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        out.push(serde_json::from_slice(&bytes).map_err(|e| invalid(&path, e))?);
+    }
+    Ok(out)
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> std::io::Result<Store> {
+        let store = Store {
+            networks: dir.join("networks"),
+            containers: dir.join("containers"),
+            legacy: dir.join("state.json"),
+        };
+        std::fs::create_dir_all(&store.networks)?;
+        std::fs::create_dir_all(&store.containers)?;
+        Ok(store)
+    }
+
+    /// The saved state (empty on first start), with the derived parts rebuilt.
+    pub fn load(&self) -> std::io::Result<State> {
+        let mut state = State::default();
+        match std::fs::read(&self.legacy) {
+            Ok(bytes) => {
+                state = serde_json::from_slice(&bytes).map_err(|e| invalid(&self.legacy, e))?;
+                tracing::info!(path = %self.legacy.display(), "migrating to one file per object");
+                for c in state.containers.values() {
+                    self.write(&self.containers, &c.id, c)?;
+                }
+                for n in state.networks.values() {
+                    self.write(&self.networks, &n.id, n)?;
+                }
+                durable::sync_dir(&self.containers)?;
+                durable::sync_dir(&self.networks)?;
+                std::fs::remove_file(&self.legacy)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                for n in read_objects::<Network>(&self.networks)? {
+                    state.networks.insert(n.id.clone(), n);
+                }
+                for c in read_objects::<Container>(&self.containers)? {
+                    state.containers.insert(c.id.clone(), c);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        derive(&mut state);
+        Ok(state)
+    }
+
+    /// Make the files of `changed` objects match `state` (written, or removed when the object
+    /// is gone), durably, before the change is acknowledged.
+    pub fn persist(&self, state: &State, changed: &[Changed<'_>]) -> std::io::Result<()> {
+        let (mut nets, mut ctrs) = (false, false);
+        for c in changed {
+            match *c {
+                Changed::Network(id) => {
+                    nets = true;
+                    match state.networks.get(id) {
+                        Some(n) => self.write(&self.networks, id, n)?,
+                        None => remove(&self.networks, id)?,
+                    }
+                }
+                Changed::Container(id) => {
+                    ctrs = true;
+                    match state.containers.get(id) {
+                        Some(c) => self.write(&self.containers, id, c)?,
+                        None => remove(&self.containers, id)?,
+                    }
+                }
+            }
+        }
+        if nets {
+            durable::sync_dir(&self.networks)?;
+        }
+        if ctrs {
+            durable::sync_dir(&self.containers)?;
+        }
+        Ok(())
+    }
+
+    /// One container's file, durably (file and directory flushed).
+    pub fn write_container(&self, c: &Container) -> std::io::Result<()> {
+        self.write(&self.containers, &c.id, c)?;
+        durable::sync_dir(&self.containers)
+    }
+
+    /// One object's file, replaced atomically and flushed (the directory is flushed by the
+    /// caller, once for all the objects of a change).
+    fn write(&self, dir: &Path, id: &str, value: &impl Serialize) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+        durable::replace(&dir.join(format!("{id}.json")), &bytes, Flush::File)
+    }
+}
+
+fn remove(dir: &Path, id: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(format!("{id}.json"))) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

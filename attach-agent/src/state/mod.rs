@@ -1,0 +1,172 @@
+//! The persisted model: networks, containers, endpoints, addresses.
+//!
+//! One file per object, each replaced atomically (temp file, fsync, rename, fsync of the
+//! directory) before a change is acknowledged. A connect or disconnect rewrites one small file,
+//! whatever the number of containers: the whole-state file this replaces grew with every
+//! container, and so did the time of every connect. What can be derived is not stored: the
+//! pools' allocations come from the attached endpoints at load, and endpoints of a network that
+//! is gone are dropped then, so removing a network is the removal of one file.
+//!
+//! [`model`] is the data; [`disk`] its files.
+
+pub mod disk;
+pub mod model;
+
+pub use disk::{Changed, Store};
+pub use model::{Attached, Container, Endpoint, Network, RunState, State, Undo};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(id: &str, subnet: &str) -> Network {
+        Network {
+            id: id.into(),
+            name: format!("net-{id}"),
+            created: String::new(),
+            driver: "bridge".into(),
+            internal: false,
+            attachable: false,
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+            bridge: format!("br-{id}"),
+            bridge_mac: [2, 0x42, 0, 0, 0, 1],
+            vni: None,
+            v4: Pool::new(subnet.parse().unwrap(), None, None).unwrap(),
+            v6: None,
+        }
+    }
+
+    fn container(id: &str, eps: &[(&str, Option<[u8; 4]>)]) -> Container {
+        Container {
+            id: id.into(),
+            name: format!("ctr-{id}"),
+            hostname: id.into(),
+            image: "busybox".into(),
+            created: String::new(),
+            netns: PathBuf::from(format!("/run/netns/{id}")),
+            owns_netns: true,
+            state: RunState::Running,
+            state_since: String::new(),
+            labels: BTreeMap::new(),
+            endpoints: eps
+                .iter()
+                .map(|(net, v4)| Endpoint {
+                    network_id: (*net).into(),
+                    endpoint_id: format!("ep-{id}-{net}"),
+                    aliases: vec![],
+                    links: vec![],
+                    static_v4: None,
+                    static_v6: None,
+                    link_local: vec![],
+                    attached: v4.map(|a| Attached {
+                        ifname: "eth0".into(),
+                        host_veth: format!("v{id}"),
+                        mac: [0; 6],
+                        v4: Ipv4Addr::from(a),
+                        v6: None,
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    fn ips(p: &Pool) -> Vec<String> {
+        p.allocated.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn one_file_per_object_with_allocations_derived_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path()).unwrap();
+        let mut state = State::default();
+        state
+            .networks
+            .insert("n1".into(), network("n1", "10.1.0.0/24"));
+        state
+            .containers
+            .insert("a".into(), container("a", &[("n1", Some([10, 1, 0, 2]))]));
+        state
+            .containers
+            .insert("b".into(), container("b", &[("n1", None)]));
+        store
+            .persist(
+                &state,
+                &[
+                    Changed::Network("n1"),
+                    Changed::Container("a"),
+                    Changed::Container("b"),
+                ],
+            )
+            .unwrap();
+        assert!(dir.path().join("containers/a.json").exists());
+        // A temp file of a write cut by a crash is ignored and removed.
+        std::fs::write(dir.path().join("containers/.c.tmp"), b"{").unwrap();
+
+        let loaded = store.load().unwrap();
+        assert_eq!(
+            ips(&loaded.networks["n1"].v4),
+            ["10.1.0.2"],
+            "only the attached one"
+        );
+        assert_eq!(loaded.containers.len(), 2);
+        assert!(!dir.path().join("containers/.c.tmp").exists());
+
+        // A removed container's file goes; a removed network takes its endpoints with it.
+        state.containers.remove("b");
+        state.networks.remove("n1");
+        store
+            .persist(&state, &[Changed::Container("b"), Changed::Network("n1")])
+            .unwrap();
+        let loaded = store.load().unwrap();
+        assert!(loaded.networks.is_empty());
+        assert_eq!(loaded.containers.len(), 1);
+        assert!(loaded.containers["a"].endpoints.is_empty());
+    }
+
+    #[test]
+    fn an_address_held_twice_stays_with_one_holder() {
+        let mut state = State::default();
+        state
+            .networks
+            .insert("n1".into(), network("n1", "10.1.0.0/24"));
+        state
+            .containers
+            .insert("a".into(), container("a", &[("n1", Some([10, 1, 0, 2]))]));
+        state
+            .containers
+            .insert("b".into(), container("b", &[("n1", Some([10, 1, 0, 2]))]));
+        derive(&mut state);
+        let attached = state
+            .containers
+            .values()
+            .filter(|c| c.endpoints[0].attached.is_some())
+            .count();
+        assert_eq!(attached, 1);
+        assert_eq!(ips(&state.networks["n1"].v4), ["10.1.0.2"]);
+    }
+
+    #[test]
+    fn the_single_state_file_of_earlier_versions_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::default();
+        state
+            .networks
+            .insert("n1".into(), network("n1", "10.1.0.0/24"));
+        state
+            .containers
+            .insert("a".into(), container("a", &[("n1", Some([10, 1, 0, 9]))]));
+        std::fs::write(
+            dir.path().join("state.json"),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        let store = Store::new(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(ips(&loaded.networks["n1"].v4), ["10.1.0.9"]);
+        assert!(!dir.path().join("state.json").exists());
+        assert!(dir.path().join("networks/n1.json").exists());
+        let again = store.load().unwrap();
+        assert_eq!(again.containers["a"], loaded.containers["a"]);
+    }
+}

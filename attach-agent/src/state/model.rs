@@ -1,0 +1,243 @@
+//! The model: networks, containers, endpoints and their attachments, as the core keeps them
+//! (and as their files hold them: see `super::disk`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ipam::Pool;
+use resolver::Link;
+
+/// Everything the agent owns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub networks: BTreeMap<String, Network>,
+    pub containers: BTreeMap<String, Container>,
+    /// Endpoints other hosts serve on global networks, by (network id, endpoint id): mirrored
+    /// from the cluster store, never persisted here.
+    #[serde(skip)]
+    pub remote: BTreeMap<(String, String), crate::cluster::layout::EndpointRecord>,
+    /// Global networks built on this host (bridge, tunnel, DNS): those it has endpoints on.
+    #[serde(skip)]
+    pub joined: std::collections::BTreeSet<String>,
+}
+
+impl State {
+    /// Copies of one container and some networks, to put back if the operation about to
+    /// change them fails. (A copy of the whole state would make every connect cost time in
+    /// proportion to the number of containers.)
+    pub fn undo_point(&self, cid: &str, networks: &[String]) -> Undo {
+        Undo {
+            container: self.containers.get(cid).cloned(),
+            networks: networks
+                .iter()
+                .filter_map(|id| self.networks.get(id).cloned())
+                .collect(),
+        }
+    }
+}
+
+/// See [`State::undo_point`].
+#[must_use]
+pub struct Undo {
+    container: Option<Container>,
+    networks: Vec<Network>,
+}
+
+impl Undo {
+    pub fn restore(self, state: &mut State) {
+        if let Some(c) = self.container {
+            state.containers.insert(c.id.clone(), c);
+        }
+        for n in self.networks {
+            state.networks.insert(n.id.clone(), n);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    pub driver: String,
+    pub internal: bool,
+    pub attachable: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    /// The Linux bridge backing it.
+    pub bridge: String,
+    pub bridge_mac: [u8; 6],
+    pub v4: Pool,
+    pub v6: Option<Pool>,
+    /// Global (overlay) networks: the VXLAN id. Their definition lives in the cluster store;
+    /// the file here is a cache that keeps this host's endpoints on them across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+}
+
+impl Network {
+    /// Defined in the cluster store, spanning hosts (Docker's scope `global`).
+    pub fn is_global(&self) -> bool {
+        self.vni.is_some()
+    }
+
+    pub fn scope(&self) -> &'static str {
+        if self.is_global() {
+            "global"
+        } else {
+            "local"
+        }
+    }
+
+    pub fn enable_ipv6(&self) -> bool {
+        self.v6.is_some()
+    }
+
+    pub fn gateways(&self) -> Vec<IpAddr> {
+        std::iter::once(self.v4.gateway)
+            .chain(self.v6.as_ref().map(|p| p.gateway))
+            .collect()
+    }
+
+    /// The pool of `ip`'s family, if the network has one.
+    pub fn pool_for(&mut self, ip: IpAddr) -> Option<&mut Pool> {
+        if ip.is_ipv4() {
+            Some(&mut self.v4)
+        } else {
+            self.v6.as_mut()
+        }
+    }
+
+    /// Give an endpoint's addresses back to the pools.
+    pub fn release(&mut self, v4: Ipv4Addr, v6: Option<Ipv6Addr>) {
+        self.v4.release(IpAddr::V4(v4));
+        if let (Some(p), Some(ip)) = (self.v6.as_mut(), v6) {
+            p.release(IpAddr::V6(ip));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Created,
+    Running,
+    Paused,
+    Exited,
+}
+
+impl RunState {
+    /// Whether interfaces are attached (running or paused).
+    pub fn is_up(self) -> bool {
+        matches!(self, RunState::Running | RunState::Paused)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub image: String,
+    pub created: String,
+    /// The namespace path; `owned` when the agent made it (and removes it with the container).
+    pub netns: PathBuf,
+    pub owns_netns: bool,
+    pub state: RunState,
+    /// When it last started or stopped (RFC 3339), for `ps`.
+    pub state_since: String,
+    pub labels: BTreeMap<String, String>,
+    /// In connect order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Container {
+    pub fn endpoint(&self, network_id: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.network_id == network_id)
+    }
+
+    pub fn endpoint_mut(&mut self, network_id: &str) -> Option<&mut Endpoint> {
+        self.endpoints
+            .iter_mut()
+            .find(|e| e.network_id == network_id)
+    }
+
+    /// The namespace name for agent-made namespaces (/run/netns/NAME).
+    pub fn netns_name(&self) -> Option<&str> {
+        if self.owns_netns {
+            self.netns.file_name().and_then(|n| n.to_str())
+        } else {
+            None
+        }
+    }
+}
+
+/// A container's attachment to a network: what was asked (kept across stops) and what is
+/// applied while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network_id: String,
+    pub endpoint_id: String,
+    pub aliases: Vec<String>,
+    pub links: Vec<Link>,
+    pub static_v4: Option<Ipv4Addr>,
+    pub static_v6: Option<Ipv6Addr>,
+    pub link_local: Vec<IpAddr>,
+    /// Set while attached.
+    pub attached: Option<Attached>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    pub ifname: String,
+    pub host_veth: String,
+    pub mac: [u8; 6],
+    pub v4: Ipv4Addr,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// Rebuild what is not stored: endpoints on networks that no longer exist are dropped, and
+/// each pool's allocations are the addresses of its attached endpoints. An address claimed
+/// twice (a damaged state directory; no sequence of writes makes one) stays with the first
+/// claimant; the second endpoint is detached and reconcile removes its veth.
+pub(super) fn derive(state: &mut State) {
+    let State {
+        networks,
+        containers,
+        ..
+    } = state;
+    for c in containers.values_mut() {
+        c.endpoints.retain(|e| {
+            let keep = networks.contains_key(&e.network_id);
+            if !keep {
+                tracing::info!(container = %c.name, network = %e.network_id, "dropping the endpoint of a removed network");
+            }
+            keep
+        });
+        for e in &mut c.endpoints {
+            let Some(a) = &e.attached else { continue };
+            let net = networks.get_mut(&e.network_id).expect("kept above");
+            let v6 = match (net.v6.as_mut(), a.v6) {
+                (Some(p), Some(ip)) => p.reserve(IpAddr::V6(ip)).map(|()| Some(ip)),
+                _ => Ok(None),
+            };
+            match (net.v4.reserve(IpAddr::V4(a.v4)), v6) {
+                (Ok(()), Ok(_)) => {}
+                (r4, r6) => {
+                    tracing::error!(container = %c.name, network = %net.name, "address held twice in the state; detaching the later holder");
+                    if r4.is_ok() {
+                        net.v4.release(IpAddr::V4(a.v4));
+                    }
+                    if let Ok(Some(ip)) = r6 {
+                        net.v6.as_mut().expect("v6 pool").release(IpAddr::V6(ip));
+                    }
+                    e.attached = None;
+                }
+            }
+        }
+    }
+}
