@@ -47,6 +47,24 @@ pub fn unix_seconds(rfc3339: &str) -> i64 {
     days * 86400 + hh * 3600 + mm * 60 + ss
 }
 
+/// Docker's `units.HumanDuration`, as `ps` prints ages.
+pub fn human_duration(secs: i64) -> String {
+    let (minutes, hours) = (secs / 60, (secs as f64 / 3600.0 + 0.5) as i64);
+    match secs {
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        s => format!("{} years", s / 3600 / 24 / 365),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

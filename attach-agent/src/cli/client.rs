@@ -18,6 +18,9 @@ pub enum ClientError {
     /// The daemon answered with an error: printed as the docker CLI does.
     #[error("Error response from daemon: {0}")]
     Daemon(String),
+    /// The command line itself is wrong: found here, before anything was sent.
+    #[error("{0}")]
+    Usage(String),
     #[error("Cannot connect to the attach-agent daemon at unix://{path}. Is the daemon running? ({source})")]
     Connect {
         path: String,

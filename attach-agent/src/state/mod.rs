@@ -17,7 +17,13 @@ pub use model::{Attached, Container, Endpoint, Network, RunState, State, Undo};
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+    use std::path::PathBuf;
+
+    use super::model::derive;
     use super::*;
+    use crate::ipam::Pool;
 
     fn network(id: &str, subnet: &str) -> Network {
         Network {
