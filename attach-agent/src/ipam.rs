@@ -35,6 +35,13 @@ pub enum IpamError {
     TooSmall(IpNet),
     #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]
     NoDefaultPool,
+    /// An IPv4 address asked of an IPv6 pool, or the other way round.
+    #[error("the {pool} pool {subnet} cannot hand out an {wanted} address")]
+    WrongFamily {
+        pool: &'static str,
+        wanted: &'static str,
+        subnet: IpNet,
+    },
 }
 
 /// One address family of one network.
@@ -188,6 +195,39 @@ impl Pool {
         Ok(ip)
     }
 
+    /// [`Pool::allocate`] of an IPv4 pool.
+    pub fn allocate_v4(&mut self, network: &str) -> Result<Ipv4Addr, IpamError> {
+        match self.family_check(false)?.allocate(network)? {
+            IpAddr::V4(ip) => Ok(ip),
+            IpAddr::V6(_) => Err(self.wrong_family(false)),
+        }
+    }
+
+    /// [`Pool::allocate`] of an IPv6 pool.
+    pub fn allocate_v6(&mut self, network: &str) -> Result<Ipv6Addr, IpamError> {
+        match self.family_check(true)?.allocate(network)? {
+            IpAddr::V6(ip) => Ok(ip),
+            IpAddr::V4(_) => Err(self.wrong_family(true)),
+        }
+    }
+
+    fn family_check(&mut self, v6: bool) -> Result<&mut Pool, IpamError> {
+        if self.is_v6() == v6 {
+            Ok(self)
+        } else {
+            Err(self.wrong_family(v6))
+        }
+    }
+
+    fn wrong_family(&self, v6: bool) -> IpamError {
+        let name = |v6| if v6 { "IPv6" } else { "IPv4" };
+        IpamError::WrongFamily {
+            pool: name(self.is_v6()),
+            wanted: name(v6),
+            subnet: self.subnet,
+        }
+    }
+
     /// Give an address back. Unknown addresses are ignored.
     pub fn release(&mut self, ip: IpAddr) {
         self.allocated.remove(&ip);
@@ -241,6 +281,22 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, IpamError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_hands_out_its_own_family_only() {
+        let mut v4 = Pool::new("10.9.0.0/24".parse().unwrap(), None, None).unwrap();
+        assert_eq!(v4.allocate_v4("n").unwrap(), Ipv4Addr::new(10, 9, 0, 2));
+        assert!(matches!(
+            v4.allocate_v6("n"),
+            Err(IpamError::WrongFamily { wanted: "IPv6", .. })
+        ));
+        let mut v6 = Pool::new("fd00:9::/64".parse().unwrap(), None, None).unwrap();
+        assert_eq!(
+            v6.allocate_v6("n").unwrap(),
+            "fd00:9::2".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(v6.allocate_v4("n").is_err());
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

@@ -40,7 +40,7 @@ fn exercise(pool: &mut Pool) {
 fn network() -> Network {
     let subnet = |s: &str| s.parse::<IpNet>().unwrap();
     Network {
-        id: "f".repeat(64),
+        id: attach_agent::ids::NetworkId::parse(&"f".repeat(64)).expect("an id"),
         name: "fuzz".into(),
         created: String::new(),
         driver: "bridge".into(),

@@ -1,11 +1,21 @@
-use super::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use resolver::EndpointSpec;
+
+use super::request::{check_endpoint, EndpointRequest};
+use super::{mac_for, Agent, Cleanup, Withdrawn, OVERLAY_MTU};
+use crate::error::{AgentError, Result};
+use crate::ids::{ContainerId, EndpointId, NetworkId};
+use crate::kernel::netlink::Netlink;
+use crate::kernel::netns;
+use crate::state::{Attached, Changed, Container, Endpoint, State};
 
 /// One attachment, decided: see [`Agent::plan_attach`].
 pub(crate) struct AttachPlan {
-    pub(crate) cid: String,
-    pub(crate) net_id: String,
+    pub(crate) cid: ContainerId,
+    pub(crate) net_id: NetworkId,
     /// A global network's endpoint: its id (claims and the published record name it).
-    pub(crate) global: Option<String>,
+    pub(crate) global: Option<EndpointId>,
     /// Both ends of the veth (an overlay's tunnel header takes 50 bytes).
     mtu: Option<u32>,
     bridge: String,
@@ -31,10 +41,10 @@ impl Agent {
     /// Returns after the records answer (running container).
     pub async fn connect(&self, net_key: &str, ctr_key: &str, req: &EndpointRequest) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let net_id = find_network(&state, net_key)?;
-        let cid = find_container(&state, ctr_key)?;
-        let net = &state.networks[&net_id];
-        let c = &state.containers[&cid];
+        let net_id = state.find_network(net_key)?;
+        let cid = state.find_container(ctr_key)?;
+        let net = state.network(&net_id)?;
+        let c = state.container(&cid)?;
         if c.endpoint(&net_id).is_some() {
             return Err(AgentError::AlreadyConnected {
                 container: c.name.clone(),
@@ -44,7 +54,7 @@ impl Agent {
         let cfg = check_endpoint(req, net)?;
         let ep = Endpoint {
             network_id: net_id.clone(),
-            endpoint_id: random_id(),
+            endpoint_id: EndpointId::random(),
             aliases: cfg.aliases,
             links: cfg.links,
             static_v4: cfg.v4,
@@ -53,13 +63,9 @@ impl Agent {
             attached: None,
         };
         let undo = state.undo_point(&cid, std::slice::from_ref(&net_id));
-        state
-            .containers
-            .get_mut(&cid)
-            .expect("found above")
-            .endpoints
-            .push(ep);
-        if !state.containers[&cid].state.is_up() {
+        let c = state.container_mut(&cid)?;
+        c.endpoints.push(ep);
+        if !c.state.is_up() {
             // Configured only: attached at the next start.
             if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
                 undo.restore(&mut state);
@@ -77,10 +83,14 @@ impl Agent {
                 return Err(e);
             }
         };
-        self.mark_attached(&mut state, &plan);
-        let saving = self.persist_in_background(&state.containers[&cid]);
+        let saving = self
+            .mark_attached(&mut state, &plan)
+            .map(|c| self.persist_in_background(c));
         let plumbed = self.plumb(&plan).await;
-        let saved = saving.await;
+        let saved = match saving {
+            Ok(saving) => saving.await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = plumbed
             .and(saved)
             .and_then(|()| self.commit_attach(&mut state, &plan))
@@ -101,13 +111,13 @@ impl Agent {
     /// Disconnect: records gone, interface removed, dynamic address freed.
     pub async fn disconnect(&self, net_key: &str, ctr_key: &str, force: bool) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let net_id = match find_network(&state, net_key) {
+        let net_id = match state.find_network(net_key) {
             Ok(id) => id,
             Err(AgentError::NoSuchNetwork(_)) if force => {
                 // --force: clear what is left of a network that is gone.
                 let (cleanup, changed) =
-                    self.forget_endpoints(&mut state, |_, e| e.network_id == net_key);
-                let changed: Vec<Changed> = changed.iter().map(|c| Changed::Container(c)).collect();
+                    self.forget_endpoints(&mut state, |_, e| *e.network_id == *net_key);
+                let changed: Vec<Changed> = changed.iter().map(Changed::Container).collect();
                 self.persist(&state, &changed)?;
                 drop(state);
                 cleanup.run(self).await;
@@ -115,26 +125,26 @@ impl Agent {
             }
             Err(e) => return Err(e),
         };
-        let cid = match find_container(&state, ctr_key) {
+        let cid = match state.find_container(ctr_key) {
             Ok(id) => id,
             Err(AgentError::NoSuchContainer(_)) if force => {
-                self.inner.dns.table().remove_endpoint(&net_id, ctr_key);
+                self.inner
+                    .dns
+                    .table()
+                    .remove_endpoint(net_id.as_str(), ctr_key);
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
-        let c = &state.containers[&cid];
-        if c.endpoint(&net_id).is_none() {
+        if state.container(&cid)?.endpoint(&net_id).is_none() {
             return Err(AgentError::NotConnected {
-                container: c.id.clone(),
-                network: state.networks[&net_id].name.clone(),
+                container: cid.to_string(),
+                network: state.network(&net_id)?.name.clone(),
             });
         }
         let cleanup = self.detach(&mut state, &cid, &net_id);
         state
-            .containers
-            .get_mut(&cid)
-            .expect("found above")
+            .container_mut(&cid)?
             .endpoints
             .retain(|e| e.network_id != net_id);
         self.refresh_etc(&state, &cid);
@@ -148,7 +158,7 @@ impl Agent {
         &self,
         state: &mut State,
         pred: impl Fn(&Container, &Endpoint) -> bool,
-    ) -> (Cleanup, Vec<String>) {
+    ) -> (Cleanup, Vec<ContainerId>) {
         let mut cleanup = Cleanup::default();
         let mut changed = Vec::new();
         for c in state.containers.values_mut() {
@@ -181,13 +191,18 @@ impl Agent {
     /// Attach one configured endpoint of a running container: addresses, veth, records.
     /// Rolled back whole on error. (Connect does the same steps with its durable write
     /// overlapping the kernel work.)
-    pub(super) async fn attach(&self, state: &mut State, cid: &str, net_id: &str) -> Result<()> {
+    pub(super) async fn attach(
+        &self,
+        state: &mut State,
+        cid: &ContainerId,
+        net_id: &NetworkId,
+    ) -> Result<()> {
         let plan = self.plan_attach(state, cid, net_id).await?;
         let done = match self.plumb(&plan).await {
-            Ok(()) => {
-                self.mark_attached(state, &plan);
-                self.commit_attach(state, &plan)
-            }
+            Ok(()) => match self.mark_attached(state, &plan) {
+                Ok(_) => self.commit_attach(state, &plan),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = done {
@@ -202,11 +217,14 @@ impl Agent {
     pub(super) async fn plan_attach(
         &self,
         state: &mut State,
-        cid: &str,
-        net_id: &str,
+        cid: &ContainerId,
+        net_id: &NetworkId,
     ) -> Result<AttachPlan> {
-        let c = &state.containers[cid];
-        let ep = c.endpoint(net_id).expect("endpoint configured");
+        let c = state.container(cid)?;
+        let ep = c.endpoint(net_id).ok_or_else(|| AgentError::NotConnected {
+            container: c.name.clone(),
+            network: net_id.to_string(),
+        })?;
         let (static_v4, static_v6) = (ep.static_v4, ep.static_v6);
         let endpoint_id = ep.endpoint_id.clone();
         let link_local = ep.link_local.clone();
@@ -215,7 +233,7 @@ impl Agent {
         let netns_path = c.netns.clone();
         // The namespace first (a missing one fails before any address is taken).
         let (ns, inside, ifname) = self.open_inside(&netns_path).await?;
-        let global = state.networks[net_id].is_global();
+        let global = state.network(net_id)?.is_global();
         let (v4, v6) = if global {
             self.join_network(state, net_id).await?;
             let claimed = self
@@ -228,10 +246,10 @@ impl Agent {
         } else {
             Self::allocate_local(state, net_id, static_v4, static_v6)?
         };
-        let net = &state.networks[net_id];
+        let net = state.network(net_id)?;
         Ok(AttachPlan {
-            cid: cid.to_string(),
-            net_id: net_id.to_string(),
+            cid: cid.clone(),
+            net_id: net_id.clone(),
             global: global.then_some(endpoint_id),
             mtu: global.then_some(OVERLAY_MTU),
             bridge: net.bridge.clone(),
@@ -253,28 +271,22 @@ impl Agent {
     /// Addresses from a local network's pools (static ones reserved, else the lowest free).
     pub(super) fn allocate_local(
         state: &mut State,
-        net_id: &str,
+        net_id: &NetworkId,
         static_v4: Option<Ipv4Addr>,
         static_v6: Option<Ipv6Addr>,
     ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
-        let net = state.networks.get_mut(net_id).expect("network exists");
+        let net = state.network_mut(net_id)?;
+        let what = format!("{} ({})", net.name, net.id);
         let v4 = match static_v4 {
             Some(ip) => {
                 net.v4.reserve(IpAddr::V4(ip))?;
                 ip
             }
-            None => match net.v4.allocate(&format!("{} ({})", net.name, net.id))? {
-                IpAddr::V4(ip) => ip,
-                IpAddr::V6(_) => unreachable!("v4 pool"),
-            },
+            None => net.v4.allocate_v4(&what)?,
         };
         let v6 = match (&mut net.v6, static_v6) {
             (Some(pool), Some(ip)) => pool.reserve(IpAddr::V6(ip)).map(|()| Some(ip)),
-            (Some(pool), None) => match pool.allocate(&format!("{} ({})", net.name, net.id)) {
-                Ok(IpAddr::V6(ip)) => Ok(Some(ip)),
-                Ok(IpAddr::V4(_)) => unreachable!("v6 pool"),
-                Err(e) => Err(e),
-            },
+            (Some(pool), None) => pool.allocate_v6(&what).map(Some),
             (None, _) => Ok(None),
         };
         match v6 {
@@ -356,29 +368,35 @@ impl Agent {
     }
 
     /// Record the planned attachment on the endpoint (before or after the kernel work).
-    pub(super) fn mark_attached(&self, state: &mut State, plan: &AttachPlan) {
-        state
-            .containers
-            .get_mut(&plan.cid)
-            .and_then(|c| c.endpoint_mut(&plan.net_id))
-            .expect("endpoint configured")
-            .attached = Some(Attached {
+    /// The container, as it is to be saved.
+    pub(super) fn mark_attached<'s>(
+        &self,
+        state: &'s mut State,
+        plan: &AttachPlan,
+    ) -> Result<&'s Container> {
+        state.endpoint_mut(&plan.cid, &plan.net_id)?.attached = Some(Attached {
             ifname: plan.ifname.clone(),
             host_veth: plan.host_veth.clone(),
             mac: mac_for(plan.v4),
             v4: plan.v4,
             v6: plan.v6,
         });
+        state.container(&plan.cid)
     }
 
     /// Make the attachment visible: its names answer from the next query on, and the
     /// container's /etc/netns files name the new gateway.
     pub(super) fn commit_attach(&self, state: &mut State, plan: &AttachPlan) -> Result<()> {
-        let c = &state.containers[&plan.cid];
-        let ep = c.endpoint(&plan.net_id).expect("endpoint configured");
+        let c = state.container(&plan.cid)?;
+        let ep = c
+            .endpoint(&plan.net_id)
+            .ok_or_else(|| AgentError::NotConnected {
+                container: c.name.clone(),
+                network: plan.net_id.to_string(),
+            })?;
         let spec = EndpointSpec {
-            network_id: plan.net_id.clone(),
-            container_id: c.id.clone(),
+            network_id: plan.net_id.to_string(),
+            container_id: c.id.to_string(),
             container_name: c.name.clone(),
             hostname: Some(c.hostname.clone()),
             aliases: ep.aliases.clone(),
@@ -396,11 +414,7 @@ impl Agent {
         if let Some(n) = state.networks.get_mut(&plan.net_id) {
             n.release(plan.v4, plan.v6);
         }
-        if let Some(ep) = state
-            .containers
-            .get_mut(&plan.cid)
-            .and_then(|c| c.endpoint_mut(&plan.net_id))
-        {
+        if let Ok(ep) = state.endpoint_mut(&plan.cid, &plan.net_id) {
             ep.attached = None;
         }
         let _ = self.inner.host.delete_link(&plan.host_veth).await;
@@ -409,7 +423,12 @@ impl Agent {
     }
 
     /// Undo an attachment in the table and IPAM at once; the veth goes in the cleanup.
-    pub(super) fn detach(&self, state: &mut State, cid: &str, net_id: &str) -> Cleanup {
+    pub(super) fn detach(
+        &self,
+        state: &mut State,
+        cid: &ContainerId,
+        net_id: &NetworkId,
+    ) -> Cleanup {
         let mut cleanup = Cleanup::default();
         self.inner.dns.table().remove_endpoint(net_id, cid);
         let Some(c) = state.containers.get_mut(cid) else {
@@ -423,9 +442,9 @@ impl Agent {
             if let Some(n) = state.networks.get_mut(net_id) {
                 n.release(a.v4, a.v6);
                 if n.is_global() {
-                    cleanup.leave.push(net_id.to_string());
+                    cleanup.leave.push(net_id.clone());
                     cleanup.withdrawn.push(Withdrawn {
-                        network_id: net_id.to_string(),
+                        network_id: net_id.clone(),
                         endpoint_id,
                         v4: a.v4,
                         v6: a.v6,

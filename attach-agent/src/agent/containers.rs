@@ -2,9 +2,9 @@ use super::*;
 
 impl Agent {
     /// Create a container (its namespace too, unless one is given). Returns its id.
-    pub async fn create_container(&self, req: ContainerCreate) -> Result<String> {
+    pub async fn create_container(&self, req: ContainerCreate) -> Result<ContainerId> {
         let mut state = self.inner.state.lock().await;
-        let id = random_id();
+        let id = ContainerId::random();
         let name = match &req.name {
             Some(n) => {
                 let n = n.trim_start_matches('/').to_string();
@@ -16,7 +16,7 @@ impl Agent {
         if let Some(other) = state.containers.values().find(|c| c.name == name) {
             return Err(AgentError::ContainerExists {
                 name,
-                id: other.id.clone(),
+                id: other.id.to_string(),
             });
         }
         let hostname = match req.hostname.clone().filter(|h| !h.is_empty()) {
@@ -28,14 +28,14 @@ impl Agent {
         };
         let mut endpoints = Vec::new();
         for (key, ereq) in &req.networks {
-            let net_id = find_network(&state, key)?;
+            let net_id = state.find_network(key)?;
             if endpoints.iter().any(|e: &Endpoint| e.network_id == net_id) {
                 continue;
             }
-            let cfg = check_endpoint(ereq, &state.networks[&net_id])?;
+            let cfg = check_endpoint(ereq, state.network(&net_id)?)?;
             endpoints.push(Endpoint {
                 network_id: net_id,
-                endpoint_id: random_id(),
+                endpoint_id: EndpointId::random(),
                 aliases: cfg.aliases,
                 links: cfg.links,
                 static_v4: cfg.v4,
@@ -89,12 +89,13 @@ impl Agent {
     /// nothing attached.
     pub async fn start(&self, key: &str) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let cid = find_container(&state, key)?;
-        if state.containers[&cid].state.is_up() {
+        let cid = state.find_container(key)?;
+        if state.container(&cid)?.state.is_up() {
             return Ok(());
         }
-        self.ensure_netns(&state.containers[&cid])?;
-        let nets: Vec<String> = state.containers[&cid]
+        self.ensure_netns(state.container(&cid)?)?;
+        let nets: Vec<NetworkId> = state
+            .container(&cid)?
             .endpoints
             .iter()
             .map(|e| e.network_id.clone())
@@ -112,7 +113,7 @@ impl Agent {
                 return Err(e);
             }
         }
-        let c = state.containers.get_mut(&cid).expect("found above");
+        let c = state.container_mut(&cid)?;
         c.state = RunState::Running;
         c.state_since = now_rfc3339();
         if nets.is_empty() {
@@ -145,19 +146,20 @@ impl Agent {
     /// Stop: records removed, interfaces removed, dynamic addresses freed, settings kept.
     pub async fn stop(&self, key: &str) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let cid = find_container(&state, key)?;
+        let cid = state.find_container(key)?;
         let cleanup = self.stop_locked(&mut state, &cid)?;
         drop(state);
         cleanup.run(self).await;
         Ok(())
     }
 
-    pub(super) fn stop_locked(&self, state: &mut State, cid: &str) -> Result<Cleanup> {
+    pub(super) fn stop_locked(&self, state: &mut State, cid: &ContainerId) -> Result<Cleanup> {
         let mut cleanup = Cleanup::default();
-        if !state.containers[cid].state.is_up() {
+        if !state.container(cid)?.state.is_up() {
             return Ok(cleanup);
         }
-        let nets: Vec<String> = state.containers[cid]
+        let nets: Vec<NetworkId> = state
+            .container(cid)?
             .endpoints
             .iter()
             .map(|e| e.network_id.clone())
@@ -165,7 +167,7 @@ impl Agent {
         for n in &nets {
             cleanup.extend(self.detach(state, cid, n));
         }
-        let c = state.containers.get_mut(cid).expect("container exists");
+        let c = state.container_mut(cid)?;
         c.state = RunState::Exited;
         c.state_since = now_rfc3339();
         self.refresh_etc(state, cid);
@@ -181,14 +183,14 @@ impl Agent {
     /// Pause/unpause: nothing changes in DNS or addressing.
     pub async fn pause(&self, key: &str, pause: bool) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let cid = find_container(&state, key)?;
-        let c = state.containers.get_mut(&cid).expect("found above");
+        let cid = state.find_container(key)?;
+        let c = state.container_mut(&cid)?;
         match (pause, c.state) {
             (true, RunState::Running) => c.state = RunState::Paused,
             (true, RunState::Paused) => {}
-            (true, _) => return Err(AgentError::NotRunning(cid)),
+            (true, _) => return Err(AgentError::NotRunning(cid.to_string())),
             (false, RunState::Paused) => c.state = RunState::Running,
-            (false, _) => return Err(AgentError::NotPaused(cid)),
+            (false, _) => return Err(AgentError::NotPaused(cid.to_string())),
         }
         self.persist(&state, &[Changed::Container(&cid)])
     }
@@ -196,9 +198,9 @@ impl Agent {
     /// Remove a container (`force`: stop it first), and its namespace if the agent made it.
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let cid = find_container(&state, key)?;
-        if state.containers[&cid].state.is_up() && !force {
-            return Err(AgentError::RemoveRunning(cid));
+        let cid = state.find_container(key)?;
+        if state.container(&cid)?.state.is_up() && !force {
+            return Err(AgentError::RemoveRunning(cid.to_string()));
         }
         let cleanup = self.stop_locked(&mut state, &cid)?;
         let c = state.containers.remove(&cid).expect("found above");
@@ -214,7 +216,7 @@ impl Agent {
     }
 
     /// Rewrite /etc/netns/NAME/{resolv.conf,hosts} of an agent-made namespace.
-    pub(super) fn refresh_etc(&self, state: &State, cid: &str) {
+    pub(super) fn refresh_etc(&self, state: &State, cid: &ContainerId) {
         let Some(c) = state.containers.get(cid) else {
             return;
         };

@@ -18,6 +18,7 @@ use super::{mac_for, Agent, Withdrawn};
 use crate::cluster::layout::{self, Claim, EndpointRecord, Key, NetworkRecord};
 use crate::cluster::{Change, Claimed, Cluster, StoreError, View};
 use crate::error::Result;
+use crate::ids::{EndpointId, NetworkId};
 use crate::state::{Changed, Network, State};
 
 /// Tunnel entries to add or remove, collected while a batch of changes updates the table and
@@ -151,7 +152,7 @@ impl Agent {
                 self.add_global(state, rec).await;
             }
         }
-        let gone: Vec<String> = state
+        let gone: Vec<NetworkId> = state
             .networks
             .values()
             .filter(|n| n.is_global() && !view.networks.contains_key(&n.id))
@@ -161,7 +162,7 @@ impl Agent {
             self.drop_global(state, &id).await;
         }
         // Pools: every claim in the store, and this host's attached endpoints.
-        let ids: Vec<String> = state
+        let ids: Vec<NetworkId> = state
             .networks
             .values()
             .filter(|n| n.is_global())
@@ -187,12 +188,12 @@ impl Agent {
             }
         }
         // Other hosts' endpoints.
-        let wanted: BTreeMap<&(String, String), &EndpointRecord> = view
+        let wanted: BTreeMap<&(NetworkId, EndpointId), &EndpointRecord> = view
             .endpoints
             .iter()
             .filter(|(_, r)| r.host != me && state.networks.contains_key(&r.network_id))
             .collect();
-        let stale: Vec<(String, String)> = state
+        let stale: Vec<(NetworkId, EndpointId)> = state
             .remote
             .iter()
             .filter(|(k, r)| wanted.get(k).is_none_or(|w| *w != *r))
@@ -220,7 +221,7 @@ impl Agent {
         for w in &own_stale {
             self.withdraw(w).await;
         }
-        let stale_claims: Vec<(&(String, IpAddr), &Claim)> = view
+        let stale_claims: Vec<(&(NetworkId, IpAddr), &Claim)> = view
             .claims
             .iter()
             .filter(|((net, ip), c)| c.host == me && !held_locally(state, net, *ip))
@@ -339,7 +340,7 @@ impl Agent {
     }
 
     /// Whether this host has endpoint `ep` of network `net` attached.
-    pub(super) fn serves_endpoint(&self, state: &State, net: &str, ep: &str) -> bool {
+    pub(super) fn serves_endpoint(&self, state: &State, net: &NetworkId, ep: &EndpointId) -> bool {
         state.containers.values().any(|c| {
             c.endpoint(net)
                 .is_some_and(|e| e.endpoint_id == ep && e.attached.is_some())
@@ -358,7 +359,7 @@ impl Agent {
 
     /// A global network is gone from the store: take it down here, with whatever this host
     /// still had on it.
-    pub(super) async fn drop_global(&self, state: &mut State, id: &str) {
+    pub(super) async fn drop_global(&self, state: &mut State, id: &NetworkId) {
         let Some(net) = state.networks.get(id).cloned() else {
             return;
         };
@@ -376,7 +377,7 @@ impl Agent {
         state.remote.retain(|(n, _), _| n != id);
         state.networks.remove(id);
         let joined = state.joined.remove(id);
-        let mut what: Vec<Changed> = changed.iter().map(|c| Changed::Container(c)).collect();
+        let mut what: Vec<Changed> = changed.iter().map(Changed::Container).collect();
         what.push(Changed::Network(id));
         if let Err(e) = self.persist(state, &what) {
             tracing::error!(network = %net.name, error = %e, "cannot save a removed global network");
@@ -434,8 +435,8 @@ impl Agent {
     /// A remote endpoint's names in the record table.
     pub(super) fn register_remote(&self, rec: &EndpointRecord) {
         let spec = EndpointSpec {
-            network_id: rec.network_id.clone(),
-            container_id: rec.container_id.clone(),
+            network_id: rec.network_id.to_string(),
+            container_id: rec.container_id.to_string(),
             container_name: rec.container_name.clone(),
             hostname: Some(rec.hostname.clone()),
             aliases: rec.aliases.clone(),
@@ -451,11 +452,11 @@ impl Agent {
     pub(super) fn remote_delete(
         &self,
         state: &mut State,
-        net: &str,
-        ep: &str,
+        net: &NetworkId,
+        ep: &EndpointId,
         work: &mut TunnelWork,
     ) {
-        let Some(rec) = state.remote.remove(&(net.to_string(), ep.to_string())) else {
+        let Some(rec) = state.remote.remove(&(net.clone(), ep.clone())) else {
             return;
         };
         if state.joined.contains(&rec.network_id) {

@@ -22,7 +22,7 @@ mod overlay;
 mod reconcile;
 pub mod request;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -33,11 +33,11 @@ use crate::clock::now_rfc3339;
 use crate::cluster::Cluster;
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
-use crate::ids::random_id;
+use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::ipam::{self, Pool};
 use crate::kernel::netlink::Netlink;
 use crate::kernel::netns;
-use crate::state::{Attached, Changed, Container, Endpoint, Network, RunState, State, Store};
+use crate::state::{Changed, Container, Endpoint, Network, RunState, State, Store};
 use attach::AttachPlan;
 pub use overlay::{Withdrawn, OVERLAY_MTU};
 use request::{check_endpoint, check_hostname, check_name, plan_network, NetworkPlan};
@@ -69,7 +69,7 @@ pub(crate) struct Cleanup {
     pub(crate) veths: Vec<String>,
     pub(crate) withdrawn: Vec<Withdrawn>,
     /// Global networks this host may have no endpoint on any more: taken down if so.
-    pub(crate) leave: Vec<String>,
+    pub(crate) leave: Vec<NetworkId>,
 }
 
 impl Cleanup {
@@ -99,59 +99,6 @@ impl Cleanup {
 pub(crate) fn mac_for(v4: Ipv4Addr) -> [u8; 6] {
     let o = v4.octets();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
-}
-
-/// Find by full id, exact name, or unique id prefix, in that order.
-fn resolve<'a, T>(
-    items: impl Iterator<Item = (&'a String, &'a T)> + Clone,
-    name_of: impl Fn(&T) -> &str,
-    key: &str,
-) -> std::result::Result<&'a String, usize>
-where
-    T: 'a,
-{
-    let key = key.trim_start_matches('/');
-    if let Some((id, _)) = items.clone().find(|(id, _)| id.as_str() == key) {
-        return Ok(id);
-    }
-    if let Some((id, _)) = items.clone().find(|(_, t)| name_of(t) == key) {
-        return Ok(id);
-    }
-    if key.is_empty() {
-        return Err(0);
-    }
-    let matches: Vec<&String> = items
-        .filter(|(id, _)| id.starts_with(key))
-        .map(|(id, _)| id)
-        .collect();
-    match matches.len() {
-        1 => Ok(matches[0]),
-        n => Err(n),
-    }
-}
-
-fn find_network(state: &State, key: &str) -> Result<String> {
-    resolve(state.networks.iter(), |n: &Network| &n.name, key)
-        .cloned()
-        .map_err(|n| {
-            if n > 1 {
-                AgentError::AmbiguousNetwork(key.to_string(), n)
-            } else {
-                AgentError::NoSuchNetwork(key.to_string())
-            }
-        })
-}
-
-fn find_container(state: &State, key: &str) -> Result<String> {
-    resolve(state.containers.iter(), |c: &Container| &c.name, key)
-        .cloned()
-        .map_err(|n| {
-            if n > 1 {
-                AgentError::AmbiguousContainer(key.to_string())
-            } else {
-                AgentError::NoSuchContainer(key.to_string())
-            }
-        })
 }
 
 impl Agent {
@@ -259,12 +206,12 @@ impl Agent {
     }
 
     /// The id of a network by id, name or prefix.
-    pub async fn network_id(&self, key: &str) -> Result<String> {
-        find_network(&*self.inner.state.lock().await, key)
+    pub async fn network_id(&self, key: &str) -> Result<NetworkId> {
+        self.inner.state.lock().await.find_network(key)
     }
 
     /// The id of a container by id, name or prefix.
-    pub async fn container_id(&self, key: &str) -> Result<String> {
-        find_container(&*self.inner.state.lock().await, key)
+    pub async fn container_id(&self, key: &str) -> Result<ContainerId> {
+        self.inner.state.lock().await.find_container(key)
     }
 }

@@ -2,7 +2,7 @@ use super::*;
 
 impl Agent {
     /// Create a network: IPAM, bridge, DNS listeners. Returns its id.
-    pub async fn create_network(&self, req: NetworkCreate) -> Result<String> {
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<NetworkId> {
         let mut state = self.inner.state.lock().await;
         if state.networks.values().any(|n| n.name == req.name) {
             return Err(AgentError::NetworkExists(req.name));
@@ -28,7 +28,7 @@ impl Agent {
                 p
             }
         };
-        let id = random_id();
+        let id = NetworkId::random();
         let mac_tail = fastrand::u32(..).to_be_bytes();
         let net = Network {
             id: id.clone(),
@@ -82,7 +82,7 @@ impl Agent {
             self.bring_up_tunnel(net, vni, index).await?;
         }
         let spec = NetworkSpec {
-            id: net.id.clone(),
+            id: net.id.to_string(),
             name: net.name.clone(),
             internal: net.internal,
             bridge_ifindex: Some(index),
@@ -108,12 +108,16 @@ impl Agent {
     /// for it (unlike Docker, whose next start would then fail).
     pub async fn remove_network(&self, key: &str) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let id = find_network(&state, key)?;
+        let id = state.find_network(key)?;
         self.remove_network_locked(&mut state, &id).await
     }
 
-    pub(super) async fn remove_network_locked(&self, state: &mut State, id: &str) -> Result<()> {
-        let net = state.networks[id].clone();
+    pub(super) async fn remove_network_locked(
+        &self,
+        state: &mut State,
+        id: &NetworkId,
+    ) -> Result<()> {
+        let net = state.network(id)?.clone();
         let attached = state
             .containers
             .values()
@@ -145,24 +149,22 @@ impl Agent {
     /// Remove every network without attached endpoints; their names.
     pub async fn prune_networks(&self) -> Result<Vec<String>> {
         let mut state = self.inner.state.lock().await;
-        let idle: Vec<String> = state
+        // By name, as the Engine lists them.
+        let mut idle: Vec<(String, NetworkId)> = state
             .networks
-            .keys()
-            .filter(|id| {
+            .values()
+            .filter(|n| {
                 !state
                     .containers
                     .values()
-                    .any(|c| c.endpoint(id).is_some_and(|e| e.attached.is_some()))
-                    && !state.remote.keys().any(|(n, _)| n == *id)
+                    .any(|c| c.endpoint(&n.id).is_some_and(|e| e.attached.is_some()))
+                    && !state.remote.keys().any(|(net, _)| *net == n.id)
             })
-            .cloned()
+            .map(|n| (n.name.clone(), n.id.clone()))
             .collect();
-        // By name, as the Engine lists them.
-        let mut idle = idle;
-        idle.sort_by(|a, b| state.networks[a].name.cmp(&state.networks[b].name));
+        idle.sort();
         let mut names = Vec::new();
-        for id in idle {
-            let name = state.networks[&id].name.clone();
+        for (name, id) in idle {
             match self.remove_network_locked(&mut state, &id).await {
                 Ok(()) => names.push(name),
                 // A global network another host just attached to: not idle after all.

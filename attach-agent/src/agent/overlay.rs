@@ -29,7 +29,8 @@ use crate::cluster::layout::{EndpointRecord, NetworkRecord};
 use crate::cluster::{Claimed, Cluster, StoreError};
 use crate::config::ClusterConfig;
 use crate::error::{AgentError, Result};
-use crate::ids::random_id;
+use crate::ids::{ContainerId, EndpointId, NetworkId};
+
 use crate::ipam::{self, IpamError, Pool};
 use crate::state::{Changed, Network, State};
 
@@ -40,8 +41,8 @@ pub const OVERLAY_MTU: u32 = 1450;
 /// its address claims once the control lock is released.
 #[derive(Debug)]
 pub struct Withdrawn {
-    pub network_id: String,
-    pub endpoint_id: String,
+    pub network_id: NetworkId,
+    pub endpoint_id: EndpointId,
     pub v4: Ipv4Addr,
     pub v6: Option<Ipv6Addr>,
 }
@@ -77,7 +78,7 @@ pub(super) fn record_of(net: &Network) -> NetworkRecord {
 }
 
 /// Whether a local attached endpoint holds `ip` on `net_id`.
-pub(super) fn held_locally(state: &State, net_id: &str, ip: IpAddr) -> bool {
+pub(super) fn held_locally(state: &State, net_id: &NetworkId, ip: IpAddr) -> bool {
     state.containers.values().any(|c| {
         c.endpoint(net_id)
             .and_then(|e| e.attached.as_ref())
@@ -126,7 +127,7 @@ impl Agent {
         taken: Vec<IpNet>,
         v4: Option<Pool>,
         v6: Option<Pool>,
-    ) -> Result<String> {
+    ) -> Result<NetworkId> {
         let cluster = self.need_cluster()?.clone();
         let v4 = match v4 {
             Some(p) => p,
@@ -139,7 +140,7 @@ impl Agent {
             }
         };
         let rec = NetworkRecord {
-            id: random_id(),
+            id: NetworkId::random(),
             name: req.name.clone(),
             created: now_rfc3339(),
             driver: "overlay".into(),
@@ -180,16 +181,16 @@ impl Agent {
 
     /// Build a global network on this host (bridge, tunnel, DNS listeners) if it is not yet,
     /// with the names and tunnel entries of every endpoint other hosts have on it.
-    pub(crate) async fn join_network(&self, state: &mut State, net_id: &str) -> Result<()> {
+    pub(crate) async fn join_network(&self, state: &mut State, net_id: &NetworkId) -> Result<()> {
         if state.joined.contains(net_id) {
             return Ok(());
         }
-        let net = state.networks[net_id].clone();
+        let net = state.network(net_id)?.clone();
         if let Err(e) = self.bring_up_network(&net).await {
             self.tear_down_network(&net).await;
             return Err(e);
         }
-        state.joined.insert(net_id.to_string());
+        state.joined.insert(net_id.clone());
         let remotes: Vec<EndpointRecord> = state
             .remote
             .values()
@@ -207,7 +208,7 @@ impl Agent {
     }
 
     /// Take a global network down on this host if it has no endpoint left on it.
-    pub(crate) async fn leave_if_idle(&self, state: &mut State, net_id: &str) {
+    pub(crate) async fn leave_if_idle(&self, state: &mut State, net_id: &NetworkId) {
         if !state.joined.contains(net_id) {
             return;
         }
@@ -244,9 +245,9 @@ impl Agent {
     pub(crate) async fn claim_addresses(
         &self,
         state: &mut State,
-        cid: &str,
-        net_id: &str,
-        endpoint_id: &str,
+        cid: &ContainerId,
+        net_id: &NetworkId,
+        endpoint_id: &EndpointId,
         static_v4: Option<Ipv4Addr>,
         static_v6: Option<Ipv6Addr>,
     ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
@@ -254,7 +255,7 @@ impl Agent {
         let mut rec = self
             .endpoint_names(state, cid, net_id)
             .expect("endpoint configured");
-        let has_v6 = state.networks[net_id].v6.is_some();
+        let has_v6 = state.network(net_id)?.v6.is_some();
         let fixed4 = static_v4.map(IpAddr::V4);
         let publish4 = (!has_v6).then_some(&mut rec);
         let v4 = match self
@@ -309,8 +310,8 @@ impl Agent {
         &self,
         cluster: &Cluster,
         state: &mut State,
-        net_id: &str,
-        endpoint_id: &str,
+        net_id: &NetworkId,
+        endpoint_id: &EndpointId,
         fixed: Option<IpAddr>,
         v6: bool,
         mut publish: Option<&mut EndpointRecord>,
@@ -319,7 +320,7 @@ impl Agent {
             let net = state
                 .networks
                 .get_mut(net_id)
-                .ok_or_else(|| AgentError::NoSuchNetwork(net_id.into()))?;
+                .ok_or_else(|| AgentError::NoSuchNetwork(net_id.to_string()))?;
             let label = format!("{} ({})", net.name, net.id);
             let pool = if v6 {
                 net.v6.as_mut().expect("network has IPv6")
@@ -355,7 +356,7 @@ impl Agent {
                 }
                 Ok(Claimed::NoNetwork) => {
                     pool.release(ip);
-                    return Err(AgentError::NoSuchNetwork(net_id.into()));
+                    return Err(AgentError::NoSuchNetwork(net_id.to_string()));
                 }
                 Err(e) => {
                     pool.release(ip);
@@ -370,13 +371,13 @@ impl Agent {
     pub(super) fn endpoint_names(
         &self,
         state: &State,
-        cid: &str,
-        net_id: &str,
+        cid: &ContainerId,
+        net_id: &NetworkId,
     ) -> Option<EndpointRecord> {
         let c = state.containers.get(cid)?;
         let ep = c.endpoint(net_id)?;
         Some(EndpointRecord {
-            network_id: net_id.into(),
+            network_id: net_id.clone(),
             endpoint_id: ep.endpoint_id.clone(),
             container_id: c.id.clone(),
             container_name: c.name.clone(),
@@ -393,8 +394,8 @@ impl Agent {
     pub(super) fn endpoint_record(
         &self,
         state: &State,
-        cid: &str,
-        net_id: &str,
+        cid: &ContainerId,
+        net_id: &NetworkId,
     ) -> Option<EndpointRecord> {
         let a = state
             .containers

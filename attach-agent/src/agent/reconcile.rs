@@ -24,11 +24,11 @@ impl Agent {
                 state.joined.insert(net.id.clone());
             }
         }
-        let ids: Vec<String> = state.containers.keys().cloned().collect();
+        let ids: Vec<ContainerId> = state.containers.keys().cloned().collect();
         let mut keep_veths = Vec::new();
         let mut reattached = Vec::new();
         for cid in &ids {
-            let c = state.containers[cid].clone();
+            let c = state.container(cid)?.clone();
             if !c.state.is_up() {
                 continue;
             }
@@ -46,8 +46,8 @@ impl Agent {
                 if present {
                     keep_veths.push(a.host_veth.clone());
                     let spec = EndpointSpec {
-                        network_id: ep.network_id.clone(),
-                        container_id: c.id.clone(),
+                        network_id: ep.network_id.to_string(),
+                        container_id: c.id.to_string(),
                         container_name: c.name.clone(),
                         hostname: Some(c.hostname.clone()),
                         aliases: ep.aliases.clone(),
@@ -109,7 +109,7 @@ impl Agent {
                 let _ = self.inner.host.delete_link(&name).await;
             }
         }
-        let changed: Vec<Changed> = reattached.iter().map(|c| Changed::Container(c)).collect();
+        let changed: Vec<Changed> = reattached.iter().map(Changed::Container).collect();
         self.persist(&state, &changed)?;
         Ok(())
     }

@@ -17,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::ipam::Pool;
 
 pub const ROOT: &str = "/attach-agent/v1/";
@@ -49,16 +50,16 @@ pub fn host(addr: IpAddr) -> String {
     format!("{ROOT}hosts/{addr}")
 }
 
-/// What a key names.
+/// What a key names. A key whose ids are not ids names nothing the mirror reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
-    Network(String),
+    Network(NetworkId),
     Endpoint {
-        net: String,
-        ep: String,
+        net: NetworkId,
+        ep: EndpointId,
     },
     Claim {
-        net: String,
+        net: NetworkId,
         ip: IpAddr,
     },
     /// Names, VNIs, hosts: bookkeeping the mirror does not need.
@@ -72,17 +73,19 @@ impl Key {
         };
         let mut parts = rest.splitn(3, '/');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some("networks"), Some(id), None) => Key::Network(id.into()),
-            (Some("endpoints"), Some(net), Some(ep)) => Key::Endpoint {
-                net: net.into(),
-                ep: ep.into(),
-            },
-            (Some("ipam"), Some(net), Some(ip)) => match ip.parse() {
-                Ok(ip) => Key::Claim {
-                    net: net.into(),
-                    ip,
-                },
+            (Some("networks"), Some(id), None) => match NetworkId::parse(id) {
+                Ok(id) => Key::Network(id),
                 Err(_) => Key::Other,
+            },
+            (Some("endpoints"), Some(net), Some(ep)) => {
+                match (NetworkId::parse(net), EndpointId::parse(ep)) {
+                    (Ok(net), Ok(ep)) => Key::Endpoint { net, ep },
+                    _ => Key::Other,
+                }
+            }
+            (Some("ipam"), Some(net), Some(ip)) => match (NetworkId::parse(net), ip.parse()) {
+                (Ok(net), Ok(ip)) => Key::Claim { net, ip },
+                _ => Key::Other,
             },
             _ => Key::Other,
         }
@@ -92,7 +95,7 @@ impl Key {
 /// A global network's definition: what every host needs to build its part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkRecord {
-    pub id: String,
+    pub id: NetworkId,
     pub name: String,
     pub created: String,
     pub driver: String,
@@ -109,9 +112,9 @@ pub struct NetworkRecord {
 /// An endpoint as other hosts need it: names for DNS, addresses and MAC for the tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
-    pub network_id: String,
-    pub endpoint_id: String,
-    pub container_id: String,
+    pub network_id: NetworkId,
+    pub endpoint_id: EndpointId,
+    pub container_id: ContainerId,
     pub container_name: String,
     pub hostname: String,
     pub aliases: Vec<String>,
@@ -126,7 +129,7 @@ pub struct EndpointRecord {
 /// way (serde_json of this struct).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
-    pub endpoint_id: String,
+    pub endpoint_id: EndpointId,
     pub host: IpAddr,
 }
 
@@ -156,30 +159,35 @@ mod tests {
     #[test]
     fn keys_parse_back() {
         let ip: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(Key::parse(&network("n1")), Key::Network("n1".into()));
+        let (n1, e1) = (NetworkId::random(), EndpointId::random());
+        assert_eq!(Key::parse(&network(&n1)), Key::Network(n1.clone()));
         assert_eq!(
-            Key::parse(&endpoint("n1", "e1")),
+            Key::parse(&endpoint(&n1, &e1)),
             Key::Endpoint {
-                net: "n1".into(),
-                ep: "e1".into()
+                net: n1.clone(),
+                ep: e1.clone()
             }
         );
         assert_eq!(
-            Key::parse(&claim("n1", ip)),
+            Key::parse(&claim(&n1, ip)),
             Key::Claim {
-                net: "n1".into(),
+                net: n1.clone(),
                 ip
             }
         );
         let v6: IpAddr = "fd00::5".parse().unwrap();
         assert_eq!(
-            Key::parse(&claim("n1", v6)),
+            Key::parse(&claim(&n1, v6)),
             Key::Claim {
-                net: "n1".into(),
+                net: n1.clone(),
                 ip: v6
             }
         );
         assert_eq!(Key::parse(&vni(4096)), Key::Other);
         assert_eq!(Key::parse("/elsewhere/networks/x"), Key::Other);
+        // Ids that are not ids name nothing.
+        assert_eq!(Key::parse(&network("n1")), Key::Other);
+        assert_eq!(Key::parse(&network("../../../../etc/x")), Key::Other);
+        assert_eq!(Key::parse(&endpoint(&n1, "e1")), Key::Other);
     }
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 
+use crate::ids::{EndpointId, NetworkId};
 use layout::{Claim, EndpointRecord, HostRecord, Key, NetworkRecord};
 pub use store::{Batch, Change, ClusterStore, Cond, Kv, LeaseId, Op, Revision, StoreError};
 
@@ -30,10 +31,10 @@ pub const FIRST_VNI: u32 = 4096;
 #[derive(Debug, Clone, Default)]
 pub struct View {
     pub revision: Revision,
-    pub networks: BTreeMap<String, NetworkRecord>,
+    pub networks: BTreeMap<NetworkId, NetworkRecord>,
     /// By (network id, endpoint id).
-    pub endpoints: BTreeMap<(String, String), EndpointRecord>,
-    pub claims: BTreeMap<(String, IpAddr), Claim>,
+    pub endpoints: BTreeMap<(NetworkId, EndpointId), EndpointRecord>,
+    pub claims: BTreeMap<(NetworkId, IpAddr), Claim>,
 }
 
 impl View {
@@ -237,12 +238,12 @@ impl Cluster {
                     vec![
                         Op::Put {
                             key: name_key.clone(),
-                            value: rec.id.clone().into_bytes(),
+                            value: rec.id.as_bytes().to_vec(),
                             lease: None,
                         },
                         Op::Put {
                             key: layout::vni(vni),
-                            value: rec.id.clone().into_bytes(),
+                            value: rec.id.as_bytes().to_vec(),
                             lease: None,
                         },
                         Op::Put {
@@ -304,7 +305,12 @@ impl Cluster {
 
     /// Claim `ip` on `net` for endpoint `ep` of this host. Two hosts claiming one address at
     /// the same moment: exactly one gets `Ours`.
-    pub async fn claim(&self, net: &str, ip: IpAddr, ep: &str) -> Result<Claimed, StoreError> {
+    pub async fn claim(
+        &self,
+        net: &NetworkId,
+        ip: IpAddr,
+        ep: &EndpointId,
+    ) -> Result<Claimed, StoreError> {
         self.claim_and_publish(net, ip, ep, None).await
     }
 
@@ -312,14 +318,14 @@ impl Cluster {
     /// same transaction: one etcd write (one raft commit and fsync) per connect, not two.
     pub async fn claim_and_publish(
         &self,
-        net: &str,
+        net: &NetworkId,
         ip: IpAddr,
-        ep: &str,
+        ep: &EndpointId,
         rec: Option<&EndpointRecord>,
     ) -> Result<Claimed, StoreError> {
         let key = layout::claim(net, ip);
         let value = layout::encode(&Claim {
-            endpoint_id: ep.into(),
+            endpoint_id: ep.clone(),
             host: self.inner.host,
         });
         let attempt = |lease: LeaseId| {
@@ -362,10 +368,15 @@ impl Cluster {
 
     /// Give back an address claimed by endpoint `ep` of this host (someone else's claim on it
     /// stays).
-    pub async fn release(&self, net: &str, ip: IpAddr, ep: &str) -> Result<(), StoreError> {
+    pub async fn release(
+        &self,
+        net: &NetworkId,
+        ip: IpAddr,
+        ep: &EndpointId,
+    ) -> Result<(), StoreError> {
         let key = layout::claim(net, ip);
         let value = layout::encode(&Claim {
-            endpoint_id: ep.into(),
+            endpoint_id: ep.clone(),
             host: self.inner.host,
         });
         self.inner
@@ -418,7 +429,7 @@ impl Cluster {
         Ok(())
     }
 
-    pub async fn withdraw(&self, net: &str, ep: &str) -> Result<(), StoreError> {
+    pub async fn withdraw(&self, net: &NetworkId, ep: &EndpointId) -> Result<(), StoreError> {
         self.inner
             .store
             .txn(vec![], vec![Op::Delete(layout::endpoint(net, ep))])

@@ -11,11 +11,20 @@ use futures::StreamExt;
 use super::layout::{EndpointRecord, NetworkRecord};
 use super::memory::MemoryStore;
 use super::*;
+use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::ipam::Pool;
+
+fn n(tag: &str) -> NetworkId {
+    NetworkId::for_test(tag)
+}
+
+fn e(tag: &str) -> EndpointId {
+    EndpointId::for_test(tag)
+}
 
 fn record(id: &str, name: &str) -> NetworkRecord {
     NetworkRecord {
-        id: id.into(),
+        id: n(id),
         name: name.into(),
         created: String::new(),
         driver: "overlay".into(),
@@ -31,9 +40,9 @@ fn record(id: &str, name: &str) -> NetworkRecord {
 
 fn endpoint(net: &str, ep: &str, host: IpAddr, last: u8) -> EndpointRecord {
     EndpointRecord {
-        network_id: net.into(),
-        endpoint_id: ep.into(),
-        container_id: format!("c-{ep}"),
+        network_id: n(net),
+        endpoint_id: e(ep),
+        container_id: ContainerId::for_test(&format!("c-{ep}")),
         container_name: format!("name-{ep}"),
         hostname: ep.into(),
         aliases: vec![],
@@ -95,7 +104,11 @@ async fn concurrent_claims_never_share_an_address() {
         for i in 0..40 {
             for last in 2..=254u8 {
                 let ip: IpAddr = std::net::Ipv4Addr::new(10, 9, 0, last).into();
-                match c.claim("n1", ip, &format!("{tag}{i}")).await.unwrap() {
+                match c
+                    .claim(&n("n1"), ip, &e(&format!("{tag}{i}")))
+                    .await
+                    .unwrap()
+                {
                     Claimed::Ours => {
                         got.push(ip);
                         break;
@@ -112,13 +125,28 @@ async fn concurrent_claims_never_share_an_address() {
     assert_eq!(all.len(), 80, "distinct addresses");
     // A claim is idempotent for its holder, refused to others, released only by its holder.
     let ip = x[0];
-    assert_eq!(a.claim("n1", ip, "a0").await.unwrap(), Claimed::Ours);
-    assert_eq!(b.claim("n1", ip, "b99").await.unwrap(), Claimed::Taken);
-    b.release("n1", ip, "b99").await.unwrap();
-    assert_eq!(b.claim("n1", ip, "b99").await.unwrap(), Claimed::Taken);
-    a.release("n1", ip, "a0").await.unwrap();
-    assert_eq!(b.claim("n1", ip, "b99").await.unwrap(), Claimed::Ours);
-    assert_eq!(a.claim("nope", ip, "a1").await.unwrap(), Claimed::NoNetwork);
+    assert_eq!(
+        a.claim(&n("n1"), ip, &e("a0")).await.unwrap(),
+        Claimed::Ours
+    );
+    assert_eq!(
+        b.claim(&n("n1"), ip, &e("b99")).await.unwrap(),
+        Claimed::Taken
+    );
+    b.release(&n("n1"), ip, &e("b99")).await.unwrap();
+    assert_eq!(
+        b.claim(&n("n1"), ip, &e("b99")).await.unwrap(),
+        Claimed::Taken
+    );
+    a.release(&n("n1"), ip, &e("a0")).await.unwrap();
+    assert_eq!(
+        b.claim(&n("n1"), ip, &e("b99")).await.unwrap(),
+        Claimed::Ours
+    );
+    assert_eq!(
+        a.claim(&n("nope"), ip, &e("a1")).await.unwrap(),
+        Claimed::NoNetwork
+    );
 }
 
 #[tokio::test]
@@ -129,13 +157,13 @@ async fn a_claim_publishes_its_endpoint_only_when_it_wins() {
     let ea = endpoint("n1", "ea", a.host(), 2);
     let eb = endpoint("n1", "eb", b.host(), 2);
     assert_eq!(
-        a.claim_and_publish("n1", ip, "ea", Some(&ea))
+        a.claim_and_publish(&n("n1"), ip, &e("ea"), Some(&ea))
             .await
             .unwrap(),
         Claimed::Ours
     );
     assert_eq!(
-        b.claim_and_publish("n1", ip, "eb", Some(&eb))
+        b.claim_and_publish(&n("n1"), ip, &e("eb"), Some(&eb))
             .await
             .unwrap(),
         Claimed::Taken
@@ -155,7 +183,7 @@ async fn a_network_with_endpoints_stays() {
         .unwrap();
     assert!(b.publish(&endpoint("n1", "e1", b.host(), 2)).await.unwrap());
     assert!(!a.remove_network(&net).await.unwrap());
-    b.withdraw("n1", "e1").await.unwrap();
+    b.withdraw(&n("n1"), &e("e1")).await.unwrap();
     assert!(a.remove_network(&net).await.unwrap());
     // Publishing on a network that is gone fails.
     assert!(!b.publish(&endpoint("n1", "e2", b.host(), 3)).await.unwrap());
@@ -202,7 +230,7 @@ async fn a_publish_on_a_lost_lease_takes_a_new_one() {
         "the owner is told to publish the rest"
     );
     let view = a.load().await.unwrap();
-    assert!(view.endpoints.contains_key(&("n1".into(), "e1".into())));
+    assert!(view.endpoints.contains_key(&(n("n1"), e("e1"))));
 }
 
 #[tokio::test]
@@ -216,11 +244,11 @@ async fn a_watch_resumes_from_a_revision_and_reports_compaction() {
     for c in &batch.changes {
         view.apply(c).unwrap();
     }
-    assert!(view.endpoints.contains_key(&("n1".into(), "e1".into())));
+    assert!(view.endpoints.contains_key(&(n("n1"), e("e1"))));
     // A watch started in the past replays what it missed.
     let rev = batch.revision;
     drop(w);
-    b.withdraw("n1", "e1").await.unwrap();
+    b.withdraw(&n("n1"), &e("e1")).await.unwrap();
     let mut w = a.watch(rev).await.unwrap();
     let batch = w.next().await.unwrap().unwrap();
     for c in &batch.changes {

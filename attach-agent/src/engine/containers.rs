@@ -98,7 +98,7 @@ pub(super) async fn create(
     Ok((
         StatusCode::CREATED,
         Json(types::ContainerCreateResponse {
-            id,
+            id: id.to_string(),
             warnings: vec![],
         }),
     )

@@ -56,7 +56,7 @@ pub(super) async fn create(
     Ok((
         StatusCode::CREATED,
         Json(types::NetworkCreateResponse {
-            id,
+            id: id.to_string(),
             warning: String::new(),
         }),
     )

@@ -33,10 +33,10 @@ pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> 
             if let Some(ep) = c.endpoint(&net.id) {
                 if let Some(a) = &ep.attached {
                     containers.insert(
-                        c.id.clone(),
+                        c.id.to_string(),
                         NetworkContainer {
                             name: c.name.clone(),
-                            endpoint_id: ep.endpoint_id.clone(),
+                            endpoint_id: ep.endpoint_id.to_string(),
                             mac_address: mac_text(a.mac),
                             ipv4_address: format!("{}/{}", a.v4, net.v4.prefix_len()),
                             ipv6_address: match (a.v6, &net.v6) {
@@ -51,7 +51,7 @@ pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> 
     }
     NetworkResource {
         name: net.name.clone(),
-        id: net.id.clone(),
+        id: net.id.to_string(),
         created: net.created.clone(),
         scope: net.scope().into(),
         driver: net.driver.clone(),
@@ -94,11 +94,11 @@ pub fn endpoint_settings(ep: &Endpoint, net: &Network) -> EndpointSettings {
                 .collect()
         }),
         aliases: (!ep.aliases.is_empty()).then(|| ep.aliases.clone()),
-        network_id: net.id.clone(),
+        network_id: net.id.to_string(),
         ..EndpointSettings::default()
     };
     if let Some(a) = &ep.attached {
-        s.endpoint_id = ep.endpoint_id.clone();
+        s.endpoint_id = ep.endpoint_id.to_string();
         s.gateway = net.v4.gateway.to_string();
         s.ip_address = a.v4.to_string();
         s.ip_prefix_len = net.v4.prefix_len();
@@ -148,7 +148,7 @@ pub fn container_summary(c: &Container, state: &State) -> ContainerSummary {
         RunState::Exited => format!("Exited (0) {} ago", human_duration(since)),
     };
     ContainerSummary {
-        id: c.id.clone(),
+        id: c.id.to_string(),
         names: vec![format!("/{}", c.name)],
         image: c.image.clone(),
         image_id: String::new(),
@@ -171,7 +171,7 @@ pub fn container_summary(c: &Container, state: &State) -> ContainerSummary {
 pub fn container_json(c: &Container, state: &State) -> ContainerJson {
     let up = c.state.is_up();
     ContainerJson {
-        id: c.id.clone(),
+        id: c.id.to_string(),
         created: c.created.clone(),
         path: String::new(),
         args: vec![],

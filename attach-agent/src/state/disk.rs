@@ -8,12 +8,13 @@ use serde::Serialize;
 
 use super::model::{derive, Container, Network, State};
 use crate::durable::{self, Flush};
+use crate::ids::{ContainerId, NetworkId};
 
 /// An object whose file a change touched.
 #[derive(Debug, Clone, Copy)]
 pub enum Changed<'a> {
-    Network(&'a str),
-    Container(&'a str),
+    Network(&'a NetworkId),
+    Container(&'a ContainerId),
 }
 
 /// Where the state lives.

@@ -23,11 +23,20 @@ mod tests {
 
     use super::model::derive;
     use super::*;
+    use crate::ids::{ContainerId, EndpointId, NetworkId};
     use crate::ipam::Pool;
+
+    fn nid(tag: &str) -> NetworkId {
+        NetworkId::for_test(tag)
+    }
+
+    fn cid(tag: &str) -> ContainerId {
+        ContainerId::for_test(tag)
+    }
 
     fn network(id: &str, subnet: &str) -> Network {
         Network {
-            id: id.into(),
+            id: nid(id),
             name: format!("net-{id}"),
             created: String::new(),
             driver: "bridge".into(),
@@ -45,7 +54,7 @@ mod tests {
 
     fn container(id: &str, eps: &[(&str, Option<[u8; 4]>)]) -> Container {
         Container {
-            id: id.into(),
+            id: cid(id),
             name: format!("ctr-{id}"),
             hostname: id.into(),
             image: "busybox".into(),
@@ -58,8 +67,8 @@ mod tests {
             endpoints: eps
                 .iter()
                 .map(|(net, v4)| Endpoint {
-                    network_id: (*net).into(),
-                    endpoint_id: format!("ep-{id}-{net}"),
+                    network_id: nid(net),
+                    endpoint_id: EndpointId::for_test(&format!("ep-{id}-{net}")),
                     aliases: vec![],
                     links: vec![],
                     static_v4: None,
@@ -88,30 +97,33 @@ mod tests {
         let mut state = State::default();
         state
             .networks
-            .insert("n1".into(), network("n1", "10.1.0.0/24"));
+            .insert(nid("n1"), network("n1", "10.1.0.0/24"));
         state
             .containers
-            .insert("a".into(), container("a", &[("n1", Some([10, 1, 0, 2]))]));
+            .insert(cid("a"), container("a", &[("n1", Some([10, 1, 0, 2]))]));
         state
             .containers
-            .insert("b".into(), container("b", &[("n1", None)]));
+            .insert(cid("b"), container("b", &[("n1", None)]));
         store
             .persist(
                 &state,
                 &[
-                    Changed::Network("n1"),
-                    Changed::Container("a"),
-                    Changed::Container("b"),
+                    Changed::Network(&nid("n1")),
+                    Changed::Container(&cid("a")),
+                    Changed::Container(&cid("b")),
                 ],
             )
             .unwrap();
-        assert!(dir.path().join("containers/a.json").exists());
+        assert!(dir
+            .path()
+            .join(format!("containers/{}.json", cid("a")))
+            .exists());
         // A temp file of a write cut by a crash is ignored and removed.
         std::fs::write(dir.path().join("containers/.c.tmp"), b"{").unwrap();
 
         let loaded = store.load().unwrap();
         assert_eq!(
-            ips(&loaded.networks["n1"].v4),
+            ips(&loaded.networks[&nid("n1")].v4),
             ["10.1.0.2"],
             "only the attached one"
         );
@@ -119,15 +131,18 @@ mod tests {
         assert!(!dir.path().join("containers/.c.tmp").exists());
 
         // A removed container's file goes; a removed network takes its endpoints with it.
-        state.containers.remove("b");
-        state.networks.remove("n1");
+        state.containers.remove(&cid("b"));
+        state.networks.remove(&nid("n1"));
         store
-            .persist(&state, &[Changed::Container("b"), Changed::Network("n1")])
+            .persist(
+                &state,
+                &[Changed::Container(&cid("b")), Changed::Network(&nid("n1"))],
+            )
             .unwrap();
         let loaded = store.load().unwrap();
         assert!(loaded.networks.is_empty());
         assert_eq!(loaded.containers.len(), 1);
-        assert!(loaded.containers["a"].endpoints.is_empty());
+        assert!(loaded.containers[&cid("a")].endpoints.is_empty());
     }
 
     #[test]
@@ -135,13 +150,13 @@ mod tests {
         let mut state = State::default();
         state
             .networks
-            .insert("n1".into(), network("n1", "10.1.0.0/24"));
+            .insert(nid("n1"), network("n1", "10.1.0.0/24"));
         state
             .containers
-            .insert("a".into(), container("a", &[("n1", Some([10, 1, 0, 2]))]));
+            .insert(cid("a"), container("a", &[("n1", Some([10, 1, 0, 2]))]));
         state
             .containers
-            .insert("b".into(), container("b", &[("n1", Some([10, 1, 0, 2]))]));
+            .insert(cid("b"), container("b", &[("n1", Some([10, 1, 0, 2]))]));
         derive(&mut state);
         let attached = state
             .containers
@@ -149,7 +164,7 @@ mod tests {
             .filter(|c| c.endpoints[0].attached.is_some())
             .count();
         assert_eq!(attached, 1);
-        assert_eq!(ips(&state.networks["n1"].v4), ["10.1.0.2"]);
+        assert_eq!(ips(&state.networks[&nid("n1")].v4), ["10.1.0.2"]);
     }
 
     #[test]
@@ -158,10 +173,10 @@ mod tests {
         let mut state = State::default();
         state
             .networks
-            .insert("n1".into(), network("n1", "10.1.0.0/24"));
+            .insert(nid("n1"), network("n1", "10.1.0.0/24"));
         state
             .containers
-            .insert("a".into(), container("a", &[("n1", Some([10, 1, 0, 9]))]));
+            .insert(cid("a"), container("a", &[("n1", Some([10, 1, 0, 9]))]));
         std::fs::write(
             dir.path().join("state.json"),
             serde_json::to_vec(&state).unwrap(),
@@ -169,10 +184,13 @@ mod tests {
         .unwrap();
         let store = Store::new(dir.path()).unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(ips(&loaded.networks["n1"].v4), ["10.1.0.9"]);
+        assert_eq!(ips(&loaded.networks[&nid("n1")].v4), ["10.1.0.9"]);
         assert!(!dir.path().join("state.json").exists());
-        assert!(dir.path().join("networks/n1.json").exists());
+        assert!(dir
+            .path()
+            .join(format!("networks/{}.json", nid("n1")))
+            .exists());
         let again = store.load().unwrap();
-        assert_eq!(again.containers["a"], loaded.containers["a"]);
+        assert_eq!(again.containers[&cid("a")], loaded.containers[&cid("a")]);
     }
 }

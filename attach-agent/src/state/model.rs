@@ -7,28 +7,121 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{AgentError, Result};
+use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::ipam::Pool;
 use resolver::Link;
 
 /// Everything the agent owns.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
-    pub networks: BTreeMap<String, Network>,
-    pub containers: BTreeMap<String, Container>,
+    pub networks: BTreeMap<NetworkId, Network>,
+    pub containers: BTreeMap<ContainerId, Container>,
     /// Endpoints other hosts serve on global networks, by (network id, endpoint id): mirrored
     /// from the cluster store, never persisted here.
     #[serde(skip)]
-    pub remote: BTreeMap<(String, String), crate::cluster::layout::EndpointRecord>,
+    pub remote: BTreeMap<(NetworkId, EndpointId), crate::cluster::layout::EndpointRecord>,
     /// Global networks built on this host (bridge, tunnel, DNS): those it has endpoints on.
     #[serde(skip)]
-    pub joined: std::collections::BTreeSet<String>,
+    pub joined: std::collections::BTreeSet<NetworkId>,
+}
+
+/// Find by full id, exact name, or unique id prefix, in that order: the id, or how many ids
+/// the prefix matched (0: none, 2+: ambiguous).
+fn resolve<'a, K, T>(
+    items: impl Iterator<Item = (&'a K, &'a T)> + Clone,
+    name_of: impl Fn(&T) -> &str,
+    key: &str,
+) -> std::result::Result<&'a K, usize>
+where
+    K: std::ops::Deref<Target = str> + 'a,
+    T: 'a,
+{
+    let key = key.trim_start_matches('/');
+    if let Some((id, _)) = items.clone().find(|(id, _)| &***id == key) {
+        return Ok(id);
+    }
+    if let Some((id, _)) = items.clone().find(|(_, t)| name_of(t) == key) {
+        return Ok(id);
+    }
+    if key.is_empty() {
+        return Err(0);
+    }
+    let mut matches = items
+        .filter(|(id, _)| id.starts_with(key))
+        .map(|(id, _)| id);
+    match (matches.next(), matches.count()) {
+        (Some(id), 0) => Ok(id),
+        (None, _) => Err(0),
+        (Some(_), more) => Err(more + 1),
+    }
 }
 
 impl State {
+    /// A network by full id, exact name, or unique id prefix (Docker's order).
+    pub fn find_network(&self, key: &str) -> Result<NetworkId> {
+        resolve(self.networks.iter(), |n: &Network| &n.name, key)
+            .cloned()
+            .map_err(|n| {
+                if n > 1 {
+                    AgentError::AmbiguousNetwork(key.to_string(), n)
+                } else {
+                    AgentError::NoSuchNetwork(key.to_string())
+                }
+            })
+    }
+
+    /// A container by full id, exact name, or unique id prefix (Docker's order).
+    pub fn find_container(&self, key: &str) -> Result<ContainerId> {
+        resolve(self.containers.iter(), |c: &Container| &c.name, key)
+            .cloned()
+            .map_err(|n| {
+                if n > 1 {
+                    AgentError::AmbiguousContainer(key.to_string())
+                } else {
+                    AgentError::NoSuchContainer(key.to_string())
+                }
+            })
+    }
+
+    pub fn network(&self, id: &NetworkId) -> Result<&Network> {
+        self.networks
+            .get(id)
+            .ok_or_else(|| AgentError::NoSuchNetwork(id.to_string()))
+    }
+
+    pub fn network_mut(&mut self, id: &NetworkId) -> Result<&mut Network> {
+        self.networks
+            .get_mut(id)
+            .ok_or_else(|| AgentError::NoSuchNetwork(id.to_string()))
+    }
+
+    pub fn container(&self, id: &ContainerId) -> Result<&Container> {
+        self.containers
+            .get(id)
+            .ok_or_else(|| AgentError::NoSuchContainer(id.to_string()))
+    }
+
+    pub fn container_mut(&mut self, id: &ContainerId) -> Result<&mut Container> {
+        self.containers
+            .get_mut(id)
+            .ok_or_else(|| AgentError::NoSuchContainer(id.to_string()))
+    }
+
+    /// A container's endpoint on a network.
+    pub fn endpoint_mut(&mut self, cid: &ContainerId, net: &NetworkId) -> Result<&mut Endpoint> {
+        let c = self.container_mut(cid)?;
+        let name = c.name.clone();
+        c.endpoint_mut(net).ok_or_else(|| AgentError::NotConnected {
+            container: name,
+            network: net.to_string(),
+        })
+    }
+
     /// Copies of one container and some networks, to put back if the operation about to
     /// change them fails. (A copy of the whole state would make every connect cost time in
     /// proportion to the number of containers.)
-    pub fn undo_point(&self, cid: &str, networks: &[String]) -> Undo {
+    pub fn undo_point(&self, cid: &ContainerId, networks: &[NetworkId]) -> Undo {
         Undo {
             container: self.containers.get(cid).cloned(),
             networks: networks
@@ -59,7 +152,7 @@ impl Undo {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
-    pub id: String,
+    pub id: NetworkId,
     pub name: String,
     /// RFC 3339.
     pub created: String,
@@ -139,7 +232,7 @@ impl RunState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
-    pub id: String,
+    pub id: ContainerId,
     pub name: String,
     pub hostname: String,
     pub image: String,
@@ -180,8 +273,8 @@ impl Container {
 /// applied while it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
-    pub network_id: String,
-    pub endpoint_id: String,
+    pub network_id: NetworkId,
+    pub endpoint_id: EndpointId,
     pub aliases: Vec<String>,
     pub links: Vec<Link>,
     pub static_v4: Option<Ipv4Addr>,
