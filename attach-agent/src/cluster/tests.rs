@@ -169,8 +169,8 @@ async fn a_claim_publishes_its_endpoint_only_when_it_wins() {
         Claimed::Taken
     );
     let view = a.load().await.unwrap();
-    let eps: Vec<&str> = view.endpoints.keys().map(|(_, e)| e.as_str()).collect();
-    assert_eq!(eps, vec!["ea"], "the loser published nothing");
+    let eps: Vec<&EndpointId> = view.endpoints.keys().map(|(_, e)| e).collect();
+    assert_eq!(eps, vec![&e("ea")], "the loser published nothing");
 }
 
 #[tokio::test]
@@ -199,8 +199,8 @@ async fn a_dead_host_loses_only_its_endpoints() {
     b.halt();
     tokio::time::sleep(Duration::from_millis(900)).await;
     let view = a.load().await.unwrap();
-    let left: Vec<&str> = view.endpoints.keys().map(|(_, e)| e.as_str()).collect();
-    assert_eq!(left, vec!["ea"]);
+    let left: Vec<&EndpointId> = view.endpoints.keys().map(|(_, e)| e).collect();
+    assert_eq!(left, vec![&e("ea")]);
 }
 
 #[tokio::test]
