@@ -56,7 +56,7 @@ pub struct Pool {
     #[serde(default)]
     pub show_gateway: bool,
     /// Addresses held by running endpoints. Not persisted: derived at load from the endpoints
-    /// that are attached ([`crate::state::Store::load`]), so a connect writes only its
+    /// that are attached (when the state is loaded), so a connect writes only its
     /// container's file and the two can never disagree.
     #[serde(skip)]
     pub allocated: BTreeSet<IpAddr>,

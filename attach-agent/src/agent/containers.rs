@@ -1,4 +1,12 @@
-use super::*;
+use std::net::IpAddr;
+
+use super::request::{check_endpoint, check_hostname, check_name, ContainerCreate};
+use super::{Agent, Cleanup};
+use crate::clock::now_rfc3339;
+use crate::error::{AgentError, Result};
+use crate::ids::{ContainerId, EndpointId, NetworkId};
+use crate::kernel::netns;
+use crate::state::{Changed, Container, Endpoint, RunState, State};
 
 impl Agent {
     /// Create a container (its namespace too, unless one is given). Returns its id.

@@ -22,25 +22,20 @@ mod overlay;
 mod reconcile;
 pub mod request;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-use resolver::{EndpointSpec, NetworkSpec, Server};
+use resolver::Server;
 use tokio::sync::Mutex;
 
-use crate::clock::now_rfc3339;
 use crate::cluster::Cluster;
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
-use crate::ids::{ContainerId, EndpointId, NetworkId};
-use crate::ipam::{self, Pool};
+use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::netlink::Netlink;
-use crate::kernel::netns;
-use crate::state::{Changed, Container, Endpoint, Network, RunState, State, Store};
+use crate::state::{Changed, Container, State, Store};
 use attach::AttachPlan;
 pub use overlay::{Withdrawn, OVERLAY_MTU};
-use request::{check_endpoint, check_hostname, check_name, plan_network, NetworkPlan};
 pub use request::{ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
 
 struct Inner {

@@ -1,4 +1,15 @@
-use super::*;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use resolver::NetworkSpec;
+
+use super::request::{plan_network, NetworkCreate, NetworkPlan};
+use super::Agent;
+use crate::clock::now_rfc3339;
+use crate::error::{AgentError, Result};
+use crate::ids::NetworkId;
+use crate::ipam::{self, Pool};
+use crate::state::{Changed, Driver, Network, State};
 
 impl Agent {
     /// Create a network: IPAM, bridge, DNS listeners. Returns its id.
@@ -13,7 +24,7 @@ impl Agent {
             .flat_map(|n| std::iter::once(n.v4.subnet).chain(n.v6.as_ref().map(|p| p.subnet)))
             .collect();
         let NetworkPlan { driver, v4, v6 } = plan_network(&req, &taken)?;
-        if driver == "overlay" {
+        if driver == Driver::Overlay {
             return self
                 .create_global_network(&mut state, req, taken, v4, v6)
                 .await;

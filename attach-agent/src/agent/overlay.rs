@@ -32,7 +32,7 @@ use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, EndpointId, NetworkId};
 
 use crate::ipam::{self, IpamError, Pool};
-use crate::state::{Changed, Network, State};
+use crate::state::{Changed, Driver, Network, State};
 
 /// MTU inside overlay networks: 1500 less VXLAN's 50 bytes of outer headers.
 pub const OVERLAY_MTU: u32 = 1450;
@@ -66,7 +66,7 @@ pub(super) fn record_of(net: &Network) -> NetworkRecord {
         id: net.id.clone(),
         name: net.name.clone(),
         created: net.created.clone(),
-        driver: net.driver.clone(),
+        driver: net.driver,
         internal: net.internal,
         attachable: net.attachable,
         labels: net.labels.clone(),
@@ -105,7 +105,7 @@ impl Agent {
             id: rec.id.clone(),
             name: rec.name.clone(),
             created: rec.created.clone(),
-            driver: rec.driver.clone(),
+            driver: rec.driver,
             internal: rec.internal,
             attachable: rec.attachable,
             labels: rec.labels.clone(),
@@ -143,7 +143,7 @@ impl Agent {
             id: NetworkId::random(),
             name: req.name.clone(),
             created: now_rfc3339(),
-            driver: "overlay".into(),
+            driver: Driver::Overlay,
             internal: req.internal,
             attachable: req.attachable,
             labels: req.labels,

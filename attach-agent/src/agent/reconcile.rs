@@ -1,4 +1,11 @@
-use super::*;
+use resolver::EndpointSpec;
+
+use super::Agent;
+use crate::error::Result;
+use crate::ids::ContainerId;
+use crate::kernel::netlink::Netlink;
+use crate::kernel::netns;
+use crate::state::{Changed, Network};
 
 impl Agent {
     /// Make the kernel and the table match the saved state: bridges adopted or recreated,

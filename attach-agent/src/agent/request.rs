@@ -12,7 +12,7 @@ use resolver::Link;
 
 use crate::error::{AgentError, Result};
 use crate::ipam::{self, Pool};
-use crate::state::Network;
+use crate::state::{Driver, Network};
 
 /// What `network create` asks for.
 #[derive(Debug, Clone, Default)]
@@ -176,7 +176,7 @@ pub fn check_hostname(name: &str) -> Result<()> {
 /// What a checked `network create` will build.
 #[derive(Debug)]
 pub struct NetworkPlan {
-    pub driver: String,
+    pub driver: Driver,
     /// `None`: no IPv4 subnet was given; the agent picks a free default pool.
     pub v4: Option<Pool>,
     pub v6: Option<Pool>,
@@ -185,14 +185,12 @@ pub struct NetworkPlan {
 /// Check a `network create` against the subnets already taken, with Docker's errors.
 pub fn plan_network(req: &NetworkCreate, taken: &[IpNet]) -> Result<NetworkPlan> {
     check_name(&req.name)?;
-    let driver = req
-        .driver
-        .clone()
-        .filter(|d| !d.is_empty())
-        .unwrap_or("bridge".into());
-    if driver != "bridge" && driver != "overlay" {
-        return Err(AgentError::NoSuchDriver(driver));
-    }
+    let driver = match req.driver.as_deref().filter(|d| !d.is_empty()) {
+        None => Driver::Bridge,
+        Some(name) => {
+            Driver::from_name(name).ok_or_else(|| AgentError::NoSuchDriver(name.to_string()))?
+        }
+    };
     let (mut v4, mut v6) = (None, None);
     for r in &req.ipam {
         let parse = |s: &Option<String>| -> Result<Option<IpNet>> {

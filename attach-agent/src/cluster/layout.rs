@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::ipam::Pool;
+use crate::state::Driver;
 
 pub const ROOT: &str = "/attach-agent/v1/";
 
@@ -98,7 +99,7 @@ pub struct NetworkRecord {
     pub id: NetworkId,
     pub name: String,
     pub created: String,
-    pub driver: String,
+    pub driver: Driver,
     pub internal: bool,
     pub attachable: bool,
     pub labels: std::collections::BTreeMap<String, String>,

@@ -5,7 +5,7 @@
 //! the agent needs expressed as transactions (a network name or VXLAN id taken once, an
 //! address claimed once, endpoints published on this host's lease). What the agent does with
 //! the store's contents — its state, the record table, the tunnels — lives in
-//! `crate::global`.
+//! `crate::agent` (its `overlay` and `mirror` parts).
 
 pub mod etcd;
 pub mod layout;

@@ -64,7 +64,7 @@ pub fn network_matches(
                 "name" => net.name.contains(v.as_str()),
                 "id" => net.id.starts_with(v.as_str()),
                 "label" => label_matches(&net.labels, v),
-                "driver" => net.driver == *v,
+                "driver" => net.driver.name() == v,
                 "type" => v == "custom",
                 "scope" => v == net.scope(),
                 "dangling" => {

@@ -54,7 +54,7 @@ pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> 
         id: net.id.to_string(),
         created: net.created.clone(),
         scope: net.scope().into(),
-        driver: net.driver.clone(),
+        driver: net.driver.to_string(),
         enable_ipv6: net.enable_ipv6(),
         ipam: Ipam {
             driver: "default".into(),

@@ -13,7 +13,7 @@ pub mod disk;
 pub mod model;
 
 pub use disk::{Changed, Store};
-pub use model::{Attached, Container, Endpoint, Network, RunState, State, Undo};
+pub use model::{Attached, Container, Driver, Endpoint, Network, RunState, State, Undo};
 
 #[cfg(test)]
 mod tests {
@@ -39,7 +39,7 @@ mod tests {
             id: nid(id),
             name: format!("net-{id}"),
             created: String::new(),
-            driver: "bridge".into(),
+            driver: Driver::Bridge,
             internal: false,
             attachable: false,
             labels: BTreeMap::new(),
