@@ -43,7 +43,7 @@ fn network() -> Network {
         id: attach_agent::ids::NetworkId::parse(&"f".repeat(64)).expect("an id"),
         name: "fuzz".into(),
         created: String::new(),
-        driver: "bridge".into(),
+        driver: attach_agent::state::Driver::Bridge,
         internal: false,
         attachable: false,
         labels: Default::default(),
