@@ -4,6 +4,36 @@ use std::path::{Path, PathBuf};
 
 use resolver::ResolverConfig;
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A setting that cannot be used, named as the file and the flags name it.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("link_prefix {0:?}: 1 to 6 letters or digits (interface names are at most 15)")]
+    LinkPrefix(String),
+    #[error("cluster store {0:?}: only etcd://HOST:PORT[,HOST:PORT...] is supported")]
+    StoreScheme(String),
+    #[error("cluster store {url:?}: member {member:?} is not HOST:PORT")]
+    StoreMember { url: String, member: String },
+    #[error("a cluster store needs an advertise address (--advertise-addr IP)")]
+    NoAdvertiseAddr,
+    #[error("cluster lease_ttl: at least 1 second")]
+    LeaseTtl,
+    #[error(transparent)]
+    Dns(#[from] resolver::config::ConfigError),
+}
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/attach-agent/attach-agent.sock";
@@ -59,13 +89,13 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     /// The members of an `etcd://` store URL.
-    pub fn etcd_endpoints(&self) -> Result<Option<Vec<String>>, String> {
+    pub fn etcd_endpoints(&self) -> Result<Option<Vec<String>>, ConfigError> {
         let Some(url) = &self.store else {
             return Ok(None);
         };
-        let rest = url.strip_prefix("etcd://").ok_or_else(|| {
-            format!("cluster store {url:?}: only etcd://HOST:PORT[,HOST:PORT...] is supported")
-        })?;
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| ConfigError::StoreScheme(url.clone()))?;
         let members: Vec<String> = rest
             .split(',')
             .map(|m| m.trim().trim_end_matches('/').to_string())
@@ -75,9 +105,10 @@ impl ClusterConfig {
                 .rsplit_once(':')
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
             if !ok {
-                return Err(format!(
-                    "cluster store {url:?}: member {m:?} is not HOST:PORT"
-                ));
+                return Err(ConfigError::StoreMember {
+                    url: url.clone(),
+                    member: m.clone(),
+                });
             }
         }
         Ok(Some(members))
@@ -99,28 +130,31 @@ impl Default for AgentConfig {
 
 impl AgentConfig {
     /// Read a TOML file; missing keys keep their defaults.
-    pub fn load(path: &Path) -> Result<AgentConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let c: AgentConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let c: AgentConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
         c.validate()?;
         Ok(c)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.link_prefix;
         if p.is_empty() || p.len() > 6 || !p.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(format!(
-                "link_prefix {p:?}: 1 to 6 letters or digits (interface names are at most 15)"
-            ));
+            return Err(ConfigError::LinkPrefix(p.clone()));
         }
         if self.cluster.etcd_endpoints()?.is_some() && self.cluster.advertise_addr.is_none() {
-            return Err("a cluster store needs an advertise address (--advertise-addr IP)".into());
+            return Err(ConfigError::NoAdvertiseAddr);
         }
         if self.cluster.lease_ttl == 0 {
-            return Err("cluster lease_ttl: at least 1 second".into());
+            return Err(ConfigError::LeaseTtl);
         }
-        self.dns.validate().map_err(|e| e.to_string())
+        Ok(self.dns.validate()?)
     }
 }
 
@@ -166,7 +200,11 @@ mod tests {
             vec!["10.0.0.1:2379", "etcd-2.example:2379"]
         );
         let no_addr = with("etcd://10.0.0.1:2379", None).validate().unwrap_err();
-        assert!(no_addr.contains("--advertise-addr"), "{no_addr}");
+        assert!(matches!(no_addr, ConfigError::NoAdvertiseAddr));
+        assert!(
+            no_addr.to_string().contains("--advertise-addr"),
+            "{no_addr}"
+        );
         for bad in [
             "http://10.0.0.1:2379",
             "etcd://10.0.0.1",
@@ -175,8 +213,19 @@ mod tests {
             "etcd://",
         ] {
             let e = with(bad, Some("10.0.0.1")).validate().unwrap_err();
-            assert!(e.contains("cluster store"), "{bad}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::StoreScheme(_) | ConfigError::StoreMember { .. }
+                ),
+                "{bad}: {e}"
+            );
+            assert!(e.to_string().contains("cluster store"), "{bad}: {e}");
         }
-        assert_eq!(AgentConfig::default().cluster.etcd_endpoints(), Ok(None));
+        assert!(AgentConfig::default()
+            .cluster
+            .etcd_endpoints()
+            .unwrap()
+            .is_none());
     }
 }

@@ -1,13 +1,38 @@
 //! `attach-agent daemon`: configuration, the agent, the API socket, signals.
 
 use std::ffi::CString;
+use std::path::PathBuf;
+
+use thiserror::Error;
 
 use crate::agent::Agent;
 use crate::cli::DaemonArgs;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ConfigError};
+use crate::error::AgentError;
+
+/// Why the daemon could not start, or stopped serving.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the daemon must run as root (it creates bridges, veths and namespaces)")]
+    NotRoot,
+    #[error("socket_group {name:?}: {why}")]
+    Group { name: String, why: &'static str },
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("API socket {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// The configuration from the file (if any) with the flags on top.
-pub fn config(args: &DaemonArgs) -> Result<AgentConfig, String> {
+pub fn config(args: &DaemonArgs) -> Result<AgentConfig, ConfigError> {
     let mut c = match &args.config {
         Some(p) => AgentConfig::load(p)?,
         None => AgentConfig::default(),
@@ -40,36 +65,38 @@ pub fn config(args: &DaemonArgs) -> Result<AgentConfig, String> {
     Ok(c)
 }
 
-fn group_id(name: &str) -> Result<u32, String> {
+fn group_id(name: &str) -> Result<u32, DaemonError> {
     if let Ok(gid) = name.parse() {
         return Ok(gid);
     }
-    let c = CString::new(name).map_err(|_| format!("bad group {name:?}"))?;
+    let err = |why| DaemonError::Group {
+        name: name.to_string(),
+        why,
+    };
+    let c = CString::new(name).map_err(|_| err("not a group name"))?;
     // SAFETY: getgrnam with a valid C string; the result is read at once.
     let g = unsafe { libc::getgrnam(c.as_ptr()) };
     if g.is_null() {
-        Err(format!("no group {name:?}"))
+        Err(err("no such group"))
     } else {
         Ok(unsafe { (*g).gr_gid })
     }
 }
 
 /// Run until SIGTERM or SIGINT.
-pub async fn run(args: DaemonArgs) -> Result<(), String> {
+pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     let cfg = config(&args)?;
     if unsafe { libc::geteuid() } != 0 {
-        return Err(
-            "the daemon must run as root (it creates bridges, veths and namespaces)".into(),
-        );
+        return Err(DaemonError::NotRoot);
     }
     let group = cfg.socket_group.as_deref().map(group_id).transpose()?;
-    let agent = Agent::open(cfg.clone()).await.map_err(|e| e.to_string())?;
+    let agent = Agent::open(cfg.clone()).await?;
     tracing::info!(socket = %cfg.socket.display(), state = %cfg.state_dir.display(), "attach-agent ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
+        .map_err(DaemonError::Signal)?;
     let server = crate::engine::serve(agent.clone(), &cfg.socket, group);
     tokio::select! {
-        r = server => r.map_err(|e| format!("API socket {}: {e}", cfg.socket.display()))?,
+        r = server => r.map_err(|source| DaemonError::Socket { path: cfg.socket.clone(), source })?,
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }

@@ -64,6 +64,8 @@ pub enum AgentError {
     Table(#[from] resolver::TableError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::StoreError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0} networks need a cluster store: start the daemon with --cluster-store etcd://HOST:PORT --advertise-addr IP")]
     NoCluster(String),
 }
@@ -89,7 +91,7 @@ impl AgentError {
             Ipam(_) => 400,
             Netlink(_) | Io { .. } | Dns(_) | Table(_) => 500,
             Cluster(_) => 503,
-            NoCluster(_) => 400,
+            NoCluster(_) | Config(_) => 400,
         }
     }
 

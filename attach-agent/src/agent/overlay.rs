@@ -49,12 +49,12 @@ pub struct Withdrawn {
 
 /// Join the cluster the configuration names, if any.
 pub async fn join(cfg: &ClusterConfig) -> Result<Option<Cluster>> {
-    let Some(members) = cfg.etcd_endpoints().map_err(AgentError::Invalid)? else {
+    let Some(members) = cfg.etcd_endpoints()? else {
         return Ok(None);
     };
     let host = cfg
         .advertise_addr
-        .ok_or_else(|| AgentError::Invalid("a cluster store needs --advertise-addr".into()))?;
+        .ok_or(crate::config::ConfigError::NoAdvertiseAddr)?;
     let store = EtcdStore::connect(&members, Duration::from_secs(cfg.retry_for)).await?;
     let cluster = Cluster::join(Arc::new(store), host, Duration::from_secs(cfg.lease_ttl)).await?;
     tracing::info!(store = ?members, %host, lease = cluster.lease(), "joined the cluster");
