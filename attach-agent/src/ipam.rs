@@ -245,10 +245,14 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 /// Docker's default local pools, minus 172.17.0.0/16 (docker0's): 172.18–31.0.0/16, then
 /// 192.168.0.0/16 cut in /20s.
 pub fn default_pools() -> impl Iterator<Item = IpNet> {
-    let wide = (18..=31u8)
-        .map(|b| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16).unwrap()));
-    let narrow = (0..16u8)
-        .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).unwrap()));
+    let wide =
+        (18..=31u8).map(|b| IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(172, b, 0, 0), 16)));
+    let narrow = (0..16u8).map(|i| {
+        IpNet::V4(ipnet::Ipv4Net::new_assert(
+            Ipv4Addr::new(192, 168, i * 16, 0),
+            20,
+        ))
+    });
     wide.chain(narrow)
 }
 
@@ -266,7 +270,7 @@ pub fn pick_default_overlay(taken: &[IpNet]) -> Result<IpNet, IpamError> {
     (0..=u16::MAX)
         .map(|i| {
             let [hi, lo] = i.to_be_bytes();
-            IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::new(10, hi, lo, 0), 24).unwrap())
+            IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(10, hi, lo, 0), 24))
         })
         .find(|p| !taken.iter().any(|t| overlaps(p, t)))
         .ok_or(IpamError::NoDefaultPool)

@@ -1,9 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use resolver::EndpointSpec;
-
 use super::request::{check_endpoint, EndpointRequest};
-use super::{mac_for, Agent, Cleanup, Withdrawn, OVERLAY_MTU};
+use super::{endpoint_spec, mac_for, Agent, Cleanup, Withdrawn, OVERLAY_MTU};
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::kernel::netlink::Netlink;
@@ -51,17 +49,7 @@ impl Agent {
                 network: net.name.clone(),
             });
         }
-        let cfg = check_endpoint(req, net)?;
-        let ep = Endpoint {
-            network_id: net_id.clone(),
-            endpoint_id: EndpointId::random(),
-            aliases: cfg.aliases,
-            links: cfg.links,
-            static_v4: cfg.v4,
-            static_v6: cfg.v6,
-            link_local: cfg.link_local,
-            attached: None,
-        };
+        let ep = check_endpoint(req, net)?.into_endpoint(net_id.clone());
         let undo = state.undo_point(&cid, std::slice::from_ref(&net_id));
         let c = state.container_mut(&cid)?;
         c.endpoints.push(ep);
@@ -310,10 +298,11 @@ impl Agent {
         )))?;
         let inside = Netlink::inside(&ns)?;
         let present = inside.link_names().await?;
+        // The names in use are finitely many, so one of eth0, eth1, … is free.
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
             .find(|n| !present.contains(n))
-            .expect("some ethN is free");
+            .expect("a finite set of names leaves some ethN free");
         Ok((ns, inside, ifname))
     }
 
@@ -394,16 +383,7 @@ impl Agent {
                 container: c.name.clone(),
                 network: plan.net_id.to_string(),
             })?;
-        let spec = EndpointSpec {
-            network_id: plan.net_id.to_string(),
-            container_id: c.id.to_string(),
-            container_name: c.name.clone(),
-            hostname: Some(c.hostname.clone()),
-            aliases: ep.aliases.clone(),
-            links: ep.links.clone(),
-            ipv4: Some(plan.v4),
-            ipv6: plan.v6,
-        };
+        let spec = endpoint_spec(c, ep, plan.v4, plan.v6);
         self.inner.dns.table().upsert_endpoint(&spec)?;
         self.refresh_etc(state, &plan.cid);
         Ok(())

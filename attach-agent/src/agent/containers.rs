@@ -1,10 +1,12 @@
 use std::net::IpAddr;
 
-use super::request::{check_endpoint, check_hostname, check_name, ContainerCreate};
+use super::request::{
+    check_endpoint, check_hostname, check_name, ContainerCreate, EndpointRequest,
+};
 use super::{Agent, Cleanup};
 use crate::clock::now_rfc3339;
 use crate::error::{AgentError, Result};
-use crate::ids::{ContainerId, EndpointId, NetworkId};
+use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::netns;
 use crate::state::{Changed, Container, Endpoint, RunState, State};
 
@@ -13,45 +15,16 @@ impl Agent {
     pub async fn create_container(&self, req: ContainerCreate) -> Result<ContainerId> {
         let mut state = self.inner.state.lock().await;
         let id = ContainerId::random();
-        let name = match &req.name {
-            Some(n) => {
-                let n = n.trim_start_matches('/').to_string();
-                check_name(&n)?;
-                n
-            }
-            None => crate::names::generate(|n| state.containers.values().any(|c| c.name == n)),
-        };
-        if let Some(other) = state.containers.values().find(|c| c.name == name) {
-            return Err(AgentError::ContainerExists {
-                name,
-                id: other.id.to_string(),
-            });
-        }
+        let name = container_name(&state, req.name.as_deref())?;
         let hostname = match req.hostname.clone().filter(|h| !h.is_empty()) {
             Some(h) => {
                 check_hostname(&h)?;
                 h
             }
-            None => id[..12].to_string(),
+            None => id.short().to_string(),
         };
-        let mut endpoints = Vec::new();
-        for (key, ereq) in &req.networks {
-            let net_id = state.find_network(key)?;
-            if endpoints.iter().any(|e: &Endpoint| e.network_id == net_id) {
-                continue;
-            }
-            let cfg = check_endpoint(ereq, state.network(&net_id)?)?;
-            endpoints.push(Endpoint {
-                network_id: net_id,
-                endpoint_id: EndpointId::random(),
-                aliases: cfg.aliases,
-                links: cfg.links,
-                static_v4: cfg.v4,
-                static_v6: cfg.v6,
-                link_local: cfg.link_local,
-                attached: None,
-            });
-        }
+        let endpoints = configured_endpoints(&state, &req.networks)?;
+        // Last: the only step with an effect outside memory.
         let (netns, owns_netns) = match &req.netns {
             Some(p) => {
                 if !netns::is_netns(p) {
@@ -211,7 +184,10 @@ impl Agent {
             return Err(AgentError::RemoveRunning(cid.to_string()));
         }
         let cleanup = self.stop_locked(&mut state, &cid)?;
-        let c = state.containers.remove(&cid).expect("found above");
+        let c = state
+            .containers
+            .remove(&cid)
+            .ok_or_else(|| AgentError::NoSuchContainer(cid.to_string()))?;
         self.persist(&state, &[Changed::Container(&cid)])?;
         drop(state);
         cleanup.run(self).await;
@@ -245,4 +221,42 @@ impl Agent {
             tracing::warn!(container = %c.name, error = %e, "cannot write /etc/netns files");
         }
     }
+}
+
+/// The name of a new container: the one asked for (a leading `/` dropped, as the Engine
+/// does), or a generated one; either must be free.
+fn container_name(state: &State, asked: Option<&str>) -> Result<String> {
+    let name = match asked {
+        Some(n) => {
+            let n = n.trim_start_matches('/').to_string();
+            check_name(&n)?;
+            n
+        }
+        None => crate::names::generate(|n| state.containers.values().any(|c| c.name == n)),
+    };
+    match state.containers.values().find(|c| c.name == name) {
+        Some(other) => Err(AgentError::ContainerExists {
+            name,
+            id: other.id.to_string(),
+        }),
+        None => Ok(name),
+    }
+}
+
+/// The endpoints a new container is created with, in order, each checked against its network
+/// (a network named twice is attached once).
+fn configured_endpoints(
+    state: &State,
+    networks: &[(String, EndpointRequest)],
+) -> Result<Vec<Endpoint>> {
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    for (key, req) in networks {
+        let net_id = state.find_network(key)?;
+        if endpoints.iter().any(|e| e.network_id == net_id) {
+            continue;
+        }
+        let cfg = check_endpoint(req, state.network(&net_id)?)?;
+        endpoints.push(cfg.into_endpoint(net_id));
+    }
+    Ok(endpoints)
 }

@@ -28,6 +28,14 @@ use crate::state::{Changed, Network, State};
 pub(super) struct TunnelWork(pub(super) Vec<(EndpointRecord, bool)>);
 
 impl Agent {
+    /// The cluster the mirror follows. The mirror is started only by an agent that joined a
+    /// cluster (`Agent::open`, when `cluster` is set), and `cluster` never changes after, so
+    /// this holds for every mirror task by construction.
+    fn mirror_cluster(&self) -> &Cluster {
+        self.cluster()
+            .expect("the mirror runs only in an agent that joined a cluster")
+    }
+
     /// Load the store, make this host match it, publish this host's endpoints, and follow
     /// the store from then on (a task), keeping the lease alive (another).
     pub(crate) async fn start_mirror(&self) -> Result<()> {
@@ -54,7 +62,7 @@ impl Agent {
 
     /// Apply the store's changes as they come, from `revision` on, for ever.
     pub(super) async fn follow(&self, mut revision: i64) {
-        let cluster = self.cluster().expect("cluster").clone();
+        let cluster = self.mirror_cluster().clone();
         loop {
             let mut stream = match cluster.watch(revision).await {
                 Ok(s) => {
@@ -140,13 +148,22 @@ impl Agent {
         }
     }
 
+    /// Make this host match `view`: global networks added and dropped, pools holding every
+    /// claim, other hosts' endpoints in the table (tunnel entries collected in `work`), and
+    /// records and claims of this host's that nothing here explains withdrawn.
     pub(super) async fn sync_view_tables(
         &self,
         state: &mut State,
         view: &View,
         work: &mut TunnelWork,
     ) {
-        let me = self.cluster().expect("cluster").host();
+        self.sync_networks(state, view).await;
+        sync_pools(state, view);
+        self.sync_remote_endpoints(state, view, work).await;
+        self.withdraw_unexplained(state, view).await;
+    }
+
+    async fn sync_networks(&self, state: &mut State, view: &View) {
         for rec in view.networks.values() {
             if !state.networks.contains_key(&rec.id) {
                 self.add_global(state, rec).await;
@@ -161,33 +178,10 @@ impl Agent {
         for id in gone {
             self.drop_global(state, &id).await;
         }
-        // Pools: every claim in the store, and this host's attached endpoints.
-        let ids: Vec<NetworkId> = state
-            .networks
-            .values()
-            .filter(|n| n.is_global())
-            .map(|n| n.id.clone())
-            .collect();
-        for id in &ids {
-            let mut held: BTreeSet<IpAddr> = view
-                .claims
-                .keys()
-                .filter(|(n, _)| n == id)
-                .map(|(_, ip)| *ip)
-                .collect();
-            for c in state.containers.values() {
-                if let Some(a) = c.endpoint(id).and_then(|e| e.attached.as_ref()) {
-                    held.insert(IpAddr::V4(a.v4));
-                    held.extend(a.v6.map(IpAddr::V6));
-                }
-            }
-            let net = state.networks.get_mut(id).expect("listed above");
-            net.v4.allocated = held.iter().filter(|ip| ip.is_ipv4()).copied().collect();
-            if let Some(p) = net.v6.as_mut() {
-                p.allocated = held.iter().filter(|ip| ip.is_ipv6()).copied().collect();
-            }
-        }
-        // Other hosts' endpoints.
+    }
+
+    async fn sync_remote_endpoints(&self, state: &mut State, view: &View, work: &mut TunnelWork) {
+        let me = self.mirror_cluster().host();
         let wanted: BTreeMap<&(NetworkId, EndpointId), &EndpointRecord> = view
             .endpoints
             .iter()
@@ -205,8 +199,13 @@ impl Agent {
         for rec in wanted.values() {
             self.remote_put(state, rec, work).await;
         }
-        // This host's own records that no attached endpoint explains (left by a crash or by
-        // a disconnect while the store was unreachable).
+    }
+
+    /// This host's own records and claims that no attached endpoint explains (left by a crash
+    /// or by a disconnect while the store was unreachable).
+    async fn withdraw_unexplained(&self, state: &mut State, view: &View) {
+        let cluster = self.mirror_cluster();
+        let me = cluster.host();
         let own_stale: Vec<Withdrawn> = view
             .endpoints
             .values()
@@ -227,12 +226,7 @@ impl Agent {
             .filter(|((net, ip), c)| c.host == me && !held_locally(state, net, *ip))
             .collect();
         for ((net, ip), c) in stale_claims {
-            if let Err(e) = self
-                .cluster()
-                .expect("cluster")
-                .release(net, *ip, &c.endpoint_id)
-                .await
-            {
+            if let Err(e) = cluster.release(net, *ip, &c.endpoint_id).await {
                 tracing::warn!(network = %net, %ip, error = %e, "cannot release a stale claim");
             }
             if let Some(p) = state.networks.get_mut(net).and_then(|n| n.pool_for(*ip)) {
@@ -398,7 +392,7 @@ impl Agent {
         rec: &EndpointRecord,
         work: &mut TunnelWork,
     ) {
-        let me = self.cluster().expect("cluster").host();
+        let me = self.mirror_cluster().host();
         if rec.host == me {
             if !self.serves_endpoint(state, &rec.network_id, &rec.endpoint_id) {
                 // A record of ours that nothing here explains (a stale one): withdraw it.
@@ -487,5 +481,33 @@ impl Agent {
             }
         }
         Ok(())
+    }
+}
+
+/// Each global network's pools hold every claim in the store and this host's attached
+/// endpoints' addresses.
+fn sync_pools(state: &mut State, view: &View) {
+    let State {
+        networks,
+        containers,
+        ..
+    } = state;
+    for net in networks.values_mut().filter(|n| n.is_global()) {
+        let mut held: BTreeSet<IpAddr> = view
+            .claims
+            .keys()
+            .filter(|(n, _)| *n == net.id)
+            .map(|(_, ip)| *ip)
+            .collect();
+        for c in containers.values() {
+            if let Some(a) = c.endpoint(&net.id).and_then(|e| e.attached.as_ref()) {
+                held.insert(IpAddr::V4(a.v4));
+                held.extend(a.v6.map(IpAddr::V6));
+            }
+        }
+        net.v4.allocated = held.iter().filter(|ip| ip.is_ipv4()).copied().collect();
+        if let Some(p) = net.v6.as_mut() {
+            p.allocated = held.iter().filter(|ip| ip.is_ipv6()).copied().collect();
+        }
     }
 }

@@ -33,7 +33,7 @@ use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::netlink::Netlink;
-use crate::state::{Changed, Container, State, Store};
+use crate::state::{Changed, Container, Endpoint, State, Store};
 use attach::AttachPlan;
 pub use overlay::{Withdrawn, OVERLAY_MTU};
 pub use request::{ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
@@ -87,6 +87,25 @@ impl Cleanup {
             let mut state = agent.state().lock().await;
             agent.leave_if_idle(&mut state, &net).await;
         }
+    }
+}
+
+/// What the record table needs of an attached endpoint.
+pub(crate) fn endpoint_spec(
+    c: &Container,
+    ep: &Endpoint,
+    v4: Ipv4Addr,
+    v6: Option<std::net::Ipv6Addr>,
+) -> resolver::EndpointSpec {
+    resolver::EndpointSpec {
+        network_id: ep.network_id.to_string(),
+        container_id: c.id.to_string(),
+        container_name: c.name.clone(),
+        hostname: Some(c.hostname.clone()),
+        aliases: ep.aliases.clone(),
+        links: ep.links.clone(),
+        ipv4: Some(v4),
+        ipv6: v6,
     }
 }
 

@@ -252,9 +252,12 @@ impl Agent {
         static_v6: Option<Ipv6Addr>,
     ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
         let cluster = self.need_cluster()?.clone();
-        let mut rec = self
-            .endpoint_names(state, cid, net_id)
-            .expect("endpoint configured");
+        let mut rec =
+            self.endpoint_names(state, cid, net_id)
+                .ok_or_else(|| AgentError::NotConnected {
+                    container: cid.to_string(),
+                    network: net_id.to_string(),
+                })?;
         let has_v6 = state.network(net_id)?.v6.is_some();
         let fixed4 = static_v4.map(IpAddr::V4);
         let publish4 = (!has_v6).then_some(&mut rec);
@@ -271,7 +274,7 @@ impl Agent {
             .await?
         {
             IpAddr::V4(ip) => ip,
-            IpAddr::V6(_) => unreachable!("v4 pool"),
+            IpAddr::V6(ip) => return Err(AgentError::BadIpv4(ip.to_string())),
         };
         if !has_v6 {
             return Ok((v4, None));
@@ -292,7 +295,7 @@ impl Agent {
             .await
         {
             Ok(IpAddr::V6(ip)) => Ok((v4, Some(ip))),
-            Ok(IpAddr::V4(_)) => unreachable!("v6 pool"),
+            Ok(IpAddr::V4(ip)) => Err(AgentError::BadIpv6(ip.to_string())),
             Err(e) => {
                 if let Some(n) = state.networks.get_mut(net_id) {
                     n.v4.release(IpAddr::V4(v4));
@@ -322,10 +325,12 @@ impl Agent {
                 .get_mut(net_id)
                 .ok_or_else(|| AgentError::NoSuchNetwork(net_id.to_string()))?;
             let label = format!("{} ({})", net.name, net.id);
-            let pool = if v6 {
-                net.v6.as_mut().expect("network has IPv6")
-            } else {
-                &mut net.v4
+            let pool = match (v6, net.v6.as_mut()) {
+                (false, _) => &mut net.v4,
+                (true, Some(p)) => p,
+                (true, None) => {
+                    return Err(AgentError::BadIpv6(format!("{net_id} has no IPv6 subnet")))
+                }
             };
             let ip = match fixed {
                 Some(ip) => {

@@ -1,11 +1,9 @@
-use resolver::EndpointSpec;
-
-use super::Agent;
-use crate::error::Result;
-use crate::ids::ContainerId;
+use super::{endpoint_spec, Agent};
+use crate::error::{AgentError, Result};
+use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::netlink::Netlink;
 use crate::kernel::netns;
-use crate::state::{Changed, Network};
+use crate::state::{Attached, Changed, Container, Network, State};
 
 impl Agent {
     /// Make the kernel and the table match the saved state: bridges adopted or recreated,
@@ -13,7 +11,51 @@ impl Agent {
     /// when not, leftovers with our prefix removed.
     pub(super) async fn reconcile(&self) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        // Global networks are built only where this host has endpoints on them.
+        self.bring_up_networks(&mut state).await?;
+        let running: Vec<ContainerId> = state
+            .containers
+            .values()
+            .filter(|c| c.state.is_up())
+            .map(|c| c.id.clone())
+            .collect();
+        let mut keep_veths = Vec::new();
+        let mut reattached = Vec::new();
+        for cid in &running {
+            let c = state.container(cid)?.clone();
+            if let Err(e) = self.ensure_netns(&c) {
+                tracing::error!(container = %c.name, error = %e, "cannot restore namespace");
+                continue;
+            }
+            for ep in &c.endpoints {
+                let Some(a) = &ep.attached else { continue };
+                if self.still_plumbed(&c, a).await? {
+                    keep_veths.push(a.host_veth.clone());
+                    self.inner
+                        .dns
+                        .table()
+                        .upsert_endpoint(&endpoint_spec(&c, ep, a.v4, a.v6))?;
+                    continue;
+                }
+                // Gone (reboot, or someone deleted it): recreate with the same addresses.
+                tracing::info!(container = %c.name, network = %ep.network_id, "re-attaching");
+                reattached.push(cid.clone());
+                match self.reattach(&mut state, cid, &ep.network_id, a).await {
+                    Ok(veth) => keep_veths.push(veth),
+                    Err(err) => {
+                        tracing::error!(container = %c.name, error = %err, "cannot re-attach")
+                    }
+                }
+            }
+        }
+        self.sweep_leftovers(&state, &keep_veths).await?;
+        let changed: Vec<Changed> = reattached.iter().map(Changed::Container).collect();
+        self.persist(&state, &changed)?;
+        Ok(())
+    }
+
+    /// Bridges, tunnels and DNS listeners of the networks this host serves: every local one,
+    /// and the global ones it has endpoints on.
+    async fn bring_up_networks(&self, state: &mut State) -> Result<()> {
         let nets: Vec<Network> = state
             .networks
             .values()
@@ -31,74 +73,51 @@ impl Agent {
                 state.joined.insert(net.id.clone());
             }
         }
-        let ids: Vec<ContainerId> = state.containers.keys().cloned().collect();
-        let mut keep_veths = Vec::new();
-        let mut reattached = Vec::new();
-        for cid in &ids {
-            let c = state.container(cid)?.clone();
-            if !c.state.is_up() {
-                continue;
-            }
-            if let Err(e) = self.ensure_netns(&c) {
-                tracing::error!(container = %c.name, error = %e, "cannot restore namespace");
-                continue;
-            }
-            for ep in &c.endpoints {
-                let Some(a) = &ep.attached else { continue };
-                let present = self.inner.host.index_of(&a.host_veth).await?.is_some()
-                    && match netns::open(&c.netns) {
-                        Ok(ns) => Netlink::inside(&ns)?.index_of(&a.ifname).await?.is_some(),
-                        Err(_) => false,
-                    };
-                if present {
-                    keep_veths.push(a.host_veth.clone());
-                    let spec = EndpointSpec {
-                        network_id: ep.network_id.to_string(),
-                        container_id: c.id.to_string(),
-                        container_name: c.name.clone(),
-                        hostname: Some(c.hostname.clone()),
-                        aliases: ep.aliases.clone(),
-                        links: ep.links.clone(),
-                        ipv4: Some(a.v4),
-                        ipv6: a.v6,
-                    };
-                    self.inner.dns.table().upsert_endpoint(&spec)?;
-                    continue;
-                }
-                // Gone (reboot, or someone deleted it): recreate with the same addresses.
-                tracing::info!(container = %c.name, network = %ep.network_id, "re-attaching");
-                reattached.push(cid.clone());
-                let _ = self.inner.host.delete_link(&a.host_veth).await;
-                let net = state.networks.get_mut(&ep.network_id).expect("network");
-                net.release(a.v4, a.v6);
-                let e = state
-                    .containers
-                    .get_mut(cid)
-                    .and_then(|c| c.endpoint_mut(&ep.network_id))
-                    .expect("endpoint");
-                let (sv4, sv6) = (e.static_v4, e.static_v6);
-                e.static_v4 = Some(a.v4);
-                e.static_v6 = a.v6;
-                e.attached = None;
-                let r = self.attach(&mut state, cid, &ep.network_id).await;
-                let e = state
-                    .containers
-                    .get_mut(cid)
-                    .and_then(|c| c.endpoint_mut(&ep.network_id))
-                    .expect("endpoint");
-                e.static_v4 = sv4;
-                e.static_v6 = sv6;
-                match r {
-                    Ok(()) => {
-                        keep_veths.push(e.attached.as_ref().expect("attached").host_veth.clone())
-                    }
-                    Err(err) => {
-                        tracing::error!(container = %c.name, error = %err, "cannot re-attach")
-                    }
-                }
-            }
+        Ok(())
+    }
+
+    /// Whether an attachment's veth is still there, both ends.
+    async fn still_plumbed(&self, c: &Container, a: &Attached) -> Result<bool> {
+        if self.inner.host.index_of(&a.host_veth).await?.is_none() {
+            return Ok(false);
         }
-        // Leftovers of a crash between kernel work and the state write.
+        Ok(match netns::open(&c.netns) {
+            Ok(ns) => Netlink::inside(&ns)?.index_of(&a.ifname).await?.is_some(),
+            Err(_) => false,
+        })
+    }
+
+    /// Attach an endpoint again with the addresses it had (`was`), as if they were static for
+    /// this once. The new host-side veth's name.
+    async fn reattach(
+        &self,
+        state: &mut State,
+        cid: &ContainerId,
+        net_id: &NetworkId,
+        was: &Attached,
+    ) -> Result<String> {
+        let _ = self.inner.host.delete_link(&was.host_veth).await;
+        state.network_mut(net_id)?.release(was.v4, was.v6);
+        let e = state.endpoint_mut(cid, net_id)?;
+        let asked = (e.static_v4, e.static_v6);
+        (e.static_v4, e.static_v6) = (Some(was.v4), was.v6);
+        e.attached = None;
+        let attached = self.attach(state, cid, net_id).await;
+        let e = state.endpoint_mut(cid, net_id)?;
+        (e.static_v4, e.static_v6) = asked;
+        attached?;
+        e.attached
+            .as_ref()
+            .map(|a| a.host_veth.clone())
+            .ok_or_else(|| AgentError::NotConnected {
+                container: cid.to_string(),
+                network: net_id.to_string(),
+            })
+    }
+
+    /// Remove the links with our prefix that nothing in the state explains: leftovers of a
+    /// crash between kernel work and the state write.
+    async fn sweep_leftovers(&self, state: &State, keep_veths: &[String]) -> Result<()> {
         let prefix = &self.inner.cfg.link_prefix;
         let bridges: Vec<String> = state
             .networks
@@ -116,8 +135,6 @@ impl Agent {
                 let _ = self.inner.host.delete_link(&name).await;
             }
         }
-        let changed: Vec<Changed> = reattached.iter().map(Changed::Container).collect();
-        self.persist(&state, &changed)?;
         Ok(())
     }
 }

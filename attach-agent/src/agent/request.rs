@@ -11,8 +11,9 @@ use ipnet::IpNet;
 use resolver::Link;
 
 use crate::error::{AgentError, Result};
+use crate::ids::{EndpointId, NetworkId};
 use crate::ipam::{self, Pool};
-use crate::state::{Driver, Network};
+use crate::state::{Driver, Endpoint, Network};
 
 /// What `network create` asks for.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +77,23 @@ pub struct EndpointConfig {
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
     pub link_local: Vec<IpAddr>,
+}
+
+impl EndpointConfig {
+    /// The endpoint on network `network_id` this configures (a fresh endpoint id, not
+    /// attached).
+    pub fn into_endpoint(self, network_id: NetworkId) -> Endpoint {
+        Endpoint {
+            network_id,
+            endpoint_id: EndpointId::random(),
+            aliases: self.aliases,
+            links: self.links,
+            static_v4: self.v4,
+            static_v6: self.v6,
+            link_local: self.link_local,
+            attached: None,
+        }
+    }
 }
 
 pub(crate) fn nonempty(s: &Option<String>) -> Option<&str> {

@@ -249,7 +249,9 @@ pub enum ContainerCmd {
 /// Run a client command. Returns the process exit code.
 pub async fn run_client(client: &Client, cmd: Command) -> Result<i32, ClientError> {
     match cmd {
-        Command::Daemon(_) => unreachable!("handled by main"),
+        Command::Daemon(_) => Err(ClientError::Usage(
+            "`daemon` runs the agent; it is not a command for a running one".into(),
+        )),
         Command::Network(n) => network::run(client, n).await,
         Command::Container(c) => container::run(client, c).await,
         Command::Run(args) => {

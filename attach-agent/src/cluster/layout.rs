@@ -140,7 +140,9 @@ pub struct HostRecord {
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialise")
+    // The records are plain data (strings, numbers, addresses, maps with string keys), which
+    // serde_json always serialises.
+    serde_json::to_vec(v).expect("a record of plain data serialises")
 }
 
 pub fn decode<T: for<'de> Deserialize<'de>>(

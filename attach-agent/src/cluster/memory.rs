@@ -2,6 +2,8 @@
 //! transactions, leases that expire, watches that resume from a revision or report
 //! compaction), for one host on its own and for the unit tests of the cluster logic, which
 //! then run without an etcd cluster. Nothing is persisted: it lives as long as the process.
+//! No code under its lock panics, so a poisoned lock (a panic elsewhere on that thread) is
+//! taken over as it is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -57,7 +59,9 @@ impl MemoryStore {
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let Some(mem) = weak.upgrade() else { return };
-                let mut m = mem.lock().expect("store lock");
+                let mut m = mem
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let now = Instant::now();
                 let dead: Vec<LeaseId> = m
                     .leases
@@ -86,7 +90,10 @@ impl MemoryStore {
     /// Drop the history up to the current revision: watches asked to start before it fail
     /// with `Compacted` (what etcd's compaction does).
     pub fn compact(&self) {
-        let mut m = self.mem.lock().expect("store lock");
+        let mut m = self
+            .mem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         m.compacted = m.revision;
         m.history.clear();
     }
@@ -146,7 +153,10 @@ fn commit(m: &mut Mem, ops: &[Op], events: &broadcast::Sender<Batch>) {
 
 impl ClusterStore for MemoryStore {
     fn snapshot(&self, prefix: &str) -> BoxFuture<'_, Result<(Vec<Kv>, Revision)>> {
-        let m = self.mem.lock().expect("store lock");
+        let m = self
+            .mem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let kvs = m
             .kvs
             .range(prefix.to_string()..)
@@ -161,7 +171,10 @@ impl ClusterStore for MemoryStore {
     }
 
     fn txn(&self, when: Vec<Cond>, then: Vec<Op>) -> BoxFuture<'_, Result<bool>> {
-        let mut m = self.mem.lock().expect("store lock");
+        let mut m = self
+            .mem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // As etcd: a put on a lease that is gone fails whole.
         let dead = then.iter().find_map(|o| match o {
             Op::Put { lease: Some(l), .. } if !m.leases.contains_key(l) => Some(*l),
@@ -178,7 +191,10 @@ impl ClusterStore for MemoryStore {
     }
 
     fn grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>> {
-        let mut m = self.mem.lock().expect("store lock");
+        let mut m = self
+            .mem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = m.next_lease;
         m.next_lease += 1;
         m.leases.insert(id, (ttl, Instant::now() + ttl));
@@ -186,7 +202,10 @@ impl ClusterStore for MemoryStore {
     }
 
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
-        let mut m = self.mem.lock().expect("store lock");
+        let mut m = self
+            .mem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let r = match m.leases.get_mut(&lease) {
             Some((ttl, until)) => {
                 *until = Instant::now() + *ttl;
@@ -198,7 +217,10 @@ impl ClusterStore for MemoryStore {
     }
 
     fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
-        let mut m = self.mem.lock().expect("store lock");
+        let mut m = self
+            .mem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if m.leases.remove(&lease).is_some() {
             let keys: Vec<Op> = m
                 .kvs
@@ -216,7 +238,10 @@ impl ClusterStore for MemoryStore {
         prefix: &str,
         from: Revision,
     ) -> BoxFuture<'_, Result<BoxStream<'static, Result<Batch>>>> {
-        let m = self.mem.lock().expect("store lock");
+        let m = self
+            .mem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if from <= m.compacted {
             return futures::future::ready(Err(StoreError::Compacted(m.compacted))).boxed();
         }

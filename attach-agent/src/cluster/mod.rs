@@ -139,14 +139,23 @@ impl Cluster {
             }),
         };
         let keeper = c.spawn_keeper();
-        *c.inner.keeper.lock().expect("keeper lock") = Some(keeper);
+        *c.inner
+            .keeper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keeper);
         c.announce_host().await?;
         Ok(c)
     }
 
     /// Stop renewing the lease, as a host that died would: its records go when it expires.
     pub fn halt(&self) {
-        if let Some(k) = self.inner.keeper.lock().expect("keeper lock").take() {
+        if let Some(k) = self
+            .inner
+            .keeper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
             k.abort();
         }
     }

@@ -347,7 +347,10 @@ pub(super) fn derive(state: &mut State) {
         });
         for e in &mut c.endpoints {
             let Some(a) = &e.attached else { continue };
-            let net = networks.get_mut(&e.network_id).expect("kept above");
+            // Endpoints of networks that are gone were dropped just above.
+            let Some(net) = networks.get_mut(&e.network_id) else {
+                continue;
+            };
             let v6 = match (net.v6.as_mut(), a.v6) {
                 (Some(p), Some(ip)) => p.reserve(IpAddr::V6(ip)).map(|()| Some(ip)),
                 _ => Ok(None),
@@ -359,8 +362,8 @@ pub(super) fn derive(state: &mut State) {
                     if r4.is_ok() {
                         net.v4.release(IpAddr::V4(a.v4));
                     }
-                    if let Ok(Some(ip)) = r6 {
-                        net.v6.as_mut().expect("v6 pool").release(IpAddr::V6(ip));
+                    if let (Ok(Some(ip)), Some(p)) = (r6, net.v6.as_mut()) {
+                        p.release(IpAddr::V6(ip));
                     }
                     e.attached = None;
                 }
