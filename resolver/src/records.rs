@@ -42,8 +42,12 @@ pub enum RecordsError {
         "invalid name {0:?}: use letters, digits, '_', '.', '-', starting with a letter or digit"
     )]
     BadName(String),
-    #[error("container {container:?}: {message}")]
-    BadLink { container: String, message: String },
+    #[error("container {container:?}: {source}")]
+    BadLink {
+        container: String,
+        #[source]
+        source: crate::table::spec::BadLink,
+    },
     #[error("container {container:?} on network {network:?} has no address")]
     NoAddress { container: String, network: String },
     #[error("invalid dns settings: {0}")]
@@ -227,9 +231,9 @@ impl Records {
                     .iter()
                     .map(|l| l.parse::<Link>())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|message| RecordsError::BadLink {
+                    .map_err(|source| RecordsError::BadLink {
                         container: c.name.clone(),
-                        message,
+                        source,
                     })?;
                 endpoints.push(EndpointSpec {
                     network_id: net_id,
