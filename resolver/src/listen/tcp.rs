@@ -1,0 +1,112 @@
+//! TCP, whose clients can be slow or hostile: all async, one task per connection, bounded in
+//! number, each read and write under the idle timeout, so one stalled client delays nobody.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use super::ListenCtx;
+use crate::forward::Transport;
+use crate::respond::{Arrival, Outcome};
+use crate::table::NetKey;
+use crate::wire;
+
+/// Accept connections for ever, at most `tcp_max` served at once (one over the cap is closed
+/// at once); aborting this task closes them all.
+pub(super) async fn accept(listener: TcpListener, net: NetKey, ctx: ListenCtx) {
+    let slots = Arc::new(Semaphore::new(ctx.tcp_max));
+    // Owning the connections here means aborting this task closes them all.
+    let mut conns = JoinSet::new();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        while conns.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "tcp connection cap reached, closing");
+            continue;
+        };
+        let ctx = ctx.clone();
+        conns.spawn(async move {
+            serve(stream, peer, net, &ctx).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Serve one TCP connection: many queries, answered as they complete (forwarded ones may
+/// overtake each other, RFC 7766 §6.2.1.1), closed after the idle timeout without a query.
+async fn serve(stream: TcpStream, peer: SocketAddr, net: NetKey, ctx: &ListenCtx) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let idle = ctx.tcp_idle;
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+    let writer = async move {
+        while let Some(reply) = rx.recv().await {
+            let mut framed = Vec::with_capacity(reply.len() + 2);
+            framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&reply);
+            match tokio::time::timeout(idle, wr.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    };
+    let reader = async move {
+        let mut forwards = JoinSet::new();
+        let mut out = Vec::with_capacity(1024);
+        let arrival = Arrival {
+            src: peer.ip(),
+            ifindex: None,
+            listener: net,
+            fixed_limit: Some(wire::TCP_LIMIT),
+        };
+        loop {
+            let mut len = [0u8; 2];
+            match tokio::time::timeout(idle, rd.read_exact(&mut len)).await {
+                Ok(Ok(_)) => {}
+                _ => break,
+            }
+            let n = u16::from_be_bytes(len) as usize;
+            let mut msg = vec![0u8; n];
+            // The whole message must arrive within the idle timeout: a trickling client is cut.
+            match tokio::time::timeout(idle, rd.read_exact(&mut msg)).await {
+                Ok(Ok(_)) => {}
+                _ => break,
+            }
+            while forwards.try_join_next().is_some() {}
+            match ctx.responder.respond(&msg, &arrival, &mut out) {
+                Outcome::Reply => {
+                    if tx.send(out.clone()).await.is_err() {
+                        break;
+                    }
+                }
+                Outcome::Drop => break,
+                Outcome::Forward => {
+                    let (fwd, tx) = (ctx.forwarder.clone(), tx.clone());
+                    forwards.spawn(async move {
+                        let reply = fwd.forward(&msg, Transport::Tcp).await;
+                        let _ = tx.send(reply).await;
+                    });
+                }
+            }
+        }
+        // Let answers already being worked on go out, within the idle timeout.
+        let _ = tokio::time::timeout(idle, async {
+            while forwards.join_next().await.is_some() {}
+        })
+        .await;
+        drop(tx);
+    };
+    tokio::join!(reader, writer);
+}
