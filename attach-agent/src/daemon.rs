@@ -74,11 +74,14 @@ fn group_id(name: &str) -> Result<u32, DaemonError> {
         why,
     };
     let c = CString::new(name).map_err(|_| err("not a group name"))?;
-    // SAFETY: getgrnam with a valid C string; the result is read at once.
+    // SAFETY: `c` is a NUL-terminated string that outlives the call. getgrnam returns null or
+    // a pointer into a static buffer that stays valid until the next getgrnam on any thread;
+    // the daemon calls it once, at start, and reads the result at once.
     let g = unsafe { libc::getgrnam(c.as_ptr()) };
     if g.is_null() {
         Err(err("no such group"))
     } else {
+        // SAFETY: `g` is the non-null result just returned, not yet overwritten (see above).
         Ok(unsafe { (*g).gr_gid })
     }
 }
@@ -86,6 +89,7 @@ fn group_id(name: &str) -> Result<u32, DaemonError> {
 /// Run until SIGTERM or SIGINT.
 pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     let cfg = config(&args)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(DaemonError::NotRoot);
     }

@@ -92,6 +92,8 @@ fn listen_in(ns: &str) -> TcpListener {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: `f` is an open namespace file for the length of the call; setns changes only
+        // this (new, single-purpose) thread's network namespace.
         assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
         TcpListener::bind("0.0.0.0:8080").unwrap()
     })

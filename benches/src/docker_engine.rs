@@ -143,6 +143,7 @@ fn which(bin: &str) -> PathBuf {
 
 fn stop(child: &mut Option<Child>, grace: Duration) {
     if let Some(mut c) = child.take() {
+        // SAFETY: kill has no memory preconditions; the pid is our own child's, not yet reaped.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {

@@ -44,22 +44,26 @@ fn advise(p: *mut u8, size: usize) {
 // SAFETY: every call is passed to `System` unchanged; `advise` only adds a hint on the result.
 unsafe impl GlobalAlloc for HugePages {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: our caller upholds `alloc`'s contract, which we pass on unchanged.
         let p = unsafe { System.alloc(layout) };
         advise(p, layout.size());
         p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as in `alloc`.
         let p = unsafe { System.alloc_zeroed(layout) };
         advise(p, layout.size());
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` (every block we hand out does) with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as in `dealloc`, and our caller upholds `realloc`'s contract on `new_size`.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         advise(p, new_size);
         p
@@ -97,6 +101,7 @@ mod tests {
     #[test]
     fn big_blocks_are_marked_small_ones_not() {
         let big = Layout::from_size_align(16 << 20, 8).unwrap();
+        // SAFETY: a non-zero-sized layout; the block is freed below with the layout it has.
         let p = unsafe { HugePages.alloc(big) };
         assert!(!p.is_null());
         let inside = (p as usize).next_multiple_of(HUGE_PAGE);
@@ -106,14 +111,18 @@ mod tests {
             vm_flags(inside)
         );
         // Grown, the new block is marked too.
+        // SAFETY: `p` is the live block allocated above with `big`.
         let p = unsafe { HugePages.realloc(p, big, 64 << 20) };
         let inside = (p as usize).next_multiple_of(HUGE_PAGE) + (32 << 20);
         assert!(vm_flags(inside).split(' ').any(|f| f == "hg"));
+        // SAFETY: `p` is the live block grown to 64 MiB above.
         unsafe { HugePages.dealloc(p, Layout::from_size_align(64 << 20, 8).unwrap()) };
 
         let small = Layout::from_size_align(64 << 10, 8).unwrap();
+        // SAFETY: a non-zero-sized layout, freed below with it.
         let q = unsafe { HugePages.alloc(small) };
         assert!(!vm_flags(q as usize).split(' ').any(|f| f == "hg"));
+        // SAFETY: `q` is the live block allocated above with `small`.
         unsafe { HugePages.dealloc(q, small) };
     }
 }

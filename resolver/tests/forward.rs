@@ -187,6 +187,7 @@ async fn replies_with_the_wrong_id_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolv_conf_is_reread_when_it_changes() {
     assert_eq!(
+        // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() },
         0,
         "this test binds port 53 on loopback and must run as root"

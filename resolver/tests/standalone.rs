@@ -158,6 +158,7 @@ async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
     );
     // SIGHUP reloads too: db goes away (and, no longer local, is forwarded).
     std::fs::write(&path, records(b, "")).unwrap();
+    // SAFETY: kill has no memory preconditions; the pid is our own running child's.
     unsafe { libc::kill(running.0.id() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(5);
     while dig(gw, port, client, &["+short", "db"]) != "192.0.2.53" {

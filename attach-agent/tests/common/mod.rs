@@ -94,6 +94,7 @@ pub struct Env {
 /// root, and says so.
 pub fn claim_prefix() -> (String, u8) {
     assert_eq!(
+        // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() },
         0,
         "the attach-agent tests create namespaces, bridges and veths: run them as root"
@@ -379,6 +380,8 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(
+            // SAFETY: `file` is an open namespace file for the length of the call; setns
+            // changes only this (new, single-purpose) thread's network namespace.
             unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
             0,
             "setns {path}"

@@ -154,6 +154,8 @@ struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(pid) = self.daemon {
+            // SAFETY: no memory preconditions; the pid is the daemon this server started, and
+            // waitpid reaps it with no status buffer.
             unsafe {
                 libc::kill(pid as i32, libc::SIGKILL);
                 libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
@@ -435,6 +437,7 @@ fn saturation(target: &Target, pid: u32, queries: &Path, seconds: u32) -> Satura
             noerror, target.server
         );
     }
+    // SAFETY: sysconf has no preconditions.
     let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu_s = (after - before) as f64 / ticks_per_s;
     Saturation {
@@ -513,6 +516,7 @@ fn ensure_tools() {
 
 fn main() {
     // Orphans (aardvark-dns forks into the background) become our children, so we reap them.
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory of ours.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut args = Args::parse();
     if args.quick {
@@ -701,6 +705,7 @@ fn agent_binary(exe_dir: &Path) -> PathBuf {
 /// Start the agent, make `n` running containers, connect each to one network over the API
 /// (timing each call), and ask the network's DNS for the name right after each connect returns.
 fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "--agent needs root");
     let bin = agent_binary(exe_dir);
     let work = dir.join("agent");

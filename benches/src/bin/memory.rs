@@ -55,6 +55,7 @@ fn main() {
         );
         drop(t);
         // Give the freed pages back, so the next size starts from a clean slate.
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
         unsafe { libc::malloc_trim(0) };
     }
 }

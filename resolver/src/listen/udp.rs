@@ -43,6 +43,7 @@ impl Batch {
         };
         Box::new(Batch {
             bufs: vec![[0u8; RECV_BUF]; BATCH],
+            // SAFETY: sockaddr_storage is a plain C struct; all zeroes is a valid (empty) one.
             names: vec![unsafe { std::mem::zeroed() }; BATCH],
             controls: vec![[0u64; 8]; BATCH],
             iovs: vec![iov; BATCH],
