@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -175,7 +175,13 @@ async fn queries_past_the_in_flight_cap_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_with_the_wrong_id_are_ignored() {
     let b = block();
-    let up = upstream(Behaviour::WrongIdFirst(addr("192.0.2.11"))).await;
+    // The spoofed reply (wrong id, sent first) carries another address than the real one, so
+    // taking it would show in the answer.
+    let up = upstream(Behaviour::WrongIdFirst {
+        real: addr("192.0.2.11"),
+        spoofed: addr("203.0.113.66"),
+    })
+    .await;
     let s = server(&config(&[up.addr]));
     let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
     let m = ask(gw, ip(b, 2), "spoof.example", RecordType::A).await;
@@ -219,7 +225,11 @@ async fn resolv_conf_is_reread_when_it_changes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(second.count() >= 1);
-    let _ = (first, IpAddr::from([0u8; 4]));
+    // From now on only the new upstream is asked.
+    let asked_first = first.count();
+    let m = ask(gw, ip(b, 2), "z.example", RecordType::A).await;
+    assert_eq!(a_records(&m), [addr("192.0.2.2")]);
+    assert_eq!(first.count(), asked_first, "the old upstream is still asked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

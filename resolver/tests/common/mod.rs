@@ -203,8 +203,8 @@ pub enum Behaviour {
     Silent,
     /// Over UDP: TC set, no answers. Over TCP: `n` A records.
     Truncated(u8),
-    /// First a reply with the wrong id, then the right one.
-    WrongIdFirst(Ipv4Addr),
+    /// First a reply with the wrong id carrying `spoofed`, then the right one with `real`.
+    WrongIdFirst { real: Ipv4Addr, spoofed: Ipv4Addr },
     /// Random bytes instead of a reply.
     Garbage,
     /// A right-looking answer, but sent from another port than the one asked.
@@ -300,11 +300,13 @@ fn stub_reply(query: &[u8], b: Behaviour, tcp: bool) -> Option<Vec<Vec<u8>>> {
                 ));
             }
         }
-        Behaviour::WrongIdFirst(a) => {
-            r.add_answer(Record::from_rdata(name, 300, RData::A(A(a))));
+        Behaviour::WrongIdFirst { real, spoofed } => {
+            let mut bad = r.clone();
+            r.add_answer(Record::from_rdata(name.clone(), 300, RData::A(A(real))));
             let good = r.to_vec().ok()?;
-            r.metadata.id = q.metadata.id.wrapping_add(1);
-            let bad = r.to_vec().ok()?;
+            bad.add_answer(Record::from_rdata(name, 300, RData::A(A(spoofed))));
+            bad.metadata.id = q.metadata.id.wrapping_add(1);
+            let bad = bad.to_vec().ok()?;
             return Some(vec![bad, good]);
         }
     }
