@@ -11,10 +11,7 @@ use std::process::Command;
 use common::{Env, Out};
 
 // The reference engine is shared with the benchmark (Docker's embedded DNS in the comparison).
-#[path = "../../benches/src/docker_engine.rs"]
-#[allow(dead_code)]
-mod docker_engine;
-use docker_engine::DockerEngine as RefEngine;
+use test_support::docker_engine::DockerEngine as RefEngine;
 
 /// Replace what legitimately differs between two runs: ids, timestamps, endpoint ids.
 fn normalise(s: &str) -> String {

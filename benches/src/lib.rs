@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-pub mod docker_engine;
+pub use test_support::docker_engine;
 pub mod namespaced;
 pub mod netavark;
 

@@ -192,12 +192,7 @@ async fn replies_with_the_wrong_id_are_ignored() {
 /// stubs listen on port 53 of their own loopback addresses: this test needs root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolv_conf_is_reread_when_it_changes() {
-    assert_eq!(
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() },
-        0,
-        "this test binds port 53 on loopback and must run as root"
-    );
+    test_support::require_root("this test binds port 53 on loopback");
     let b = block();
     let (ua, ub) = (ip([127, 53, b[2]], 1), ip([127, 53, b[2]], 2));
     let first = upstream_on(ua, 53, Behaviour::Answer(addr("192.0.2.1"), 0)).await;
@@ -229,7 +224,11 @@ async fn resolv_conf_is_reread_when_it_changes() {
     let asked_first = first.count();
     let m = ask(gw, ip(b, 2), "z.example", RecordType::A).await;
     assert_eq!(a_records(&m), [addr("192.0.2.2")]);
-    assert_eq!(first.count(), asked_first, "the old upstream is still asked");
+    assert_eq!(
+        first.count(),
+        asked_first,
+        "the old upstream is still asked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

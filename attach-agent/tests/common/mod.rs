@@ -93,12 +93,7 @@ pub struct Env {
 /// other environment of this test process uses; leftovers of earlier runs swept first. Needs
 /// root, and says so.
 pub fn claim_prefix() -> (String, u8) {
-    assert_eq!(
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() },
-        0,
-        "the attach-agent tests create namespaces, bridges and veths: run them as root"
-    );
+    test_support::require_root("the attach-agent tests create namespaces, bridges and veths");
     // Leftovers of an earlier, interrupted run (no two test processes run at once).
     SWEEP.call_once(|| sweep(is_test_name));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -516,8 +511,5 @@ impl Api {
     }
 }
 
-// Shared with the resolver's tests.
-#[path = "../../../resolver/tests/common/report.rs"]
-mod report;
 #[allow(unused_imports)]
-pub use report::report;
+pub use test_support::report;

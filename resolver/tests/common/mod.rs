@@ -204,7 +204,10 @@ pub enum Behaviour {
     /// Over UDP: TC set, no answers. Over TCP: `n` A records.
     Truncated(u8),
     /// First a reply with the wrong id carrying `spoofed`, then the right one with `real`.
-    WrongIdFirst { real: Ipv4Addr, spoofed: Ipv4Addr },
+    WrongIdFirst {
+        real: Ipv4Addr,
+        spoofed: Ipv4Addr,
+    },
     /// Random bytes instead of a reply.
     Garbage,
     /// A right-looking answer, but sent from another port than the one asked.
@@ -434,6 +437,5 @@ impl Prober {
     }
 }
 
-mod report;
 #[allow(unused_imports)]
-pub use report::report;
+pub use test_support::report;

@@ -1,4 +1,4 @@
-//! The figures tests give the reliability report (shared with attach-agent's tests).
+//! The figures tests give the reliability report (the resolver's tests and attach-agent's).
 
 /// A figure for the reliability report: printed, and appended to $RELIABILITY_OUT when the
 /// report generator (`cargo run -p bench --bin reliability`) runs the tests.

@@ -1,5 +1,5 @@
 //! Docker Engine 20.10 (Debian's docker.io), started by hand as a reference: for the Engine
-//! API differential test (attach-agent/tests/differential.rs includes this file) and for the
+//! API differential test (attach-agent/tests/differential.rs) and for the
 //! benchmark's Docker embedded-DNS row. Never with its defaults, which rewrite the host's
 //! firewall: `--iptables=false --ip-forward=false --ip-masq=false --bridge=none`, its own
 //! sockets and directories under a temporary directory, removed with everything it made.
