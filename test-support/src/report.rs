@@ -1,7 +1,7 @@
 //! The figures tests give the reliability report (the resolver's tests and attach-agent's).
 
 /// A figure for the reliability report: printed, and appended to $RELIABILITY_OUT when the
-/// report generator (`cargo run -p bench --bin reliability`) runs the tests.
+/// report generator (`cargo xtask reliability-report`) runs the tests.
 pub fn report(figures: serde_json::Value) {
     let line = format!("RELIABILITY {figures}\n");
     print!("{line}");
