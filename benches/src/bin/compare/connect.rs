@@ -1,0 +1,189 @@
+//! The agent's connect path: N running containers connected one at a time over its API, each
+//! call timed, each name asked right after its connect returned; beside it netavark 1.4's
+//! setup of the same number of namespaces.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bench::namespaced;
+use serde::Serialize;
+
+use crate::peers::Server;
+use crate::SERVER_CPU;
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AgentFigures {
+    pub(crate) containers: u32,
+    pub(crate) connect: Timings,
+    /// Containers whose name answered on the first query sent after their connect returned.
+    pub(crate) answered_at_once: u32,
+    /// netavark 1.4 `setup` on as many fresh namespaces, when installed.
+    pub(crate) netavark: Option<Timings>,
+}
+
+/// Per-call times of one kind of operation, done one at a time.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Timings {
+    pub(crate) mean_ms: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) per_second: f64,
+}
+
+impl Timings {
+    pub(crate) fn of(mut ms: Vec<f64>, total_seconds: f64) -> Timings {
+        ms.sort_by(f64::total_cmp);
+        Timings {
+            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+            p50_ms: ms[ms.len() / 2],
+            p99_ms: ms[((ms.len() as f64 * 0.99) as usize).min(ms.len() - 1)],
+            per_second: ms.len() as f64 / total_seconds,
+        }
+    }
+}
+
+/// The agent's binary beside this one, built with the same profile when missing.
+pub(crate) fn agent_binary(exe_dir: &Path) -> PathBuf {
+    let bin = exe_dir.join("attach-agent");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["build", "-p", "attach-agent"]);
+        if exe_dir.ends_with("release") {
+            c.arg("--release");
+        }
+        assert!(
+            c.status().is_ok_and(|s| s.success()),
+            "building the agent failed"
+        );
+    }
+    bin
+}
+
+/// Start the agent, make `n` running containers, connect each to one network over the API
+/// (timing each call), and ask the network's DNS for the name right after each connect returns.
+pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "--agent needs root");
+    let bin = agent_binary(exe_dir);
+    let work = dir.join("agent");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let (child, socket) = namespaced::spawn_agent(&bin, &work, SERVER_CPU, "bca");
+    let daemon = Server {
+        child,
+        daemon: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let figures = rt.block_on(connect_one_at_a_time(&socket, n));
+    drop(daemon);
+    let netavark = bench::netavark::available().then(|| {
+        eprintln!("netavark setup on {n} namespaces...");
+        let all = Instant::now();
+        let times = bench::netavark::setup_times(n, &work);
+        Timings::of(times, all.elapsed().as_secs_f64())
+    });
+    AgentFigures {
+        containers: n,
+        connect: figures.0,
+        answered_at_once: figures.1,
+        netavark,
+    }
+}
+
+/// Over the API at `socket`: a network, `n` running containers, then each connected to the
+/// network in turn, timed, and its name asked of the network's DNS right after. The timings and
+/// how many names answered at once.
+async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Timings, u32) {
+    use attach_agent::cli::client::Client;
+    use hyper::Method;
+    let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
+    namespaced::wait_ready(&client).await;
+    let call = |m: Method, path: String, body: serde_json::Value| {
+        let client = client.clone();
+        async move { namespaced::must(&client, m, &path, body).await }
+    };
+    let created = call(
+        Method::POST,
+        "/networks/create".into(),
+        serde_json::json!({"Name": "bench"}),
+    )
+    .await;
+    let id: serde_json::Value = serde_json::from_slice(&created).unwrap();
+    let inspect = client
+        .raw(
+            Method::GET,
+            &format!("/networks/{}", id["Id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .unwrap()
+        .1;
+    let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
+    let gateway: std::net::IpAddr = inspect["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for i in 0..n {
+        call(
+            Method::POST,
+            format!("/containers/create?name=bca-{i}"),
+            serde_json::json!({"Image": "none"}),
+        )
+        .await;
+        call(
+            Method::POST,
+            format!("/containers/bca-{i}/start"),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+    let dns = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    dns.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut times = Vec::with_capacity(n as usize);
+    let mut answered = 0;
+    let all = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        call(
+            Method::POST,
+            "/networks/bench/connect".into(),
+            serde_json::json!({"Container": format!("bca-{i}")}),
+        )
+        .await;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        // Right after connect returned: does the name answer?
+        let mut q = hickory_proto::op::Message::query();
+        q.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii(format!("bca-{i}")).unwrap(),
+            hickory_proto::rr::RecordType::A,
+        ));
+        dns.send_to(&q.to_vec().unwrap(), (gateway, 53)).unwrap();
+        let mut buf = [0u8; 512];
+        if let Ok(len) = dns.recv(&mut buf) {
+            if hickory_proto::op::Message::from_vec(&buf[..len])
+                .is_ok_and(|m| !m.answers.is_empty())
+            {
+                answered += 1;
+            }
+        }
+    }
+    let total = all.elapsed().as_secs_f64();
+    for i in 0..n {
+        let _ = client
+            .raw(
+                Method::DELETE,
+                &format!("/containers/bca-{i}?force=1"),
+                None,
+            )
+            .await;
+    }
+    let _ = client.raw(Method::DELETE, "/networks/bench", None).await;
+    (Timings::of(times, total), answered)
+}

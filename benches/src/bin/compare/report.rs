@@ -1,0 +1,108 @@
+//! The results as markdown: the servers' table with ratios to the echo floor and to
+//! dnsmasq, and the connect table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::connect::{AgentFigures, Timings};
+use crate::dnsperf::{Latency, Saturation};
+use crate::peers::{Form, Kind};
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Point {
+    pub(crate) server: Kind,
+    pub(crate) names: u32,
+    pub(crate) form: Form,
+    pub(crate) saturation: Saturation,
+    pub(crate) latency: Vec<Latency>,
+    pub(crate) rss_kib: u64,
+}
+
+pub(crate) fn table(points: &[Point], rates: &[u32]) -> String {
+    let mut s = String::new();
+    let mut by_n: BTreeMap<(u32, Form), Vec<&Point>> = BTreeMap::new();
+    for p in points {
+        by_n.entry((p.names, p.form)).or_default().push(p);
+    }
+    for ((n, form), ps) in by_n {
+        let cpu = |k: Kind| {
+            ps.iter()
+                .find(|p| p.server == k)
+                .map(|p| p.saturation.cpu_us_per_query)
+        };
+        let _ = writeln!(s, "\n### {n} names, {}\n", form.label());
+        let mut head = "| server | q/s at saturation | lost | CPU µs/query | vs echo | vs dnsmasq | vs aardvark-dns |".to_string();
+        let mut rule = "|---|---|---|---|---|---|---|".to_string();
+        for r in rates {
+            let _ = write!(head, " p50/p99/p99.9 ms at {}k q/s |", r / 1000);
+            rule.push_str("---|");
+        }
+        head.push_str(" RSS MiB |");
+        rule.push_str("---|");
+        let _ = writeln!(s, "{head}\n{rule}");
+        for p in &ps {
+            let me = p.saturation.cpu_us_per_query;
+            let ratio = |k: Kind| match cpu(k) {
+                Some(o) if o > 0.0 => format!("{:.2}x", me / o),
+                _ => "-".into(),
+            };
+            let mut row = format!(
+                "| {} | {:.0} | {} | {:.2} | {} | {} | {} |",
+                p.server.label(),
+                p.saturation.qps,
+                p.saturation.lost,
+                me,
+                ratio(Kind::Echo),
+                ratio(Kind::Dnsmasq),
+                ratio(Kind::Aardvark)
+            );
+            for l in &p.latency {
+                let _ = write!(
+                    row,
+                    " {:.3}/{:.3}/{:.3} (lost {}) |",
+                    l.p50_ms, l.p99_ms, l.p999_ms, l.lost
+                );
+            }
+            let _ = write!(row, " {:.1} |", p.rss_kib as f64 / 1024.0);
+            let _ = writeln!(s, "{row}");
+        }
+    }
+    s
+}
+
+/// The connect table: the agent's API call beside netavark's setup.
+pub(crate) fn connect_table(a: &AgentFigures) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n### attach-agent: connecting {} running containers one at a time\n",
+        a.containers
+    );
+    let _ = writeln!(
+        s,
+        "| operation | mean | p50 | p99 | containers/s | vs netavark (mean) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let mut row = |label: &str, t: &Timings, ratio: String| {
+        let _ = writeln!(
+            s,
+            "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {ratio} |",
+            t.mean_ms, t.p50_ms, t.p99_ms, t.per_second
+        );
+    };
+    let ratio = a.netavark.as_ref().map_or("-".to_string(), |n| {
+        format!("{:.2}x", a.connect.mean_ms / n.mean_ms)
+    });
+    row("attach-agent connect (API call)", &a.connect, ratio);
+    if let Some(n) = &a.netavark {
+        row("netavark 1.4 setup (process per call)", n, "1.00x".into());
+    }
+    let _ = writeln!(
+        s,
+        "\nAnswered on the first query right after connect returned: {}/{}.",
+        a.answered_at_once, a.containers
+    );
+    s
+}
