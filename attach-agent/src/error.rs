@@ -1,4 +1,5 @@
-//! The agent's errors, with Docker's texts (SPEC §2) and the HTTP status the Engine API uses.
+//! The agent's errors, with Docker's texts (docs/behaviour.md §2–§5) and the HTTP status the
+//! Engine API uses.
 
 use thiserror::Error;
 

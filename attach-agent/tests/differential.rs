@@ -202,7 +202,7 @@ fn scenario(run: &mut Run<'_>, env: &Env) {
     run.step(&[
         "network", "connect", "--ip", &fixed, "--link", &link, "n1", &c4,
     ]);
-    // SPEC §2 errors.
+    // The errors of docs/behaviour.md §4.
     let outside = format!("10.{o}.9.9");
     let used = format!("10.{o}.0.129");
     for args in [
@@ -264,7 +264,7 @@ fn accepted(docker: &Step, ours: &Step) -> bool {
         return false;
     }
     let (d, a) = (&docker.stderr, &ours.stderr);
-    // SPEC §2's texts where Engine 20.10 words it differently.
+    // docs/behaviour.md's texts where Engine 20.10 words them differently.
     if d.contains("error while removing network: network n1 id <ID> has active endpoints")
         && a.contains("network n1 has active endpoints")
     {
@@ -282,7 +282,7 @@ fn accepted(docker: &Step, ours: &Step) -> bool {
         return true;
     }
     // A container on two networks: Engine 20.10 searches them in network-name order (n1
-    // first), the SPEC in connect order (n2 first for c3 and c4).
+    // first), docs/behaviour.md §7 in connect order (n2 first for c3 and c4).
     if docker.what.starts_with("in ") {
         let subnet_of = |s: &str| s.split('.').nth(2).map(String::from);
         return docker.stdout.split(' ').count() == 1

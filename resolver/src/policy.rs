@@ -1,7 +1,7 @@
 //! Given an asker and a question, decide: local answer, NODATA, NXDOMAIN, or forward.
 //!
 //! Pure: no sockets, no time. The table is the only input besides the question, so every rule
-//! of SPEC §4 that is about *what* to answer is tested here without a server.
+//! of docs/behaviour.md §7 that is about *what* to answer is tested here without a server.
 
 use std::net::IpAddr;
 
