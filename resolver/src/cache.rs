@@ -152,3 +152,93 @@ impl std::fmt::Debug for Cache {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    use super::*;
+
+    fn query(id: u16, name: &str, t: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        m.to_vec().unwrap()
+    }
+
+    /// An upstream's reply to `q`: `rcode`, one A record of `ttl` when NOERROR.
+    fn reply(q: &[u8], rcode: ResponseCode, ttl: u32) -> Vec<u8> {
+        let q = Message::from_vec(q).unwrap();
+        let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+        r.metadata.message_type = MessageType::Response;
+        r.metadata.response_code = rcode;
+        r.add_query(q.queries[0].clone());
+        if rcode == ResponseCode::NoError {
+            r.add_answer(Record::from_rdata(
+                q.queries[0].name().clone(),
+                ttl,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 9))),
+            ));
+        }
+        r.to_vec().unwrap()
+    }
+
+    #[test]
+    fn a_hit_carries_the_askers_id_and_case() {
+        let cache = Cache::new(100);
+        let q1 = query(1, "www.example.com.", RecordType::A);
+        cache.put(
+            &wire::parse(&q1).unwrap(),
+            &reply(&q1, ResponseCode::NoError, 300),
+        );
+        let q2 = query(7, "WWW.Example.com.", RecordType::A);
+        let hit = cache.get(&wire::parse(&q2).unwrap()).expect("a hit");
+        let m = Message::from_vec(&hit).unwrap();
+        assert_eq!(m.metadata.id, 7);
+        assert_eq!(m.queries[0].name().to_ascii(), "WWW.Example.com.");
+        assert_eq!(m.answers.len(), 1);
+        // Another type of the same name is another entry.
+        let aaaa = query(8, "www.example.com.", RecordType::AAAA);
+        assert!(cache.get(&wire::parse(&aaaa).unwrap()).is_none());
+    }
+
+    #[test]
+    fn only_complete_answers_with_a_lifetime_are_kept() {
+        let cache = Cache::new(100);
+        let q = query(1, "a.example.", RecordType::A);
+        let req = wire::parse(&q).unwrap();
+        cache.put(&req, &reply(&q, ResponseCode::NoError, 0));
+        cache.put(&req, &reply(&q, ResponseCode::ServFail, 300));
+        cache.put(&req, &reply(&q, ResponseCode::Refused, 300));
+        assert!(
+            cache.is_empty(),
+            "TTL 0, SERVFAIL and REFUSED are not cached"
+        );
+        let mut truncated = reply(&q, ResponseCode::NoError, 300);
+        truncated[2] |= 0x02; // TC
+        cache.put(&req, &truncated);
+        assert!(cache.is_empty(), "a truncated reply is not cached");
+        let off = Cache::new(0);
+        off.put(&req, &reply(&q, ResponseCode::NoError, 300));
+        assert!(off.get(&req).is_none(), "capacity 0 disables the cache");
+    }
+
+    #[test]
+    fn the_cache_never_grows_past_its_capacity() {
+        let cache = Cache::new(50);
+        for i in 0..500 {
+            let q = query(1, &format!("n{i}.example."), RecordType::A);
+            cache.put(
+                &wire::parse(&q).unwrap(),
+                &reply(&q, ResponseCode::NoError, 300),
+            );
+            assert!(cache.len() <= 50, "{} entries", cache.len());
+        }
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+}

@@ -71,6 +71,7 @@ pub fn check_name(name: &str) -> Result<()> {
 }
 
 /// A checked endpoint request.
+#[derive(Debug)]
 pub struct EndpointConfig {
     pub aliases: Vec<String>,
     pub links: Vec<Link>,
@@ -257,4 +258,120 @@ pub fn plan_network(req: &NetworkCreate, taken: &[IpNet]) -> Result<NetworkPlan>
         ));
     }
     Ok(NetworkPlan { driver, v4, v6 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::test_network;
+
+    fn req(f: impl FnOnce(&mut EndpointRequest)) -> EndpointRequest {
+        let mut r = EndpointRequest::default();
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn endpoint_requests_are_checked_with_docker_errors() {
+        let net = test_network("front", "10.5.0.0/24", Some("fd00:5::/64"));
+        let ok = check_endpoint(
+            &req(|r| {
+                r.ipv4 = Some(" 10.5.0.7 ".into());
+                r.ipv6 = Some("fd00:5::7".into());
+                r.aliases = vec!["db".into(), " db ".into(), "".into(), "sql".into()];
+                r.links = vec!["web:w".into(), "cache".into()];
+                r.link_local = vec!["169.254.1.1".into(), "fe80::1".into()];
+            }),
+            &net,
+        )
+        .unwrap();
+        assert_eq!(ok.v4, Some(Ipv4Addr::new(10, 5, 0, 7)));
+        assert_eq!(
+            ok.aliases,
+            ["db", "sql"],
+            "trimmed, empty and repeated dropped"
+        );
+        assert_eq!(ok.links[1].alias, "cache");
+        assert_eq!(ok.link_local.len(), 2);
+
+        let err = |r: EndpointRequest| check_endpoint(&r, &net).unwrap_err().to_string();
+        assert_eq!(
+            err(req(|r| r.ipv4 = Some("10.5.0".into()))),
+            "invalid IPv4 address: 10.5.0"
+        );
+        assert_eq!(
+            err(req(|r| r.ipv4 = Some("10.6.0.1".into()))),
+            "no configured subnet contains IP address 10.6.0.1"
+        );
+        assert_eq!(
+            err(req(|r| r.ipv6 = Some("fd00:5::zz".into()))),
+            "invalid IPv6 address: fd00:5::zz"
+        );
+        assert_eq!(
+            err(req(|r| r.ipv6 = Some("fd00:6::1".into()))),
+            "no configured subnet contains IP address fd00:6::1"
+        );
+        assert_eq!(
+            err(req(|r| r.link_local = vec!["10.5.0.9".into()])),
+            "invalid link-local IP address: 10.5.0.9"
+        );
+        assert_eq!(
+            err(req(|r| r.links = vec!["a:b:c".into()])),
+            "bad format for links: a:b:c"
+        );
+        // A network without IPv6 refuses every IPv6 address.
+        let v4_only = test_network("back", "10.6.0.0/24", None);
+        assert!(check_endpoint(&req(|r| r.ipv6 = Some("fd00:6::1".into())), &v4_only).is_err());
+    }
+
+    #[test]
+    fn names_and_hostnames_cannot_reach_a_path_or_a_hosts_line() {
+        assert!(check_name("web-1.example_x").is_ok());
+        for bad in ["", "../x", "a/b", "-a", &"a".repeat(65), "a b"] {
+            assert!(
+                matches!(check_name(bad), Err(AgentError::BadName(..))),
+                "{bad:?}"
+            );
+        }
+        assert!(check_hostname("db.internal").is_ok());
+        for bad in ["", "a..b", "-a", "a b", "a\nb", &"a".repeat(64)] {
+            assert!(check_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn network_plans_pick_drivers_and_refuse_overlaps() {
+        let create = |driver: Option<&str>, subnet: Option<&str>| NetworkCreate {
+            name: "n".into(),
+            driver: driver.map(String::from),
+            ipam: subnet
+                .map(|s| IpamRequest {
+                    subnet: Some(s.into()),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let plan = plan_network(&create(None, Some("10.7.0.0/24")), &[]).unwrap();
+        assert_eq!(plan.driver, Driver::Bridge);
+        assert!(plan.v4.is_some() && plan.v6.is_none());
+        assert_eq!(
+            plan_network(&create(Some("overlay"), None), &[])
+                .unwrap()
+                .driver,
+            Driver::Overlay
+        );
+        assert_eq!(
+            plan_network(&create(Some("macvlan"), None), &[])
+                .unwrap_err()
+                .to_string(),
+            "plugin \"macvlan\" not found"
+        );
+        let taken = ["10.7.0.0/16".parse().unwrap()];
+        assert!(matches!(
+            plan_network(&create(None, Some("10.7.1.0/24")), &taken),
+            Err(AgentError::Ipam(ipam::IpamError::Overlap))
+        ));
+    }
 }

@@ -78,3 +78,47 @@ pub fn network_matches(
             })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::test_network;
+
+    fn filters(raw: &str) -> HashMap<String, Vec<String>> {
+        parse_filters(Some(&raw.to_string())).unwrap()
+    }
+
+    #[test]
+    fn both_forms_of_the_parameter_parse() {
+        assert_eq!(filters(r#"{"name":{"web":true}}"#)["name"], ["web"]);
+        assert_eq!(filters(r#"{"name":["a","b"]}"#)["name"], ["a", "b"]);
+        assert!(parse_filters(None).unwrap().is_empty());
+        assert!(parse_filters(Some(&"{".to_string())).is_err());
+        assert!(parse_filters(Some(&r#"{"name":1}"#.to_string())).is_err());
+        assert!(check_network_filters(&filters(r#"{"colour":["red"]}"#)).is_err());
+        assert!(check_network_filters(&filters(r#"{"label":["a"]}"#)).is_ok());
+    }
+
+    #[test]
+    fn networks_match_every_filter_and_any_value() {
+        let mut net = test_network("frontend", "10.8.0.0/24", None);
+        net.labels.insert("tier".into(), "web".into());
+        let state = State::default();
+        let m = |raw: &str| network_matches(&filters(raw), &net, &state);
+        assert!(m(r#"{"name":["front"]}"#), "name is a substring match");
+        assert!(
+            m(&format!(r#"{{"id":["{}"]}}"#, &net.id[..6])),
+            "id is a prefix match"
+        );
+        assert!(m(r#"{"label":["tier"]}"#) && m(r#"{"label":["tier=web"]}"#));
+        assert!(!m(r#"{"label":["tier=db"]}"#));
+        assert!(m(r#"{"driver":["bridge"]}"#) && !m(r#"{"driver":["overlay"]}"#));
+        assert!(m(r#"{"scope":["local"]}"#) && m(r#"{"type":["custom"]}"#));
+        assert!(m(r#"{"dangling":["true"]}"#), "no container uses it");
+        assert!(m(r#"{"name":["nope","front"]}"#), "any value of one filter");
+        assert!(
+            !m(r#"{"name":["front"],"driver":["overlay"]}"#),
+            "every filter"
+        );
+    }
+}

@@ -39,6 +39,7 @@ pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.12";
 
 /// An error as the Engine sends it: `{"message": …}` with its status code.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
 impl From<AgentError> for ApiError {

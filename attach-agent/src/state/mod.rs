@@ -15,6 +15,29 @@ pub mod model;
 pub use disk::{Changed, Store};
 pub use model::{Attached, Container, Driver, Endpoint, Network, RunState, State, Undo};
 
+/// A local network on `subnet` (and `v6`, if given) for unit tests of what reads networks.
+#[cfg(test)]
+pub(crate) fn test_network(name: &str, subnet: &str, v6: Option<&str>) -> Network {
+    use crate::ids::NetworkId;
+    use crate::ipam::Pool;
+    let pool = |s: &str| Pool::new(s.parse().unwrap(), None, None).unwrap();
+    Network {
+        id: NetworkId::for_test(name),
+        name: name.into(),
+        created: String::new(),
+        driver: Driver::Bridge,
+        internal: false,
+        attachable: false,
+        labels: Default::default(),
+        options: Default::default(),
+        bridge: format!("br-{name}"),
+        bridge_mac: [2, 0x42, 0, 0, 0, 1],
+        v4: pool(subnet),
+        v6: v6.map(pool),
+        vni: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
