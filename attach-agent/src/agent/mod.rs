@@ -33,7 +33,7 @@ use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::netlink::Netlink;
-use crate::state::{Changed, Container, Endpoint, State, Store};
+use crate::state::{Changed, Container, Endpoint, State, StateDir};
 use attach::AttachPlan;
 pub use overlay::{Withdrawn, OVERLAY_MTU};
 pub use request::{ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
@@ -42,7 +42,7 @@ struct Inner {
     state: Mutex<State>,
     /// Bumped after every saved change: `wait` listens to it.
     changes: tokio::sync::watch::Sender<u64>,
-    store: Store,
+    store: StateDir,
     dns: Server,
     host: Netlink,
     cfg: AgentConfig,
@@ -118,7 +118,7 @@ pub(crate) fn mac_for(v4: Ipv4Addr) -> [u8; 6] {
 impl Agent {
     /// Load the state, reconcile it with the kernel, and serve DNS for every network.
     pub async fn open(cfg: AgentConfig) -> Result<Agent> {
-        let store = Store::new(&cfg.state_dir).map_err(AgentError::io("state directory"))?;
+        let store = StateDir::new(&cfg.state_dir).map_err(AgentError::io("state directory"))?;
         let state = store.load().map_err(AgentError::io("loading state"))?;
         let dns = Server::new(&cfg.dns, resolver::Table::new())?;
         let host = Netlink::host()?;

@@ -19,7 +19,7 @@ pub enum Changed<'a> {
 
 /// Where the state lives.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct StateDir {
     networks: PathBuf,
     containers: PathBuf,
     /// The single file of earlier versions, migrated at the first load.
@@ -52,9 +52,9 @@ fn read_objects<T: serde::de::DeserializeOwned>(dir: &Path) -> std::io::Result<V
     Ok(out)
 }
 
-impl Store {
-    pub fn new(dir: &Path) -> std::io::Result<Store> {
-        let store = Store {
+impl StateDir {
+    pub fn new(dir: &Path) -> std::io::Result<StateDir> {
+        let store = StateDir {
             networks: dir.join("networks"),
             containers: dir.join("containers"),
             legacy: dir.join("state.json"),

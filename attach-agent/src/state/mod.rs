@@ -12,7 +12,7 @@
 pub mod disk;
 pub mod model;
 
-pub use disk::{Changed, Store};
+pub use disk::{Changed, StateDir};
 pub use model::{Attached, Container, Driver, Endpoint, Network, RunState, State, Undo};
 
 /// A local network on `subnet` (and `v6`, if given) for unit tests of what reads networks.
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn one_file_per_object_with_allocations_derived_at_load() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path()).unwrap();
+        let store = StateDir::new(dir.path()).unwrap();
         let mut state = State::default();
         state
             .networks
@@ -205,7 +205,7 @@ mod tests {
             serde_json::to_vec(&state).unwrap(),
         )
         .unwrap();
-        let store = Store::new(dir.path()).unwrap();
+        let store = StateDir::new(dir.path()).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(ips(&loaded.networks[&nid("n1")].v4), ["10.1.0.9"]);
         assert!(!dir.path().join("state.json").exists());
