@@ -17,6 +17,8 @@ pub mod cluster;
 pub mod config;
 /// `attach-agent daemon`: the agent plus its front, until a signal.
 pub mod daemon;
+/// Network drivers (bridge, overlay).
+pub mod driver;
 /// Files written atomically and durably.
 pub mod durable;
 /// The Docker Engine API front: routes, auth, handlers, JSON types.

@@ -17,9 +17,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::driver::Driver;
 use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::ipam::Pool;
-use crate::state::Driver;
 
 pub const ROOT: &str = "/attach-agent/v1/";
 

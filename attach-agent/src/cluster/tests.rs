@@ -27,7 +27,7 @@ fn record(id: &str, name: &str) -> NetworkRecord {
         id: n(id),
         name: name.into(),
         created: String::new(),
-        driver: crate::state::Driver::Overlay,
+        driver: crate::driver::Driver::Overlay,
         internal: false,
         attachable: true,
         labels: Default::default(),
