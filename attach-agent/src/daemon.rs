@@ -98,7 +98,9 @@ pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     tracing::info!(socket = %cfg.socket.display(), state = %cfg.state_dir.display(), "attach-agent ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(DaemonError::Signal)?;
-    let server = crate::engine::serve(agent.clone(), &cfg.socket, group);
+    // One socket, two fronts: the Engine API, and the CNI plugin's calls.
+    let app = crate::engine::router(agent.clone()).merge(crate::cni::front::router(agent.clone()));
+    let server = crate::engine::serve(app, &cfg.socket, group);
     tokio::select! {
         r = server => r.map_err(|source| DaemonError::Socket { path: cfg.socket.clone(), source })?,
         _ = term.recv() => {}

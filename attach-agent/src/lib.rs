@@ -13,6 +13,8 @@ pub mod cli;
 pub mod clock;
 /// Multi-host: the cluster store (etcd, in-memory) and the operations on it.
 pub mod cluster;
+/// The CNI front: the `attach-agent-cni` plugin and the daemon's side of it.
+pub mod cni;
 /// The daemon's settings (file and flags).
 pub mod config;
 /// `attach-agent daemon`: the agent plus its front, until a signal.

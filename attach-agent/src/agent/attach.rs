@@ -29,6 +29,7 @@ pub(crate) struct AttachPlan {
     lo_up: bool,
     host_veth: String,
     ifname: String,
+    mac: [u8; 6],
     /// The namespace, and a netlink connection inside it.
     ns: std::fs::File,
     inside: Netlink,
@@ -216,11 +217,12 @@ impl Agent {
         let (static_v4, static_v6) = (ep.static_v4, ep.static_v6);
         let endpoint_id = ep.endpoint_id.clone();
         let link_local = ep.link_local.clone();
+        let (want_ifname, want_mac) = (ep.ifname.clone(), ep.mac);
         let first = !c.endpoints.iter().any(|e| e.attached.is_some());
         let lo_up = first && !c.owns_netns;
         let netns_path = c.netns.clone();
         // The namespace first (a missing one fails before any address is taken).
-        let (ns, inside, ifname) = self.open_inside(&netns_path).await?;
+        let (ns, inside, ifname) = self.open_inside(&netns_path, want_ifname).await?;
         let global = state.network(net_id)?.is_global();
         let (v4, v6) = if global {
             self.join_network(state, net_id).await?;
@@ -251,6 +253,7 @@ impl Agent {
             lo_up,
             host_veth: self.veth_name(),
             ifname,
+            mac: want_mac.unwrap_or(mac_for(v4)),
             ns,
             inside,
         })
@@ -287,10 +290,11 @@ impl Agent {
     }
 
     /// A handle on the container's namespace, a netlink connection inside it, and the first
-    /// free `ethN` there.
+    /// free `ethN` there (or `wanted`, which must be free).
     pub(super) async fn open_inside(
         &self,
         path: &std::path::Path,
+        wanted: Option<String>,
     ) -> Result<(std::fs::File, Netlink, String)> {
         let ns = netns::open(path).map_err(AgentError::io(format!(
             "network namespace {}",
@@ -298,6 +302,15 @@ impl Agent {
         )))?;
         let inside = Netlink::inside(&ns)?;
         let present = inside.link_names().await?;
+        if let Some(name) = wanted {
+            if present.contains(&name) {
+                return Err(AgentError::Invalid(format!(
+                    "interface {name} already exists in {}",
+                    path.display()
+                )));
+            }
+            return Ok((ns, inside, name));
+        }
         // The names in use are finitely many, so one of eth0, eth1, … is free.
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
@@ -322,7 +335,7 @@ impl Agent {
                 bridge,
                 ns,
                 &plan.ifname,
-                mac_for(plan.v4),
+                plan.mac,
                 plan.mtu,
             )
             .await?;
@@ -366,7 +379,7 @@ impl Agent {
         state.endpoint_mut(&plan.cid, &plan.net_id)?.attached = Some(Attached {
             ifname: plan.ifname.clone(),
             host_veth: plan.host_veth.clone(),
-            mac: mac_for(plan.v4),
+            mac: plan.mac,
             v4: plan.v4,
             v6: plan.v6,
         });

@@ -54,6 +54,7 @@ impl Agent {
             state_since: now,
             labels: req.labels.clone(),
             endpoints,
+            cni: None,
         };
         state.containers.insert(id.clone(), c);
         if let Err(e) = self.persist(&state, &[Changed::Container(&id)]) {

@@ -12,7 +12,8 @@
 //! - `attach`: connect and disconnect (plan, plumb, commit, or undo);
 //! - `containers`: create, start, stop, pause, remove;
 //! - `reconcile`: at start, make the kernel and the table match the saved state;
-//! - `overlay` and `mirror`: global networks, this host's side of the cluster store.
+//! - `overlay` and `mirror`: global networks, this host's side of the cluster store;
+//! - `runtime`: containers a runtime owns and attaches through CNI (ADD, DEL, CHECK, GC).
 
 mod attach;
 mod containers;
@@ -21,6 +22,7 @@ mod networks;
 mod overlay;
 mod reconcile;
 pub mod request;
+mod runtime;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use crate::state::{Changed, Container, Endpoint, State, StateDir};
 use attach::AttachPlan;
 pub use overlay::{Withdrawn, OVERLAY_MTU};
 pub use request::{ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
+pub use runtime::{container_id_of, RuntimeAttach, RuntimeAttachment};
 
 struct Inner {
     state: Mutex<State>,

@@ -77,7 +77,7 @@ impl Agent {
     }
 
     /// Whether an attachment's veth is still there, both ends.
-    async fn still_plumbed(&self, c: &Container, a: &Attached) -> Result<bool> {
+    pub(super) async fn still_plumbed(&self, c: &Container, a: &Attached) -> Result<bool> {
         if self.inner.host.index_of(&a.host_veth).await?.is_none() {
             return Ok(false);
         }

@@ -92,6 +92,8 @@ impl EndpointConfig {
             static_v4: self.v4,
             static_v6: self.v6,
             link_local: self.link_local,
+            ifname: None,
+            mac: None,
             attached: None,
         }
     }
@@ -168,6 +170,25 @@ pub fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointCo
         v6,
         link_local,
     })
+}
+
+/// An interface name inside a namespace (`CNI_IFNAME`): what the kernel accepts (1 to 15
+/// bytes, no `/`, no whitespace, not `.` or `..`), so it reaches netlink only when valid.
+pub fn check_ifname(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::Invalid(format!(
+            "invalid interface name {name:?}: 1 to 15 characters, no '/', ':' or spaces"
+        )))
+    }
 }
 
 /// A hostname (`--hostname`): a DNS name, since it is served and written to /etc/hosts; a

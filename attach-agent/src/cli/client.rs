@@ -52,6 +52,11 @@ impl Client {
         })
     }
 
+    /// The daemon's socket.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     /// One request; the raw status and body.
     pub async fn raw(
         &self,

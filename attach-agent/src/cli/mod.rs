@@ -2,6 +2,7 @@
 //! container verbs, speaking the Engine API to the daemon. Output as the docker CLI prints it.
 
 pub mod client;
+mod cni;
 mod container;
 mod network;
 pub mod output;
@@ -42,6 +43,28 @@ pub enum Command {
     Container(ContainerCmd),
     /// Create and start a container.
     Run(Box<CreateArgs>),
+    /// Set up runtimes (podman, containerd, …) to attach their containers through the
+    /// attach-agent-cni plugin.
+    #[command(subcommand)]
+    Cni(CniCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CniCmd {
+    /// Put the plugin and a conflist per network where runtimes look for them.
+    Install {
+        /// CNI plugin directory.
+        #[arg(long, default_value = crate::cni::setup::DEFAULT_BIN_DIR)]
+        bin_dir: PathBuf,
+        /// CNI network config directory.
+        #[arg(long, default_value = crate::cni::setup::DEFAULT_CONF_DIR)]
+        conf_dir: PathBuf,
+        /// Agent networks to offer (each must exist).
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Print the conflist of a network.
+    Conflist { network: String },
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +277,7 @@ pub async fn run_client(client: &Client, cmd: Command) -> Result<i32, ClientErro
         )),
         Command::Network(n) => network::run(client, n).await,
         Command::Container(c) => container::run(client, c).await,
+        Command::Cni(c) => cni::run(client, c).await,
         Command::Run(args) => {
             let id = container::create(client, &args).await?;
             client

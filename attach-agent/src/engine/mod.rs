@@ -72,8 +72,10 @@ pub fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> ApiResu
     serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON: {e}")))
 }
 
-/// Serve the API on `socket` until the task is dropped. The socket is made mode 0660.
-pub async fn serve(agent: Agent, socket: &Path, group: Option<u32>) -> std::io::Result<()> {
+/// Serve `app` (the Engine API's [`router`], and whatever other front the daemon merges in) on
+/// `socket` until the task is dropped, behind the access check and with version prefixes
+/// stripped. The socket is made mode 0660.
+pub async fn serve(app: Router, socket: &Path, group: Option<u32>) -> std::io::Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -87,7 +89,7 @@ pub async fn serve(agent: Agent, socket: &Path, group: Option<u32>) -> std::io::
     if let Some(gid) = group {
         std::os::unix::fs::chown(socket, Some(0), Some(gid))?;
     }
-    let app = router(agent).layer(axum::middleware::from_fn(move |req, next| {
+    let app = app.layer(axum::middleware::from_fn(move |req, next| {
         auth::only_root_or_group(group, req, next)
     }));
     let app = tower::util::MapRequestLayer::new(strip_version).layer(app);

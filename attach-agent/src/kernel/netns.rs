@@ -160,6 +160,16 @@ pub fn is_netns(path: &Path) -> bool {
     }
 }
 
+/// Whether `path` is the host's own network namespace (the one PID 1 is in): handing it to
+/// a container would give that container the host's networking.
+pub fn is_host_netns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), std::fs::metadata("/proc/1/ns/net")) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Open a namespace by path (/run/netns/X, /proc/PID/ns/net).
 pub fn open(path: &Path) -> io::Result<File> {
     if !is_netns(path) {

@@ -13,7 +13,7 @@ pub mod disk;
 pub mod model;
 
 pub use disk::{Changed, StateDir};
-pub use model::{Attached, Container, Driver, Endpoint, Network, RunState, State, Undo};
+pub use model::{Attached, CniOwner, Container, Driver, Endpoint, Network, RunState, State, Undo};
 
 /// A local network on `subnet` (and `v6`, if given) for unit tests of what reads networks.
 #[cfg(test)]
@@ -87,6 +87,7 @@ mod tests {
             state: RunState::Running,
             state_since: String::new(),
             labels: BTreeMap::new(),
+            cni: None,
             endpoints: eps
                 .iter()
                 .map(|(net, v4)| Endpoint {
@@ -97,6 +98,8 @@ mod tests {
                     static_v4: None,
                     static_v6: None,
                     link_local: vec![],
+                    ifname: None,
+                    mac: None,
                     attached: v4.map(|a| Attached {
                         ifname: "eth0".into(),
                         host_veth: format!("v{id}"),

@@ -247,6 +247,18 @@ pub struct Container {
     pub labels: BTreeMap<String, String>,
     /// In connect order.
     pub endpoints: Vec<Endpoint>,
+    /// Set for a container a runtime attached through the CNI plugin: the runtime owns its
+    /// process and namespace, and it leaves when its last attachment is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniOwner>,
+}
+
+/// Who a CNI-attached container belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniOwner {
+    /// `CNI_CONTAINERID` as the runtime passes it (podman: 64 hex digits; ctr:
+    /// `NAMESPACE-ID`).
+    pub container_id: String,
 }
 
 impl Container {
@@ -281,6 +293,13 @@ pub struct Endpoint {
     pub static_v4: Option<Ipv4Addr>,
     pub static_v6: Option<Ipv6Addr>,
     pub link_local: Vec<IpAddr>,
+    /// The interface name asked for inside the namespace (a CNI runtime's `CNI_IFNAME`);
+    /// `None`: the first free `ethN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// The MAC asked for; `None`: Docker's `02:42` followed by the IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<[u8; 6]>,
     /// Set while attached.
     pub attached: Option<Attached>,
 }
