@@ -34,6 +34,11 @@ fn main() -> std::process::ExitCode {
                 }
             }
             cmd => {
+                // A client's output piped into `head` ends quietly, as other Unix tools do,
+                // instead of panicking on the broken pipe.
+                // SAFETY: restoring the default disposition of SIGPIPE, before any thread of
+                // ours writes, has no memory effects.
+                unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
                 let host = cli
                     .host
                     .unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}"));
