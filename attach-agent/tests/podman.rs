@@ -28,7 +28,9 @@ impl Podman {
         );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for sub in ["cni-bin", "cni-conf", "root", "runroot", "tmp", "vol", "static"] {
+        for sub in [
+            "cni-bin", "cni-conf", "root", "runroot", "tmp", "vol", "static",
+        ] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         let p = |s: &str| d.join(s).display().to_string();
@@ -197,19 +199,30 @@ fn podman_containers_resolve_by_name_alias_and_short_id_and_follow_connect_stop_
     pm.run(&b, &["--network", &front, "--ip", &env.ip(1, 77)], &gw1);
     pm.run(&c, &["--network", &back], &gw2);
     let a_ip = env.ip(1, 2);
-    assert_eq!(pm.resolve(&b, &a), [a_ip.clone()], "by name");
-    assert_eq!(pm.resolve(&b, "web"), [a_ip.clone()], "by --network-alias");
-    assert_eq!(pm.resolve(&b, &a_id[..12]), [a_ip.clone()], "by short id");
+    assert_eq!(pm.resolve(&b, &a), [a_ip.as_str()], "by name");
+    assert_eq!(pm.resolve(&b, "web"), [a_ip.as_str()], "by --network-alias");
+    assert_eq!(pm.resolve(&b, &a_id[..12]), [a_ip.as_str()], "by short id");
     assert_eq!(pm.resolve(&a, &b), [env.ip(1, 77)], "--ip honoured");
     // A real process answers by name.
-    let page = pm.ok(&["exec", &b, "wget", "-q", "-O", "-", &format!("http://{a}:8080/")]);
+    let page = pm.ok(&[
+        "exec",
+        &b,
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://{a}:8080/"),
+    ]);
     assert_eq!(page, a_id[..12], "the page a serves (its hostname)");
     // The third, on another network, learns nothing of them.
     assert!(pm.resolve(&c, &a).is_empty(), "another network's name");
     assert!(pm.resolve(&c, "web").is_empty());
     // The agent sees podman's containers as its own, marked as a runtime's.
     let ls = env.ok(&["container", "ls"]);
-    assert!(ls.contains(&a) && ls.contains(&b) && ls.contains(&c), "{ls}");
+    assert!(
+        ls.contains(&a) && ls.contains(&b) && ls.contains(&c),
+        "{ls}"
+    );
     let inspect: serde_json::Value =
         serde_json::from_str(&env.ok(&["network", "inspect", &front])).unwrap();
     assert_eq!(inspect[0]["Containers"].as_object().unwrap().len(), 2);
@@ -223,7 +236,11 @@ fn podman_containers_resolve_by_name_alias_and_short_id_and_follow_connect_stop_
     assert_eq!(pm.resolve(&c, "api"), [env.ip(2, 3)]);
     pm.ok(&["network", "disconnect", &back, &a]);
     assert!(pm.resolve(&c, "api").is_empty(), "gone after disconnect");
-    assert_eq!(pm.resolve(&b, &a), [a_ip.clone()], "still on the first network");
+    assert_eq!(
+        pm.resolve(&b, &a),
+        [a_ip.as_str()],
+        "still on the first network"
+    );
 
     // The agent's own network connect works on a podman container too (the page of the
     // docker network connect command, for runtimes without one).
@@ -235,9 +252,16 @@ fn podman_containers_resolve_by_name_alias_and_short_id_and_follow_connect_stop_
     // stop: names gone, address free; start: back (in a new namespace).
     pm.ok(&["stop", "-t", "0", &a]);
     assert!(pm.until(&b, &a, |g| g.is_empty()).is_empty(), "stopped");
-    assert!(!env.ok(&["container", "ls", "-a"]).contains(&a), "left with its last attachment");
+    assert!(
+        !env.ok(&["container", "ls", "-a"]).contains(&a),
+        "left with its last attachment"
+    );
     pm.ok(&["start", &a]);
-    assert_eq!(pm.until(&b, &a, |g| !g.is_empty()), [a_ip.clone()], "started again");
+    assert_eq!(
+        pm.until(&b, &a, |g| !g.is_empty()),
+        [a_ip.as_str()],
+        "started again"
+    );
     assert_eq!(pm.resolve(&b, "web"), [a_ip], "with its alias");
 }
 
@@ -255,7 +279,16 @@ fn plugin_errors_reach_the_user_and_leave_nothing_behind() {
     pm.run(&a, &["--network", &net, "--ip", &env.ip(1, 50)], &gw);
     let b = env.name("b");
     let o = pm.cmd(&[
-        "run", "--rm", "--name", &b, "--network", &net, "--ip", &env.ip(1, 50), &pm.image, "true",
+        "run",
+        "--rm",
+        "--name",
+        &b,
+        "--network",
+        &net,
+        "--ip",
+        &env.ip(1, 50),
+        &pm.image,
+        "true",
     ]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("Address already in use"), "{}", o.stderr);
@@ -273,12 +306,20 @@ fn plugin_errors_reach_the_user_and_leave_nothing_behind() {
         o.stderr
     );
     // Nothing was left: no veth, no record, no address held, no container.
-    assert_eq!(links_with(&env.prefix).len(), links_before.len() + 1, "only a's veth");
+    assert_eq!(
+        links_with(&env.prefix).len(),
+        links_before.len() + 1,
+        "only a's veth"
+    );
     let ls = env.ok(&["container", "ls", "-a"]);
     assert!(ls.contains(&a) && !ls.contains(&b), "{ls}");
     let c = env.name("c");
     pm.run(&c, &["--network", &net], &gw);
-    assert_eq!(pm.resolve(&a, &c), [env.ip(1, 2)], "the lowest address is still free");
+    assert_eq!(
+        pm.resolve(&a, &c),
+        [env.ip(1, 2)],
+        "the lowest address is still free"
+    );
 
     // The daemon not running: the runtime's error says what to check.
     env.kill_daemon();
@@ -305,7 +346,11 @@ fn podman_containers_still_resolve_after_the_daemon_is_killed_and_restarted() {
     assert_eq!(pm.resolve(&b, "db"), [env.ip(1, 2)]);
     env.kill_daemon();
     env.start_daemon();
-    assert_eq!(pm.resolve(&b, &a), [env.ip(1, 2)], "after SIGKILL and restart");
+    assert_eq!(
+        pm.resolve(&b, &a),
+        [env.ip(1, 2)],
+        "after SIGKILL and restart"
+    );
     assert_eq!(pm.resolve(&b, "db"), [env.ip(1, 2)]);
     // And podman can still stop it cleanly through the restarted daemon.
     pm.ok(&["stop", "-t", "0", &a]);
