@@ -13,7 +13,8 @@
 //! - `containers`: create, start, stop, pause, remove;
 //! - `reconcile`: at start, make the kernel and the table match the saved state;
 //! - `overlay` and `mirror`: global networks, this host's side of the cluster store;
-//! - `runtime`: containers a runtime owns and attaches through CNI (ADD, DEL, CHECK, GC).
+//! - `runtime`: containers a runtime owns and attaches through CNI (ADD, DEL, CHECK, GC);
+//! - `vanished`: attachments whose namespace died without a word, ended from link events.
 
 mod attach;
 mod containers;
@@ -23,6 +24,7 @@ mod overlay;
 mod reconcile;
 pub mod request;
 mod runtime;
+mod vanished;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -138,6 +140,9 @@ impl Agent {
             }),
         };
         agent.reconcile().await?;
+        // Namespaces that died while the agent was down (a reboot, a runtime that sent no DEL).
+        agent.sweep_vanished().await;
+        agent.start_link_watch();
         if agent.inner.cluster.is_some() {
             agent.start_mirror().await?;
         }

@@ -22,6 +22,10 @@ impl Agent {
         let mut reattached = Vec::new();
         for cid in &running {
             let c = state.container(cid)?.clone();
+            if !c.owns_netns && !netns::is_netns(&c.netns) {
+                // Its runtime's namespace died meanwhile: ended after reconcile, not rebuilt.
+                continue;
+            }
             if let Err(e) = self.ensure_netns(&c) {
                 tracing::error!(container = %c.name, error = %e, "cannot restore namespace");
                 continue;

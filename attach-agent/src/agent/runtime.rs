@@ -300,7 +300,7 @@ impl Agent {
 
     /// Drop one endpoint of a runtime container (records, address, veth after the lock), and
     /// the container with its last one; saved before returning.
-    fn forget_runtime_endpoint(
+    pub(super) fn forget_runtime_endpoint(
         &self,
         state: &mut State,
         cid: &ContainerId,

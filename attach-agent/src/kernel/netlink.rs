@@ -79,6 +79,31 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// The names of links deleted from the host's namespace from now on, as the kernel
+    /// announces them (RTM_DELLINK on the link multicast group): how the agent learns, at once
+    /// and without polling, that a container's namespace died and took its veth with it.
+    pub fn deleted_links() -> Result<futures::stream::BoxStream<'static, String>> {
+        use futures::StreamExt;
+        use rtnetlink::packet_core::NetlinkPayload;
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        let (conn, _handle, messages) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])?;
+        tokio::spawn(conn);
+        Ok(messages
+            .filter_map(|(msg, _)| async move {
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+                        l.attributes.into_iter().find_map(|a| match a {
+                            LinkAttribute::IfName(n) => Some(n),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                }
+            })
+            .boxed())
+    }
+
     /// Index of the link named `name`, if there is one.
     pub async fn index_of(&self, name: &str) -> Result<Option<u32>> {
         let mut links = self

@@ -1,0 +1,135 @@
+//! Containers whose namespace died without anyone telling the agent: a runtime that sends no
+//! DEL (ctr's detached containers never do), a crashed runtime, `kill -9` of a container's
+//! init. The kernel deletes the veth with the namespace and announces it (RTM_DELLINK); the
+//! agent follows those announcements, so the records leave DNS and the addresses return to
+//! the pool at once, without polling any container.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::{Agent, Cleanup};
+use crate::error::Result;
+use crate::ids::{ContainerId, NetworkId};
+use crate::kernel::netlink::Netlink;
+use crate::kernel::netns;
+use crate::state::{Changed, RunState, State};
+
+impl Agent {
+    /// Follow link deletions for as long as the agent lives (a task). When the kernel's
+    /// announcements are lost (the subscription ends), subscribe again and look once at every
+    /// attachment instead.
+    pub(super) fn start_link_watch(&self) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match Netlink::deleted_links() {
+                    Ok(mut gone) => {
+                        while let Some(name) = gone.next().await {
+                            if name.starts_with(agent.inner.cfg.link_prefix.as_str()) {
+                                agent.veth_gone(&name).await;
+                            }
+                        }
+                        tracing::warn!("link events ended; subscribing again");
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot follow link events"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                agent.sweep_vanished().await;
+            }
+        });
+    }
+
+    /// The host-side veth `name` is gone: if it was an attachment's and its container's
+    /// namespace is gone too, the attachment ends.
+    async fn veth_gone(&self, name: &str) {
+        let mut state = self.inner.state.lock().await;
+        let Some((cid, net_id)) = attachment_with_veth(&state, name) else {
+            return; // ours, deleted by a disconnect or stop, or not an attachment at all
+        };
+        let alive = state
+            .container(&cid)
+            .is_ok_and(|c| netns::is_netns(&c.netns));
+        if alive {
+            tracing::warn!(veth = %name, container = %cid, "a veth was deleted behind the agent's back; its namespace is still there");
+            return;
+        }
+        match self.end_dead_attachment(&mut state, &cid, &net_id) {
+            Ok(cleanup) => {
+                drop(state);
+                cleanup.run(self).await;
+            }
+            Err(e) => {
+                tracing::error!(container = %cid, error = %e, "cannot forget the attachment of a dead namespace")
+            }
+        }
+    }
+
+    /// Every attachment whose container's namespace is gone ends (after link events were
+    /// lost).
+    pub(super) async fn sweep_vanished(&self) {
+        let mut state = self.inner.state.lock().await;
+        let dead: Vec<(ContainerId, NetworkId)> = state
+            .containers
+            .values()
+            .filter(|c| c.state.is_up() && !netns::is_netns(&c.netns))
+            .flat_map(|c| {
+                c.endpoints
+                    .iter()
+                    .filter(|e| e.attached.is_some())
+                    .map(|e| (c.id.clone(), e.network_id.clone()))
+            })
+            .collect();
+        let mut cleanup = Cleanup::default();
+        for (cid, net_id) in dead {
+            match self.end_dead_attachment(&mut state, &cid, &net_id) {
+                Ok(c) => cleanup.extend(c),
+                Err(e) => {
+                    tracing::error!(container = %cid, error = %e, "cannot forget the attachment of a dead namespace")
+                }
+            }
+        }
+        drop(state);
+        cleanup.run(self).await;
+    }
+
+    /// End one attachment of a container whose namespace died: a runtime's container loses
+    /// the endpoint (and leaves with its last); any other keeps its configuration and is
+    /// exited once nothing of it is attached. The veth went with the namespace.
+    fn end_dead_attachment(
+        &self,
+        state: &mut State,
+        cid: &ContainerId,
+        net_id: &NetworkId,
+    ) -> Result<Cleanup> {
+        tracing::info!(container = %cid, network = %net_id, "namespace gone: the attachment ends");
+        let runtime_owned = state.container(cid)?.cni.is_some();
+        let mut cleanup = if runtime_owned {
+            self.forget_runtime_endpoint(state, cid, net_id)?
+        } else {
+            let cleanup = self.detach(state, cid, net_id);
+            let c = state.container_mut(cid)?;
+            if c.endpoints.iter().all(|e| e.attached.is_none()) {
+                c.state = RunState::Exited;
+                c.state_since = crate::clock::now_rfc3339();
+            }
+            self.persist(state, &[Changed::Container(cid)])?;
+            cleanup
+        };
+        // Nothing to delete: the kernel took the veth with the namespace.
+        cleanup.veths.clear();
+        Ok(cleanup)
+    }
+}
+
+/// The (container, network) whose attachment's host-side veth is `name`.
+fn attachment_with_veth(state: &State, name: &str) -> Option<(ContainerId, NetworkId)> {
+    state.containers.values().find_map(|c| {
+        c.endpoints.iter().find_map(|e| {
+            e.attached
+                .as_ref()
+                .filter(|a| a.host_veth == name)
+                .map(|_| (c.id.clone(), e.network_id.clone()))
+        })
+    })
+}
