@@ -3,6 +3,8 @@
 //! when the test fails. Needs root, and says so.
 #![allow(dead_code)]
 
+pub mod podman;
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
