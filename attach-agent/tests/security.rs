@@ -71,6 +71,26 @@ fn names_are_checked_before_they_touch_the_file_system_or_the_table() {
         ]);
         assert!(err.contains("invalid hostname"), "{bad:?}: {err}");
     }
+    // The host's own namespace is no container's: the daemon's (its bridges are there) and
+    // PID 1's are refused.
+    for host in [
+        "/proc/self/ns/net".to_string(),
+        format!("/proc/{}/ns/net", env.daemon_pid()),
+    ] {
+        let err = env.fails(&[
+            "container",
+            "create",
+            "--name",
+            &named,
+            "--netns",
+            &host,
+            "busybox",
+        ]);
+        assert!(
+            err.contains("host's own network namespace"),
+            "{host}: {err}"
+        );
+    }
     assert!(!std::path::Path::new(&format!("/run/netns/{named}")).exists());
     assert!(!std::path::Path::new("/run/escape").exists());
     assert!(!std::path::Path::new("/run/netns/a").exists());

@@ -33,6 +33,12 @@ impl Agent {
                         p.display()
                     )));
                 }
+                if netns::is_host_netns(p) {
+                    return Err(AgentError::Invalid(format!(
+                        "{} is the host's own network namespace",
+                        p.display()
+                    )));
+                }
                 (p.clone(), false)
             }
             None => {

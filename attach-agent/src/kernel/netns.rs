@@ -160,14 +160,17 @@ pub fn is_netns(path: &Path) -> bool {
     }
 }
 
-/// Whether `path` is the host's own network namespace (the one PID 1 is in): handing it to
-/// a container would give that container the host's networking.
+/// Whether `path` is the host's own network namespace — the agent's own (where its bridges
+/// are), or PID 1's when that can be read: handing it to a container would give that container
+/// the host's networking.
 pub fn is_host_netns(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), std::fs::metadata("/proc/1/ns/net")) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+    let Ok(ns) = std::fs::metadata(path) else {
+        return false;
+    };
+    ["/proc/self/ns/net", "/proc/1/ns/net"].iter().any(|host| {
+        std::fs::metadata(host).is_ok_and(|h| h.dev() == ns.dev() && h.ino() == ns.ino())
+    })
 }
 
 /// Open a namespace by path (/run/netns/X, /proc/PID/ns/net).

@@ -1,0 +1,257 @@
+//! The plugin as the CNI spec drives it, without a runtime: the attach-agent-cni binary run with
+//! CNI's environment and a network config on stdin, into real namespaces (each a process of
+//! its own, made by `unshare --net`): VERSION, ADD in 0.4.0 and 1.x, CHECK, STATUS, DEL (also
+//! repeated, for an unknown container, and with an empty CNI_NETNS), GC with a valid list, and
+//! the errors with the spec's codes.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Env;
+use serde_json::{json, Value};
+
+/// A process in a network namespace of its own; SIGKILLed on drop.
+struct Netns(Child);
+
+impl Netns {
+    fn new() -> Netns {
+        let child = Command::new("unshare")
+            .args(["--net", "sleep", "600"])
+            .spawn()
+            .expect("unshare (util-linux)");
+        let ns = Netns(child);
+        let ours = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(ns.path())
+            .map(|m| m.ino())
+            .unwrap_or(ours)
+            == ours
+        {
+            assert!(Instant::now() < deadline, "unshare made no namespace");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.0.id())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One plugin run: exit code and stdout parsed as JSON (`Null` when empty).
+fn plugin(
+    command: &str,
+    id: &str,
+    netns: &str,
+    ifname: &str,
+    args: &str,
+    conf: &Value,
+) -> (i32, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attach-agent-cni"))
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_ARGS", args)
+        .env("CNI_PATH", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn conf(env: &Env, version: &str, network: &str) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": network,
+        "type": "attach-agent-cni",
+        "socket": env.socket.display().to_string(),
+    })
+}
+
+#[test]
+fn the_plugin_follows_the_cni_spec() {
+    let env = Env::new();
+    let net = env.name("net");
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), &net]);
+    let client = env.name("client");
+    env.ok(&["run", "--name", &client, "--network", &net, "busybox"]);
+    let (a, b) = (Netns::new(), Netns::new());
+
+    let (code, v) = plugin("VERSION", "", "", "", "", &json!({}));
+    assert_eq!(code, 0);
+    assert_eq!(v["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
+
+    // ADD, 1.0.0, with a name, a static address and a MAC from CNI_ARGS.
+    let c1 = conf(&env, "1.0.0", &net);
+    let args = format!(
+        "IgnoreUnknown=1;K8S_POD_NAME={};IP={};MAC=02:00:00:00:00:aa",
+        env.name("pa"),
+        env.ip(1, 40)
+    );
+    let (code, r) = plugin("ADD", "runtime-a", &a.path(), "eth0", &args, &c1);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["cniVersion"], "1.0.0");
+    assert_eq!(r["interfaces"][0]["name"], "eth0");
+    assert_eq!(r["interfaces"][0]["mac"], "02:00:00:00:00:aa");
+    assert_eq!(r["interfaces"][0]["sandbox"], a.path());
+    assert_eq!(r["ips"][0]["address"], format!("{}/24", env.ip(1, 40)));
+    assert_eq!(r["ips"][0]["gateway"], env.ip(1, 1));
+    assert!(r["ips"][0].get("version").is_none());
+    assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
+    assert_eq!(r["dns"]["nameservers"], json!([env.ip(1, 1)]));
+    assert_eq!(env.dig(&client, &[&env.name("pa")]), env.ip(1, 40));
+    // The same ADD again answers with the same attachment.
+    let (code, again) = plugin("ADD", "runtime-a", &a.path(), "eth0", &args, &c1);
+    assert_eq!((code, &again["ips"]), (0, &r["ips"]));
+
+    // ADD, 0.4.0, no name: the runtime's id is the name; ips carry "version".
+    let (code, r) = plugin(
+        "ADD",
+        "runtime-b",
+        &b.path(),
+        "net1",
+        "",
+        &conf(&env, "0.4.0", &net),
+    );
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["cniVersion"], "0.4.0");
+    assert_eq!(r["ips"][0]["version"], "4");
+    assert_eq!(r["interfaces"][0]["name"], "net1");
+    assert_eq!(env.dig(&client, &["runtime-b"]), env.ip(1, 3));
+
+    // CHECK and STATUS.
+    assert_eq!(
+        plugin("CHECK", "runtime-a", &a.path(), "eth0", "", &c1).0,
+        0
+    );
+    let (code, e) = plugin("CHECK", "nobody", &a.path(), "eth0", "", &c1);
+    assert_eq!(
+        (code, e["code"].as_u64()),
+        (1, Some(3)),
+        "unknown container: {e}"
+    );
+    assert_eq!(plugin("STATUS", "", "", "", "", &c1).0, 0);
+
+    // Errors, each changing nothing: a taken address, an unknown network, a bad version, no
+    // namespace, the host's own namespace.
+    let (code, e) = plugin(
+        "ADD",
+        "runtime-c",
+        &b.path(),
+        "eth1",
+        &format!("IP={}", env.ip(1, 40)),
+        &c1,
+    );
+    assert_eq!((code, e["code"].as_u64()), (1, Some(100)), "{e}");
+    assert!(e["msg"]
+        .as_str()
+        .unwrap()
+        .contains("Address already in use"));
+    let (code, e) = plugin(
+        "ADD",
+        "runtime-c",
+        &b.path(),
+        "eth1",
+        "",
+        &conf(&env, "1.0.0", "ghost"),
+    );
+    assert_eq!((code, e["code"].as_u64()), (1, Some(7)), "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("network ghost not found"),
+        "{e}"
+    );
+    let (code, e) = plugin(
+        "ADD",
+        "runtime-c",
+        &b.path(),
+        "eth1",
+        "",
+        &conf(&env, "0.3.1", &net),
+    );
+    assert_eq!((code, e["code"].as_u64()), (1, Some(1)), "{e}");
+    let (code, e) = plugin("ADD", "runtime-c", "", "eth1", "", &c1);
+    assert_eq!((code, e["code"].as_u64()), (1, Some(4)), "{e}");
+    // (Read by the daemon: its own namespace, the host's.)
+    let (code, e) = plugin("ADD", "runtime-c", "/proc/self/ns/net", "eth1", "", &c1);
+    assert_eq!(code, 1, "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("host's own network namespace"),
+        "{e}"
+    );
+    let (code, e) = plugin("ADD", "runtime-c", &b.path(), "../eth1", "", &c1);
+    assert_eq!(code, 1, "{e}");
+    assert!(
+        !env.ok(&["container", "ls"]).contains("runtime-c"),
+        "nothing left of the failures"
+    );
+
+    // GC with runtime-a still valid: runtime-b goes.
+    let mut gc = c1.clone();
+    gc["cniVersion"] = "1.1.0".into();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "runtime-a", "ifname": "eth0"}]);
+    assert_eq!(plugin("GC", "", "", "", "", &gc).0, 0);
+    assert_eq!(env.dig(&client, &["runtime-b"]), "", "collected");
+    assert_eq!(env.dig(&client, &[&env.name("pa")]), env.ip(1, 40), "kept");
+
+    // DEL: with an empty CNI_NETNS, then again (idempotent), then for nobody at all.
+    for _ in 0..2 {
+        assert_eq!(plugin("DEL", "runtime-a", "", "eth0", "", &c1).0, 0);
+    }
+    assert_eq!(plugin("DEL", "nobody", "", "eth0", "", &c1).0, 0);
+    assert_eq!(env.dig(&client, &[&env.name("pa")]), "");
+    let ls = env.ok(&["container", "ls", "-a"]);
+    assert!(
+        !ls.contains(&env.name("pa")) && !ls.contains("runtime-b"),
+        "{ls}"
+    );
+
+    // The daemon not running: "try again later", naming the socket.
+    drop(a);
+    let mut env = env;
+    env.kill_daemon();
+    let (code, e) = plugin("ADD", "runtime-d", &b.path(), "eth0", "", &c1);
+    assert_eq!((code, e["code"].as_u64()), (1, Some(11)), "{e}");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("is attach-agent daemon running on"),
+        "{e}"
+    );
+    let (code, e) = plugin("STATUS", "", "", "", "", &c1);
+    assert_eq!((code, e["code"].as_u64()), (1, Some(50)), "{e}");
+    env.start_daemon();
+}
