@@ -144,10 +144,7 @@ fn a_ctr_task_resolves_by_name_and_leaves_dns_when_killed_without_a_del() {
         archive.to_str().unwrap(),
         &pm.image,
     ]);
-    let cd = Containerd::start(
-        &pm.dir.path().join("cni-conf"),
-        &pm.dir.path().join("cni-bin"),
-    );
+    let cd = Containerd::start(&pm.cni_conf(), &pm.cni_bin());
     cd.ok(&["images", "import", archive.to_str().unwrap()]);
     let image = format!("{}:latest", pm.image);
 

@@ -118,7 +118,7 @@ fn plugin_errors_reach_the_user_and_leave_nothing_behind() {
     assert!(o.stderr.contains("Address already in use"), "{}", o.stderr);
     // A network the daemon does not have (a conflist written by hand).
     let ghost = env.name("ghost");
-    let conf = pm.dir.path().join("cni-conf").join("90-ghost.conflist");
+    let conf = pm.cni_conf().join("90-ghost.conflist");
     let mut list = attach_agent::cni::setup::conflist(&ghost, &env.socket);
     list["name"] = ghost.clone().into();
     std::fs::write(&conf, list.to_string()).unwrap();

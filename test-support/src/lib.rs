@@ -3,10 +3,13 @@
 //!
 //! - [`docker_engine`]: Docker Engine 20.10 started by hand as the reference (the Engine API
 //!   differential test, the benchmark's Docker row);
+//! - [`podman`]: podman with private configuration, storage and CNI directories, on the
+//!   agent's plugin or on netavark (the CNI tests, the benchmark's podman rows);
 //! - [`report`]: the figures tests give the reliability report;
 //! - [`require_root`]: the tests that make namespaces, bridges and veths say so when not root.
 
 pub mod docker_engine;
+pub mod podman;
 pub mod report;
 
 pub use report::report;
