@@ -10,6 +10,7 @@
 mod connect;
 mod dnsperf;
 mod peers;
+mod podman;
 mod procfs;
 mod report;
 
@@ -23,7 +24,7 @@ use connect::{agent_binary, agent_figures};
 use dnsperf::{latency, median, query_file, saturation, Latency, Saturation};
 use peers::{server_pid, start, which, write, Form, Kind};
 use procfs::rss_kib;
-use report::{connect_table, table, Point};
+use report::{connect_table, podman_table, table, Point};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -57,6 +58,11 @@ struct Args {
     /// API (0: skip). Needs root: it makes namespaces, a bridge and veths (prefix "bca").
     #[arg(long, default_value_t = 0)]
     agent: u32,
+    /// Also time `podman run -d` this many times on an agent network (through the CNI plugin)
+    /// and on podman's netavark network, and the plugin's ADD alone (0: skip). Needs root and
+    /// podman 4.3.
+    #[arg(long, default_value_t = 0)]
+    podman: u32,
     /// Where the servers' files and the results go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -152,7 +158,8 @@ fn main() {
         }
     }
     let agent = (args.agent > 0).then(|| agent_figures(args.agent, &dir, &exe_dir));
-    let json = serde_json::json!({ "servers": points, "agent": agent });
+    let podman = (args.podman > 0).then(|| podman::podman_figures(args.podman, &dir, &exe_dir));
+    let json = serde_json::json!({ "servers": points, "agent": agent, "podman": podman });
     write(
         &args.out.join("compare.json"),
         &serde_json::to_string_pretty(&json).unwrap(),
@@ -160,6 +167,9 @@ fn main() {
     print!("{}", table(&points, &args.rates));
     if let Some(a) = agent {
         print!("{}", connect_table(&a));
+    }
+    if let Some(p) = podman {
+        print!("{}", podman_table(&p));
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::connect::{AgentFigures, Timings};
 use crate::dnsperf::{Latency, Saturation};
 use crate::peers::{Form, Kind};
+use crate::podman::PodmanFigures;
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Point {
@@ -103,6 +104,47 @@ pub(crate) fn connect_table(a: &AgentFigures) -> String {
         s,
         "\nAnswered on the first query right after connect returned: {}/{}.",
         a.answered_at_once, a.containers
+    );
+    s
+}
+
+/// The podman table: a whole `podman run -d` on each network, and the plugin's ADD alone.
+pub(crate) fn podman_table(p: &PodmanFigures) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n### podman run -d, {} containers one at a time\n",
+        p.runs
+    );
+    let _ = writeln!(
+        s,
+        "| what | mean | p50 | p99 | per second | vs netavark (mean) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let ratio = |t: &Timings| {
+        p.netavark.as_ref().map_or("-".to_string(), |n| {
+            format!("{:.2}x", t.mean_ms / n.mean_ms)
+        })
+    };
+    let mut row = |label: &str, t: &Timings, r: String| {
+        let _ = writeln!(
+            s,
+            "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} | {r} |",
+            t.mean_ms, t.p50_ms, t.p99_ms, t.per_second
+        );
+    };
+    row(
+        "podman run -d, agent network (CNI plugin)",
+        &p.ours,
+        ratio(&p.ours),
+    );
+    if let Some(n) = &p.netavark {
+        row("podman run -d, netavark bridge network", n, "1.00x".into());
+    }
+    row(
+        "the plugin's ADD alone (process + attach)",
+        &p.cni_add,
+        ratio(&p.cni_add),
     );
     s
 }
