@@ -7,47 +7,10 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::Env;
+use common::{Env, ProcessNetns};
 use serde_json::{json, Value};
-
-/// A process in a network namespace of its own; SIGKILLed on drop.
-struct Netns(Child);
-
-impl Netns {
-    fn new() -> Netns {
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "600"])
-            .spawn()
-            .expect("unshare (util-linux)");
-        let ns = Netns(child);
-        let ours = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::metadata(ns.path())
-            .map(|m| m.ino())
-            .unwrap_or(ours)
-            == ours
-        {
-            assert!(Instant::now() < deadline, "unshare made no namespace");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/proc/{}/ns/net", self.0.id())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One plugin run: exit code and stdout parsed as JSON (`Null` when empty).
 fn plugin(
@@ -102,7 +65,7 @@ fn the_plugin_follows_the_cni_spec() {
     env.ok(&["network", "create", "--subnet", &env.subnet(1), &net]);
     let client = env.name("client");
     env.ok(&["run", "--name", &client, "--network", &net, "busybox"]);
-    let (a, b) = (Netns::new(), Netns::new());
+    let (a, b) = (ProcessNetns::new(), ProcessNetns::new());
 
     let (code, v) = plugin("VERSION", "", "", "", "", &json!({}));
     assert_eq!(code, 0);

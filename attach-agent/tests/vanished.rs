@@ -4,50 +4,9 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::Env;
-
-/// A process in a network namespace of its own, as a runtime makes them; SIGKILLed on drop.
-struct Sandbox(Child);
-
-impl Sandbox {
-    fn start() -> Sandbox {
-        let child = Command::new("unshare")
-            .args(["--net", "sleep", "600"])
-            .spawn()
-            .expect("unshare (util-linux)");
-        let s = Sandbox(child);
-        let ours = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::metadata(s.netns())
-            .map(|m| m.ino())
-            .unwrap_or(ours)
-            == ours
-        {
-            assert!(Instant::now() < deadline, "unshare made no namespace");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        s
-    }
-
-    fn netns(&self) -> String {
-        format!("/proc/{}/ns/net", self.0.id())
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use common::{Env, ProcessNetns};
 
 #[test]
 fn a_container_whose_namespace_dies_leaves_dns_and_frees_its_address() {
@@ -56,14 +15,14 @@ fn a_container_whose_namespace_dies_leaves_dns_and_frees_its_address() {
     env.ok(&["network", "create", "--subnet", &env.subnet(1), &net]);
     let client = env.name("client");
     env.ok(&["run", "--name", &client, "--network", &net, "busybox"]);
-    let mut sandbox = Sandbox::start();
+    let mut sandbox = ProcessNetns::new();
     let victim = env.name("victim");
     env.ok(&[
         "run",
         "--name",
         &victim,
         "--netns",
-        &sandbox.netns(),
+        &sandbox.path(),
         "--network",
         &net,
         "--alias",

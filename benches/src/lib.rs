@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 pub use test_support::docker_engine;
 pub mod namespaced;
 pub mod netavark;
+pub mod netns;
 
 use resolver::{EndpointSpec, NetworkSpec, Table};
 

@@ -20,36 +20,11 @@ fn ns_name(i: u32) -> String {
     format!("bcn-c{i}")
 }
 
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use crate::netns::ip;
 
-/// Every namespace this module makes, removed (the host one takes netavark's bridge, veths and
-/// firewall rules with it). Also run first, for leftovers of an interrupted run.
-fn sweep() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in dir.flatten() {
-        if let Some(name) = e.file_name().to_str() {
-            if name.starts_with("bcn-") {
-                ip(&["netns", "delete", name]);
-            }
-        }
-    }
-}
-
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        sweep();
-    }
-}
+/// Every namespace this module makes starts so (the host one takes netavark's bridge, veths
+/// and firewall rules with it when it goes).
+const PREFIX: &str = "bcn-";
 
 /// netavark's input for container `i` on one bridge network (10.89.0.0/16, addresses given:
 /// podman's IPAM picks them before it calls netavark).
@@ -83,8 +58,7 @@ pub fn available() -> bool {
 /// Milliseconds of each of `n` `netavark setup` calls, one container at a time.
 pub fn setup_times(n: u32, work: &Path) -> Vec<f64> {
     assert!(n <= 60000, "one /16 of addresses");
-    sweep();
-    let _cleanup = Cleanup;
+    let _cleanup = crate::netns::Sweep::new(PREFIX);
     assert!(ip(&["netns", "add", HOST_NS]), "ip netns add {HOST_NS}");
     for i in 0..n {
         assert!(ip(&["netns", "add", &ns_name(i)]), "ip netns add");

@@ -515,3 +515,46 @@ impl Api {
 
 #[allow(unused_imports)]
 pub use test_support::report;
+
+/// A process in a network namespace of its own, as a runtime makes them (`unshare --net`);
+/// SIGKILLed on drop, which ends the namespace.
+pub struct ProcessNetns(std::process::Child);
+
+impl ProcessNetns {
+    pub fn new() -> ProcessNetns {
+        use std::os::unix::fs::MetadataExt;
+        let child = Command::new("unshare")
+            .args(["--net", "sleep", "600"])
+            .spawn()
+            .expect("unshare (util-linux)");
+        let ns = ProcessNetns(child);
+        let ours = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(ns.path())
+            .map(|m| m.ino())
+            .unwrap_or(ours)
+            == ours
+        {
+            assert!(Instant::now() < deadline, "unshare made no namespace");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ns
+    }
+
+    /// `/proc/PID/ns/net`.
+    pub fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.0.id())
+    }
+
+    /// SIGKILL the process: the namespace dies with it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ProcessNetns {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use bench::namespaced;
+use bench::netns::{ip, Sweep};
 use serde::Serialize;
 use test_support::podman::{Backend, Podman};
 
@@ -31,36 +32,6 @@ pub(crate) struct PodmanFigures {
     pub(crate) netavark: Option<Timings>,
     /// The plugin's ADD (a process, the daemon's attach, the result), alone.
     pub(crate) cni_add: Timings,
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Every namespace this module makes, removed; also run first, for leftovers.
-fn sweep() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in dir.flatten() {
-        if let Some(name) = e.file_name().to_str() {
-            if name.starts_with("bcp-") {
-                ip(&["netns", "delete", name]);
-            }
-        }
-    }
-}
-
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        sweep();
-    }
 }
 
 /// Time `n` `podman run -d` of `pm`'s busybox on `network`, one after another.
@@ -129,8 +100,7 @@ fn time_adds(plugin: &Path, socket: &Path, network: &str, n: u32) -> Timings {
 
 /// `n` podman runs on ours and on netavark's, and `n` ADDs alone.
 pub(crate) fn podman_figures(n: u32, dir: &Path, exe_dir: &Path) -> PodmanFigures {
-    sweep();
-    let _cleanup = Cleanup;
+    let _cleanup = Sweep::new("bcp-");
     let bin = agent_binary(exe_dir);
     let plugin = exe_dir.join(attach_agent::cni::setup::PLUGIN);
     let work = dir.join("podman");
