@@ -118,9 +118,12 @@ impl Podman {
     pub fn cmd(&self, args: &[&str]) -> Output {
         let d = self.dir.path();
         let mut cmd = match &self.netns {
+            // nsenter, not `ip netns exec`: that one mounts a new /sys, without the cgroup
+            // tree runc needs.
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "podman"]);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .args(["--", "podman"]);
                 c
             }
             None => Command::new("podman"),

@@ -43,10 +43,11 @@ impl Timings {
     }
 }
 
-/// The agent's binary beside this one, built with the same profile when missing.
+/// The agent's binary beside this one (and its CNI plugin), built with the same profile:
+/// cargo makes them current when older than the sources, and does nothing when they are not.
 pub(crate) fn agent_binary(exe_dir: &Path) -> PathBuf {
     let bin = exe_dir.join("attach-agent");
-    if !bin.exists() {
+    {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = Command::new(cargo);
         c.args(["build", "-p", "attach-agent"]);
