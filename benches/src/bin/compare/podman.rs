@@ -145,6 +145,20 @@ pub(crate) fn podman_figures(n: u32, dir: &Path, exe_dir: &Path) -> PodmanFigure
     eprintln!("the plugin's ADD alone, {n} times...");
     let cni_add = time_adds(&plugin, &socket, "bench", n);
 
+    // The agent's network goes (its bridge with it) before the daemon stops.
+    rt.block_on(async {
+        let client =
+            attach_agent::cli::client::Client::new(&format!("unix://{}", socket.display()))
+                .unwrap();
+        namespaced::must(
+            &client,
+            hyper::Method::DELETE,
+            "/networks/bench",
+            serde_json::Value::Null,
+        )
+        .await;
+    });
+
     let netavark = Path::new("/usr/lib/podman/netavark").exists().then(|| {
         eprintln!("podman run -d on netavark's bridge network (in {HOST_NS}), {n} times...");
         assert!(ip(&["netns", "add", HOST_NS]), "ip netns add {HOST_NS}");
