@@ -109,6 +109,33 @@ fn the_plugin_follows_the_cni_spec() {
     assert_eq!(r["interfaces"][0]["name"], "net1");
     assert_eq!(env.dig(&client, &["runtime-b"]), env.ip(1, 3));
 
+    // runtimeConfig as podman fills it: static addresses (no prefix) and aliases by network.
+    let c = ProcessNetns::new();
+    let mut rc = c1.clone();
+    rc["runtimeConfig"] = json!({
+        "ips": [env.ip(1, 60)],
+        "aliases": {net.clone(): ["cache", "redis"], "elsewhere": ["nope"]},
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+    });
+    let (code, r) = plugin("ADD", "runtime-rc", &c.path(), "eth0", "", &rc);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["ips"][0]["address"], format!("{}/24", env.ip(1, 60)));
+    assert_eq!(env.dig(&client, &["redis"]), env.ip(1, 60));
+    assert_eq!(
+        env.dig(&client, &["nope"]),
+        "",
+        "another network's aliases are not this one's"
+    );
+    let mut two = rc.clone();
+    two["runtimeConfig"]["ips"] = json!([env.ip(1, 61), env.ip(1, 62)]);
+    let (code, e) = plugin("ADD", "runtime-two", &b.path(), "eth9", "", &two);
+    assert_eq!(
+        (code, e["code"].as_u64()),
+        (1, Some(7)),
+        "two IPv4 addresses: {e}"
+    );
+    assert_eq!(plugin("DEL", "runtime-rc", "", "eth0", "", &rc).0, 0);
+
     // CHECK and STATUS.
     assert_eq!(
         plugin("CHECK", "runtime-a", &a.path(), "eth0", "", &c1).0,
