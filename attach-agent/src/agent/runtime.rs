@@ -17,7 +17,7 @@ use crate::clock::now_rfc3339;
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::netns;
-use crate::state::{Changed, CniOwner, Container, RunState, State};
+use crate::state::{Changed, CniOwner, Container, Endpoint, RunState, State};
 
 /// Longest runtime container id accepted (runtimes use 64 to ~200 characters).
 const MAX_RUNTIME_ID: usize = 512;
@@ -98,8 +98,59 @@ fn check_netns(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn runtime_container<'s>(state: &'s State, runtime_id: &str) -> Option<&'s Container> {
+fn runtime_container_of<'s>(state: &'s State, runtime_id: &str) -> Option<&'s Container> {
     state.containers.get(container_id_of(runtime_id).as_str())
+}
+
+/// The endpoint an ADD configures: the runtime's aliases and static addresses (at most one per
+/// family) checked against the network, its interface name and MAC.
+fn runtime_endpoint(state: &State, net_id: &NetworkId, req: &RuntimeAttach) -> Result<Endpoint> {
+    let ask = |v4: bool| {
+        req.ips
+            .iter()
+            .find(|ip| ip.is_ipv4() == v4)
+            .map(ToString::to_string)
+    };
+    let mut ep = check_endpoint(
+        &EndpointRequest {
+            aliases: req.aliases.clone(),
+            ipv4: ask(true),
+            ipv6: ask(false),
+            ..Default::default()
+        },
+        state.network(net_id)?,
+    )?
+    .into_endpoint(net_id.clone());
+    ep.ifname = Some(req.ifname.clone());
+    ep.mac = req.mac;
+    Ok(ep)
+}
+
+/// A runtime's container as the agent keeps it: running in the runtime's namespace, its
+/// hostname its short id (podman's default too), marked with the runtime's id.
+fn runtime_container(
+    id: ContainerId,
+    name: String,
+    req: &RuntimeAttach,
+    ep: Endpoint,
+) -> Container {
+    let now = now_rfc3339();
+    Container {
+        hostname: id.short().to_string(),
+        id,
+        name,
+        image: String::new(),
+        created: now.clone(),
+        netns: req.netns.clone(),
+        owns_netns: false,
+        state: RunState::Running,
+        state_since: now,
+        labels: Default::default(),
+        endpoints: vec![ep],
+        cni: Some(CniOwner {
+            container_id: req.runtime_id.clone(),
+        }),
+    }
 }
 
 impl Agent {
@@ -121,23 +172,7 @@ impl Agent {
             if let Some(existing) = self.existing_attachment(&state, &cid, &net_id, &req)? {
                 return Ok(existing);
             }
-            // Attachments in a namespace that is not this ADD's are stale: the namespace was
-            // replaced (podman makes a new one at every start).
-            let c = state.container(&cid)?;
-            let netns_changed = c.netns != req.netns;
-            let stale: Vec<NetworkId> = c
-                .endpoints
-                .iter()
-                .filter(|e| netns_changed || e.network_id == net_id)
-                .map(|e| e.network_id.clone())
-                .collect();
-            for n in &stale {
-                cleanup.extend(self.detach(&mut state, &cid, n));
-                state
-                    .container_mut(&cid)?
-                    .endpoints
-                    .retain(|e| e.network_id != *n);
-            }
+            cleanup = self.drop_stale_endpoints(&mut state, &cid, &net_id, &req.netns)?;
         } else if let Some(other) = state.containers.values().find(|c| c.name == name) {
             return Err(AgentError::ContainerExists {
                 name,
@@ -145,24 +180,7 @@ impl Agent {
             });
         }
         let undo = state.undo_point(&cid, std::slice::from_ref(&net_id));
-        let ask = |family_v4: bool| {
-            req.ips
-                .iter()
-                .find(|ip| ip.is_ipv4() == family_v4)
-                .map(ToString::to_string)
-        };
-        let mut ep = check_endpoint(
-            &EndpointRequest {
-                aliases: req.aliases.clone(),
-                ipv4: ask(true),
-                ipv6: ask(false),
-                ..Default::default()
-            },
-            state.network(&net_id)?,
-        )?
-        .into_endpoint(net_id.clone());
-        ep.ifname = Some(req.ifname.clone());
-        ep.mac = req.mac;
+        let ep = runtime_endpoint(&state, &net_id, &req)?;
         if known {
             let c = state.container_mut(&cid)?;
             c.netns = req.netns.clone();
@@ -170,26 +188,8 @@ impl Agent {
             c.state_since = now_rfc3339();
             c.endpoints.push(ep);
         } else {
-            let now = now_rfc3339();
-            state.containers.insert(
-                cid.clone(),
-                Container {
-                    id: cid.clone(),
-                    name,
-                    hostname: cid.short().to_string(),
-                    image: String::new(),
-                    created: now.clone(),
-                    netns: req.netns.clone(),
-                    owns_netns: false,
-                    state: RunState::Running,
-                    state_since: now,
-                    labels: Default::default(),
-                    endpoints: vec![ep],
-                    cni: Some(CniOwner {
-                        container_id: req.runtime_id.clone(),
-                    }),
-                },
-            );
+            let c = runtime_container(cid.clone(), name, &req, ep);
+            state.containers.insert(cid.clone(), c);
         }
         let attached = match self.attach(&mut state, &cid, &net_id).await {
             Ok(()) => self.persist(&state, &[Changed::Container(&cid)]),
@@ -210,6 +210,35 @@ impl Agent {
         drop(state);
         cleanup.run(self).await;
         result
+    }
+
+    /// A known container's endpoints that this ADD replaces: all of them when the namespace is
+    /// not the one remembered (podman makes a new one at every start), else the one on this
+    /// network. Detached and removed; their veths in the cleanup.
+    fn drop_stale_endpoints(
+        &self,
+        state: &mut State,
+        cid: &ContainerId,
+        net_id: &NetworkId,
+        netns: &Path,
+    ) -> Result<Cleanup> {
+        let c = state.container(cid)?;
+        let netns_changed = c.netns != netns;
+        let stale: Vec<NetworkId> = c
+            .endpoints
+            .iter()
+            .filter(|e| netns_changed || e.network_id == *net_id)
+            .map(|e| e.network_id.clone())
+            .collect();
+        let mut cleanup = Cleanup::default();
+        for n in &stale {
+            cleanup.extend(self.detach(state, cid, n));
+            state
+                .container_mut(cid)?
+                .endpoints
+                .retain(|e| e.network_id != *n);
+        }
+        Ok(cleanup)
     }
 
     /// The attachment an ADD asks for, if it is there already in the ADD's namespace.
@@ -277,7 +306,7 @@ impl Agent {
         ifname: &str,
     ) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        let Some(c) = runtime_container(&state, runtime_id) else {
+        let Some(c) = runtime_container_of(&state, runtime_id) else {
             return Ok(());
         };
         let cid = c.id.clone();
@@ -343,7 +372,7 @@ impl Agent {
     /// CNI CHECK: the attachment exists as the runtime expects, both ends of its veth present.
     pub async fn runtime_check(&self, runtime_id: &str, network: &str, ifname: &str) -> Result<()> {
         let state = self.inner.state.lock().await;
-        let c = runtime_container(&state, runtime_id)
+        let c = runtime_container_of(&state, runtime_id)
             .ok_or_else(|| AgentError::NoSuchContainer(runtime_id.to_string()))?;
         let net_id = state.find_network(network)?;
         let a = c
