@@ -89,27 +89,26 @@ impl Agent {
             .map(|e| e.network_id.clone())
             .collect();
         let undo = state.undo_point(&cid, &nets);
+        let mut started = Ok(());
         for net_id in &nets {
-            if let Err(e) = self.attach(&mut state, &cid, net_id).await {
-                let mut cleanup = Cleanup::default();
-                for n in &nets {
-                    cleanup.extend(self.detach(&mut state, &cid, n));
-                }
-                undo.restore(&mut state);
-                drop(state);
-                cleanup.run(self).await;
-                return Err(e);
+            started = self.attach(&mut state, &cid, net_id).await;
+            if started.is_err() {
+                break;
             }
         }
-        let c = state.container_mut(&cid)?;
-        c.state = RunState::Running;
-        c.state_since = now_rfc3339();
-        if nets.is_empty() {
-            // attach() wrote them otherwise: a container without networks still gets its own
-            // (empty) resolv.conf rather than the host's.
-            self.refresh_etc(&state, &cid);
+        if started.is_ok() {
+            let c = state.container_mut(&cid)?;
+            c.state = RunState::Running;
+            c.state_since = now_rfc3339();
+            if nets.is_empty() {
+                // attach() wrote them otherwise: a container without networks still gets its
+                // own (empty) resolv.conf rather than the host's.
+                self.refresh_etc(&state, &cid);
+            }
+            started = self.persist(&state, &[Changed::Container(&cid)]);
         }
-        if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+        // Anything failed: nothing stays attached, and the container is as it was.
+        if let Err(e) = started {
             let mut cleanup = Cleanup::default();
             for n in &nets {
                 cleanup.extend(self.detach(&mut state, &cid, n));

@@ -47,6 +47,14 @@ impl NetlinkError {
 
 type Result<T> = std::result::Result<T, NetlinkError>;
 
+/// A link's name, from its message.
+fn if_name(l: &netlink_packet_route::link::LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
 fn kernel(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     let what = what.into();
     move |source| NetlinkError::Kernel { what, source }
@@ -92,12 +100,7 @@ impl Netlink {
         Ok(messages
             .filter_map(|(msg, _)| async move {
                 match msg.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
-                        l.attributes.into_iter().find_map(|a| match a {
-                            LinkAttribute::IfName(n) => Some(n),
-                            _ => None,
-                        })
-                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => if_name(&l),
                     _ => None,
                 }
             })
@@ -132,15 +135,7 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(kernel("list links"))?;
-        Ok(links
-            .iter()
-            .filter_map(|l| {
-                l.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n.clone()),
-                    _ => None,
-                })
-            })
-            .collect())
+        Ok(links.iter().filter_map(if_name).collect())
     }
 
     /// Make sure bridge `name` exists with MAC `mac`, carries `addrs` (no DAD) and is up.
