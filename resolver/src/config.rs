@@ -8,6 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::cache::CacheLimits;
+use crate::forward::ForwardSettings;
+
 /// Every knob of the DNS server. Defaults follow Docker where Docker has a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,10 +27,28 @@ pub struct ResolverConfig {
     /// How long to wait for one upstream before trying the next, milliseconds
     /// (Docker: a fixed 4 s).
     pub forward_timeout_ms: u64,
-    /// Forwarded queries in flight at once; past it the asker gets REFUSED.
+    /// Forwarded queries in flight at once on the host; past it the asker gets REFUSED.
     pub max_inflight: usize,
-    /// Upstream answers kept in the cache (0 disables caching).
+    /// Forwarded queries in flight at once per asking address (container); past it that
+    /// asker gets REFUSED, so one container cannot take the host's budget.
+    pub max_inflight_per_client: usize,
+    /// Forwarded queries in flight per TCP connection; past it the connection is not read
+    /// until one is answered.
+    pub max_inflight_per_tcp: usize,
+    /// Try upstreams in the configured order (like dnsmasq's `strict-order`), not fastest
+    /// first. Either way a server that stops answering is demoted until it answers again.
+    pub strict_order: bool,
+    /// Upstream answers kept in the cache, at most (0 disables caching).
     pub cache_entries: usize,
+    /// Bytes the cache may hold, replies, keys and bookkeeping together (0 disables caching).
+    pub cache_bytes: usize,
+    /// Larger replies are relayed but not cached, bytes.
+    pub cache_max_reply: usize,
+    /// Longest an answer is cached, whatever its TTL, seconds.
+    pub cache_max_ttl: u32,
+    /// How long past expiry a cached answer may be given (TTL 30 s) when no upstream
+    /// answers, seconds (RFC 8767 serve-stale; 0 turns it off).
+    pub serve_stale_secs: u32,
     /// A TCP connection with no complete query for this long is closed, milliseconds.
     pub tcp_idle_timeout_ms: u64,
     /// Open TCP connections per listener; more are closed at once.
@@ -43,7 +64,14 @@ impl Default for ResolverConfig {
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             forward_timeout_ms: 2000,
             max_inflight: 1024,
-            cache_entries: 10_000,
+            max_inflight_per_client: 256,
+            max_inflight_per_tcp: 32,
+            strict_order: false,
+            cache_entries: 100_000,
+            cache_bytes: 32 << 20,
+            cache_max_reply: 16 << 10,
+            cache_max_ttl: 86_400,
+            serve_stale_secs: 86_400,
             tcp_idle_timeout_ms: 10_000,
             max_tcp_connections: 256,
         }
@@ -72,6 +100,12 @@ impl ResolverConfig {
         if self.max_inflight == 0 {
             return Err(ConfigError::Zero("max_inflight"));
         }
+        if self.max_inflight_per_client == 0 {
+            return Err(ConfigError::Zero("max_inflight_per_client"));
+        }
+        if self.max_inflight_per_tcp == 0 {
+            return Err(ConfigError::Zero("max_inflight_per_tcp"));
+        }
         if self.max_tcp_connections == 0 {
             return Err(ConfigError::Zero("max_tcp_connections"));
         }
@@ -85,6 +119,23 @@ impl ResolverConfig {
 
     pub fn forward_timeout(&self) -> Duration {
         Duration::from_millis(self.forward_timeout_ms)
+    }
+
+    /// What the forwarder needs of this.
+    pub fn forward_settings(&self) -> ForwardSettings {
+        ForwardSettings {
+            timeout: self.forward_timeout(),
+            host_cap: self.max_inflight,
+            asker_cap: self.max_inflight_per_client,
+            strict_order: self.strict_order,
+            cache: CacheLimits {
+                max_bytes: self.cache_bytes,
+                max_entries: self.cache_entries,
+                max_reply: self.cache_max_reply,
+                max_ttl: self.cache_max_ttl,
+                stale_for: self.serve_stale_secs,
+            },
+        }
     }
 
     pub fn tcp_idle_timeout(&self) -> Duration {

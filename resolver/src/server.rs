@@ -67,12 +67,7 @@ impl Server {
         } else {
             Upstreams::fixed(fixed)
         };
-        let forwarder = Forwarder::new(
-            upstreams,
-            config.forward_timeout(),
-            config.max_inflight,
-            config.cache_entries,
-        );
+        let forwarder = Forwarder::new(upstreams, config.forward_settings());
         let responder = Responder::new(table.clone(), config.ttl);
         let ctx = ListenCtx {
             responder: responder.clone(),
@@ -80,6 +75,7 @@ impl Server {
             runtime: tokio::runtime::Handle::current(),
             tcp_idle: config.tcp_idle_timeout(),
             tcp_max: config.max_tcp_connections,
+            tcp_inflight: config.max_inflight_per_tcp,
         };
         Ok(Server {
             inner: Arc::new(Inner {

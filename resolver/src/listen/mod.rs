@@ -36,6 +36,8 @@ pub struct ListenCtx {
     pub runtime: Handle,
     pub tcp_idle: Duration,
     pub tcp_max: usize,
+    /// Forwarded queries in flight per TCP connection.
+    pub tcp_inflight: usize,
 }
 
 /// UDP and TCP on one address of one network.

@@ -46,6 +46,8 @@ pub(super) async fn accept(listener: TcpListener, net: NetKey, ctx: ListenCtx) {
 
 /// Serve one TCP connection: many queries, answered as they complete (forwarded ones may
 /// overtake each other, RFC 7766 §6.2.1.1), closed after the idle timeout without a query.
+/// A local answer waits for the writer's channel; a forwarded one holds one of the
+/// connection's in-flight permits until its reply is handed to the writer.
 async fn serve(stream: TcpStream, peer: SocketAddr, net: NetKey, ctx: &ListenCtx) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -71,7 +73,14 @@ async fn serve(stream: TcpStream, peer: SocketAddr, net: NetKey, ctx: &ListenCtx
             listener: net,
             fixed_limit: Some(wire::TCP_LIMIT),
         };
+        // At most `tcp_inflight` forwarded queries per connection: past it this reader waits
+        // for one to be answered (and its reply taken by the writer) before reading on, so a
+        // client pipelining without reading holds a bounded amount of the agent's memory.
+        let inflight = Arc::new(Semaphore::new(ctx.tcp_inflight));
         loop {
+            let Ok(permit) = inflight.clone().acquire_owned().await else {
+                break;
+            };
             let mut len = [0u8; 2];
             match tokio::time::timeout(idle, rd.read_exact(&mut len)).await {
                 Ok(Ok(_)) => {}
@@ -94,9 +103,11 @@ async fn serve(stream: TcpStream, peer: SocketAddr, net: NetKey, ctx: &ListenCtx
                 Outcome::Drop => break,
                 Outcome::Forward => {
                     let (fwd, tx) = (ctx.forwarder.clone(), tx.clone());
+                    let asker = peer.ip();
                     forwards.spawn(async move {
-                        let reply = fwd.forward(&msg, Transport::Tcp).await;
+                        let reply = fwd.forward(&msg, asker, Transport::Tcp).await;
                         let _ = tx.send(reply).await;
+                        drop(permit);
                     });
                 }
             }

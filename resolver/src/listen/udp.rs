@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ListenCtx;
-use crate::forward::Transport;
+use crate::forward::{ReplyTo, Started, Transport};
 use crate::respond::{Arrival, Outcome};
 use crate::table::NetKey;
 
@@ -115,30 +115,21 @@ pub(super) fn serve(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: 
             };
             let query = &b.bufs[i][..len];
             match ctx.responder.respond(query, &arrival, &mut b.outs[i]) {
-                Outcome::Reply => {
-                    b.send_iovs[replies] = libc::iovec {
-                        iov_base: b.outs[i].as_mut_ptr() as *mut libc::c_void,
-                        iov_len: b.outs[i].len(),
-                    };
-                    let h = &mut b.send_msgs[replies].msg_hdr;
-                    h.msg_name = &mut b.names[i] as *mut _ as *mut libc::c_void;
-                    h.msg_namelen = b.msgs[i].msg_hdr.msg_namelen;
-                    h.msg_iov = &mut b.send_iovs[replies];
-                    h.msg_iovlen = 1;
-                    h.msg_control = std::ptr::null_mut();
-                    h.msg_controllen = 0;
-                    replies += 1;
-                }
+                Outcome::Reply => queue(&mut b, i, &mut replies),
                 Outcome::Drop => {}
                 Outcome::Forward => {
-                    let query = query.to_vec();
-                    let (sock, fwd) = (sock.clone(), ctx.forwarder.clone());
-                    ctx.runtime.spawn(async move {
-                        let reply = fwd.forward(&query, Transport::Udp).await;
-                        if let Err(e) = sock.send_to(&reply, src) {
-                            tracing::debug!(%src, error = %e, "udp send failed");
-                        }
-                    });
+                    let reply_to = ReplyTo::Udp {
+                        socket: sock.clone(),
+                        client: src,
+                    };
+                    let out = &mut b.outs[i];
+                    match ctx
+                        .forwarder
+                        .start(query, src.ip(), Transport::Udp, reply_to, out)
+                    {
+                        Started::Replied => queue(&mut b, i, &mut replies),
+                        Started::Pending => {}
+                    }
                 }
             }
         }
@@ -162,6 +153,23 @@ pub(super) fn serve(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: 
             }
         }
     }
+}
+
+/// Add the reply in slot `i` to the batch's `sendmmsg`, to the address slot `i` came from.
+fn queue(b: &mut Batch, i: usize, replies: &mut usize) {
+    let r = *replies;
+    b.send_iovs[r] = libc::iovec {
+        iov_base: b.outs[i].as_mut_ptr() as *mut libc::c_void,
+        iov_len: b.outs[i].len(),
+    };
+    let h = &mut b.send_msgs[r].msg_hdr;
+    h.msg_name = &mut b.names[i] as *mut _ as *mut libc::c_void;
+    h.msg_namelen = b.msgs[i].msg_hdr.msg_namelen;
+    h.msg_iov = &mut b.send_iovs[r];
+    h.msg_iovlen = 1;
+    h.msg_control = std::ptr::null_mut();
+    h.msg_controllen = 0;
+    *replies += 1;
 }
 
 /// The source address of a received datagram.
