@@ -309,3 +309,186 @@ async fn local_names_keep_answering_while_every_upstream_is_black_holed() {
     assert!(seen.worst < Duration::from_millis(100), "{seen:?}");
     assert!(refused > 0, "the cap was reached and answered REFUSED");
 }
+
+/// The cache-poisoning query of issue 16: labels `www2` + `bank.com` (a dot inside a label)
+/// get NXDOMAIN upstream; the real `www2.bank.com` must still answer afterwards, for every
+/// asker. (Keyed by dotted text, the NXDOMAIN stood for the real name for the SOA's TTL.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_a_dot_inside_a_label_cannot_poison_the_cache() {
+    let b = block();
+    let up = upstream(Behaviour::NxForDottedLabels(addr("192.0.2.80"))).await;
+    let s = server(&config(&[up.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    // Build the forged query by hand: 4 www2 8 bank.com 0, A, IN.
+    let mut forged = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    forged.extend_from_slice(b"\x04www2\x08bank.com\x00\x00\x01\x00\x01");
+    let raw = udp_raw(gw, ip(b, 2), &forged, Duration::from_secs(2))
+        .await
+        .expect("a reply to the forged query");
+    let m = hickory_proto::op::Message::from_vec(&raw).unwrap();
+    assert_eq!(rcode(&m), ResponseCode::NXDomain, "upstream said NXDOMAIN");
+    assert_eq!(up.count(), 1);
+    for asker in [ip(b, 2), ip(b, 3)] {
+        let m = ask(gw, asker, "www2.bank.com", RecordType::A).await;
+        assert_eq!(rcode(&m), ResponseCode::NoError);
+        assert_eq!(a_records(&m), [addr("192.0.2.80")]);
+    }
+    // The forged name's NXDOMAIN is cached for the forged name only.
+    let raw = udp_raw(gw, ip(b, 3), &forged, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let m = hickory_proto::op::Message::from_vec(&raw).unwrap();
+    assert_eq!(rcode(&m), ResponseCode::NXDomain);
+    assert_eq!(
+        up.count(),
+        2,
+        "real name asked once, forged one answered from the cache"
+    );
+}
+
+/// A black-holed first upstream costs one timeout: it is demoted then, and later misses go
+/// to the second server at once (it only gets the once-a-second probe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_upstream_costs_one_timeout() {
+    let b = block();
+    let hole = upstream(Behaviour::Silent).await;
+    let good = upstream(Behaviour::Answer(addr("192.0.2.81"), 0)).await;
+    let mut c = config(&[hole.addr, good.addr]);
+    c.forward_timeout_ms = 500;
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let began = Instant::now();
+    let first = ask(gw, ip(b, 2), "first.example", RecordType::A).await;
+    assert_eq!(a_records(&first), [addr("192.0.2.81")]);
+    assert!(
+        began.elapsed() >= Duration::from_millis(500),
+        "the first miss waited"
+    );
+    assert!(s.forwarder().health().is_demoted(hole.addr));
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let t = Instant::now();
+        let m = ask(gw, ip(b, 2), &format!("miss{i}.example"), RecordType::A).await;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(a_records(&m), [addr("192.0.2.81")]);
+    }
+    // Not a speed target: a miss that waited for the dead server would take the whole
+    // 500 ms timeout.
+    assert!(
+        slowest < Duration::from_millis(250),
+        "a miss waited {slowest:?}"
+    );
+    let probes_at_most = 1 + began.elapsed().as_secs() as usize + 1;
+    assert!(
+        hole.count() <= probes_at_most,
+        "the dead server was asked {} times (first query + probes ≤ {probes_at_most})",
+        hole.count()
+    );
+    assert_eq!(good.count(), 21);
+}
+
+/// A demoted server is probed and back in use within seconds of answering again (strict
+/// order, so "in use" shows: it is first again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_upstream_comes_back_into_use() {
+    let b = block();
+    let first = upstream(Behaviour::Answer(addr("192.0.2.82"), 0)).await;
+    let second = upstream(Behaviour::Answer(addr("192.0.2.83"), 0)).await;
+    first.set_mute(true);
+    let mut c = config(&[first.addr, second.addr]);
+    c.strict_order = true;
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let m = ask(gw, ip(b, 2), "a.example", RecordType::A).await;
+    assert_eq!(a_records(&m), [addr("192.0.2.83")]);
+    assert!(s.forwarder().health().is_demoted(first.addr));
+    let m = ask(gw, ip(b, 2), "b.example", RecordType::A).await;
+    assert_eq!(a_records(&m), [addr("192.0.2.83")], "demoted: second first");
+    first.set_mute(false);
+    let back = Instant::now();
+    let mut i = 0;
+    loop {
+        i += 1;
+        let m = ask(gw, ip(b, 2), &format!("back{i}.example"), RecordType::A).await;
+        if a_records(&m) == [addr("192.0.2.82")] {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "the first server is not back 5 s after it answers again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!s.forwarder().health().is_demoted(first.addr));
+}
+
+/// When every upstream is black-holed, an expired cached answer is given (TTL 30, RFC 8767)
+/// instead of SERVFAIL; with serve-stale off it is SERVFAIL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_answer_is_served_stale_when_every_upstream_fails() {
+    let b = block();
+    let up = upstream(Behaviour::Answer(addr("192.0.2.84"), 1)).await;
+    let s = server(&config(&[up.addr]));
+    let mut off = config(&[up.addr]);
+    off.serve_stale_secs = 0;
+    let s_off = server(&off);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let gw_off = add_net(&s_off, &net_spec("n2", "other"), ip(b, 129)).await;
+    let fresh = ask(gw, ip(b, 2), "stale.example", RecordType::A).await;
+    assert_eq!(a_records(&fresh), [addr("192.0.2.84")]);
+    ask(gw_off, ip(b, 130), "stale.example", RecordType::A).await;
+    up.set_mute(true);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let stale = ask(gw, ip(b, 2), "STALE.example", RecordType::A).await;
+    assert_eq!(rcode(&stale), ResponseCode::NoError);
+    assert_eq!(a_records(&stale), [addr("192.0.2.84")]);
+    assert_eq!(stale.answers[0].ttl, 30, "a stale answer carries TTL 30");
+    assert_eq!(stale.queries[0].name().to_ascii(), "STALE.example.");
+    let m = ask(gw_off, ip(b, 130), "stale.example", RecordType::A).await;
+    assert_eq!(rcode(&m), ResponseCode::ServFail, "serve-stale off");
+    assert_eq!(
+        s.forwarder()
+            .stats()
+            .served_stale
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+/// Filled with 64 KiB answers (over TCP; 2,300 A records with uncompressed names), the cache
+/// stays within its byte budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_stays_within_its_byte_budget_with_64k_answers() {
+    let b = block();
+    let up = upstream(Behaviour::Truncated(2300)).await;
+    let mut c = config(&[up.addr]);
+    let budget = 1 << 20;
+    c.cache_bytes = budget;
+    c.cache_max_reply = 65_535;
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let mut stream = tcp_connect(gw, ip(b, 2)).await;
+    for i in 0..40 {
+        tcp_send(
+            &mut stream,
+            &question(&format!("big{i}.example"), RecordType::A),
+        )
+        .await;
+        let m = tcp_recv(&mut stream).await.expect("an answer");
+        assert_eq!(a_records(&m).len(), 2300);
+        let cache = s.forwarder().cache();
+        assert!(cache.bytes() <= budget, "{} bytes cached", cache.bytes());
+    }
+    let cache = s.forwarder().cache();
+    assert!(
+        cache.len() >= 8,
+        "the budget holds a dozen 64 KiB answers: {} cached",
+        cache.len()
+    );
+    // With the default bound on one reply's size, none of them is kept.
+    let s2 = server(&config(&[up.addr]));
+    let gw2 = add_net(&s2, &net_spec("n2", "other"), ip(b, 129)).await;
+    let m = tcp_ask(gw2, ip(b, 130), "big0.example", RecordType::A).await;
+    assert_eq!(a_records(&m).len(), 2300);
+    assert!(s2.forwarder().cache().is_empty());
+}

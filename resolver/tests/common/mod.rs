@@ -202,8 +202,14 @@ pub enum Behaviour {
     /// Never answers.
     Silent,
     /// Over UDP: TC set, no answers. Over TCP: `n` A records.
-    Truncated(u8),
-    /// First a reply with the wrong id carrying `spoofed`, then the right one with `real`.
+    Truncated(u16),
+    /// NXDOMAIN (with SOA, negative TTL 60) for a name with a dot inside a label; an A
+    /// record with this address (TTL 300) for any other.
+    NxForDottedLabels(Ipv4Addr),
+    /// Silence for names starting with this label; an A record (TTL 60) for the others.
+    SilentFor(&'static str, Ipv4Addr),
+    /// First spoofs carrying `spoofed` (one with the wrong id, one with the right id but
+    /// another question), then the real answer with `real`.
     WrongIdFirst {
         real: Ipv4Addr,
         spoofed: Ipv4Addr,
@@ -221,6 +227,8 @@ pub enum Behaviour {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub queries: Arc<AtomicUsize>,
+    /// While set, the stub answers nothing (it still counts what it is asked).
+    pub mute: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -235,6 +243,11 @@ impl Drop for Upstream {
 impl Upstream {
     pub fn count(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
+    }
+
+    /// Black-hole the stub (`true`) or let it answer again.
+    pub fn set_mute(&self, mute: bool) {
+        self.mute.store(mute, Ordering::SeqCst);
     }
 }
 
@@ -251,6 +264,18 @@ fn stub_reply(query: &[u8], b: Behaviour, tcp: bool) -> Option<Vec<Vec<u8>>> {
     }
     let name = q.queries.first()?.name().clone();
     match b {
+        Behaviour::NxForDottedLabels(a) => {
+            if name.iter().any(|label| label.contains(&b'.')) {
+                return stub_reply(query, Behaviour::NxDomain, tcp);
+            }
+            r.add_answer(Record::from_rdata(name, 300, RData::A(A(a))));
+        }
+        Behaviour::SilentFor(prefix, a) => {
+            if name.iter().next() == Some(prefix.as_bytes()) {
+                return None;
+            }
+            r.add_answer(Record::from_rdata(name, 60, RData::A(A(a))));
+        }
         Behaviour::Answer(a, ttl) => {
             r.add_answer(Record::from_rdata(name, ttl, RData::A(A(a))));
         }
@@ -277,10 +302,11 @@ fn stub_reply(query: &[u8], b: Behaviour, tcp: bool) -> Option<Vec<Vec<u8>>> {
         Behaviour::Truncated(n) => {
             if tcp {
                 for i in 0..n {
+                    let [hi, lo] = i.to_be_bytes();
                     r.add_answer(Record::from_rdata(
                         name.clone(),
                         300,
-                        RData::A(A(Ipv4Addr::new(198, 18, 0, i))),
+                        RData::A(A(Ipv4Addr::new(198, 18, hi, lo))),
                     ));
                 }
             } else {
@@ -307,10 +333,18 @@ fn stub_reply(query: &[u8], b: Behaviour, tcp: bool) -> Option<Vec<Vec<u8>>> {
             let mut bad = r.clone();
             r.add_answer(Record::from_rdata(name.clone(), 300, RData::A(A(real))));
             let good = r.to_vec().ok()?;
-            bad.add_answer(Record::from_rdata(name, 300, RData::A(A(spoofed))));
+            bad.add_answer(Record::from_rdata(name.clone(), 300, RData::A(A(spoofed))));
             bad.metadata.id = q.metadata.id.wrapping_add(1);
-            let bad = bad.to_vec().ok()?;
-            return Some(vec![bad, good]);
+            let wrong_id = bad.to_vec().ok()?;
+            // The right id, another question (the same name under another type).
+            let mut other = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            other.metadata.recursion_available = true;
+            let mut oq = q.queries[0].clone();
+            oq.set_query_type(RecordType::MX);
+            other.add_query(oq);
+            other.add_answer(Record::from_rdata(name, 300, RData::A(A(spoofed))));
+            let wrong_question = other.to_vec().ok()?;
+            return Some(vec![wrong_id, wrong_question, good]);
         }
     }
     Some(vec![r.to_vec().ok()?])
@@ -332,6 +366,8 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
     };
     let addr = udp.local_addr().unwrap();
     let queries = Arc::new(AtomicUsize::new(0));
+    let mute = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mute1, mute2) = (mute.clone(), mute.clone());
     let q1 = queries.clone();
     let udp_task = tokio::spawn(async move {
         let mut buf = vec![0u8; 65535];
@@ -340,6 +376,9 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
                 return;
             };
             q1.fetch_add(1, Ordering::SeqCst);
+            if mute1.load(Ordering::SeqCst) {
+                continue;
+            }
             for reply in stub_reply(&buf[..n], b, false).unwrap_or_default() {
                 if let Behaviour::WrongSource(_) = b {
                     // Same address, another port: a connected asker must not take it.
@@ -359,7 +398,7 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
             let Ok((mut s, _)) = tcp.accept().await else {
                 return;
             };
-            let q2 = q2.clone();
+            let (q2, mute2) = (q2.clone(), mute2.clone());
             tokio::spawn(async move {
                 loop {
                     let mut len = [0u8; 2];
@@ -371,6 +410,9 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
                         return;
                     }
                     q2.fetch_add(1, Ordering::SeqCst);
+                    if mute2.load(Ordering::SeqCst) {
+                        continue;
+                    }
                     for reply in stub_reply(&buf, b, true).unwrap_or_default() {
                         let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
                         framed.extend_from_slice(&reply);
@@ -385,6 +427,7 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
     Upstream {
         addr,
         queries,
+        mute,
         tasks: vec![udp_task, tcp_task],
     }
 }
