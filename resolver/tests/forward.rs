@@ -492,3 +492,45 @@ async fn the_cache_stays_within_its_byte_budget_with_64k_answers() {
     assert_eq!(a_records(&m).len(), 2300);
     assert!(s2.forwarder().cache().is_empty());
 }
+
+/// One container flooding forwarded names that hang upstream reaches its own cap and gets
+/// REFUSED; another container's forwarded question is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_container_flooding_does_not_stop_another_from_being_answered() {
+    let b = block();
+    let up = upstream(Behaviour::SilentFor("flood", addr("192.0.2.90"))).await;
+    let mut c = config(&[up.addr]);
+    c.max_inflight = 256;
+    c.max_inflight_per_client = 32;
+    c.forward_timeout_ms = 2000;
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let (flooder, other) = (ip(b, 2), ip(b, 3));
+    let sock = tokio::net::UdpSocket::bind((flooder, 0)).await.unwrap();
+    for i in 0..1000 {
+        let q = question(&format!("flood.q{i}.example"), RecordType::A);
+        sock.send_to(&q.to_vec().unwrap(), gw).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (host, mine) = s.forwarder().budget().in_flight(flooder);
+    assert!(
+        mine <= 32 && host <= 32,
+        "the flooder holds {mine} (host {host})"
+    );
+    let m = ask(gw, other, "ok.example", RecordType::A).await;
+    assert_eq!(
+        rcode(&m),
+        ResponseCode::NoError,
+        "the other container is not refused"
+    );
+    assert_eq!(a_records(&m), [addr("192.0.2.90")]);
+    let refused = s
+        .forwarder()
+        .stats()
+        .refused_asker_cap
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        refused >= 900,
+        "the flood past its cap was refused: {refused}"
+    );
+}
