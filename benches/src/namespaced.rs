@@ -90,29 +90,33 @@ fn sweep_agent() {
     });
 }
 
+/// Where the agent forwards when a benchmark does not measure forwarding: a closed port on
+/// loopback.
+pub const NO_UPSTREAM: &[&str] = &["127.0.0.1:9"];
+
 /// Start the agent daemon pinned to `cpu`, its socket and state in `work`, its links named
-/// with `prefix`, forwarding to a closed port on loopback. Returns it and its socket.
-pub fn spawn_agent(bin: &Path, work: &Path, cpu: &str, prefix: &str) -> (Child, PathBuf) {
+/// with `prefix`, forwarding to `upstreams` (on loopback). Returns it and its socket.
+pub fn spawn_agent(
+    bin: &Path,
+    work: &Path,
+    cpu: &str,
+    prefix: &str,
+    upstreams: &[&str],
+) -> (Child, PathBuf) {
     let socket = work.join("agent.sock");
-    let daemon = Command::new("taskset")
-        .args(["-c", cpu])
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpu])
         .arg(bin)
         .arg("daemon")
         .arg("--socket")
         .arg(&socket)
         .arg("--state-dir")
         .arg(work.join("state"))
-        .args([
-            "--link-prefix",
-            prefix,
-            "--upstream",
-            "127.0.0.1:9",
-            "--log",
-            "warn",
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start the agent");
+        .args(["--link-prefix", prefix, "--log", "warn"]);
+    for u in upstreams {
+        cmd.args(["--upstream", u]);
+    }
+    let daemon = cmd.stdin(Stdio::null()).spawn().expect("start the agent");
     (daemon, socket)
 }
 
@@ -148,14 +152,14 @@ pub async fn must(
     b.to_vec()
 }
 
-/// The agent daemon pinned to `cpu`, with a network "bench" (10.197.0.0/16) and N running
-/// containers `bcg-I` aliased `cI`, and a client container.
-pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
+/// The agent daemon pinned to `cpu` and forwarding to `upstreams`, with a network "bench"
+/// (10.197.0.0/16) and N running containers `bcg-I` aliased `cI`, and a client container.
+pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str, upstreams: &[&str]) -> Running {
     assert!(n <= MAX_NAMES);
     sweep_agent();
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).unwrap();
-    let (daemon, socket) = spawn_agent(bin, work, cpu, AGENT_PREFIX);
+    let (daemon, socket) = spawn_agent(bin, work, cpu, AGENT_PREFIX, upstreams);
     let guard = Guard::Agent { daemon };
     let pid = match &guard {
         Guard::Agent { daemon } => daemon.id(),
@@ -212,8 +216,9 @@ pub fn agent(n: u32, work: &Path, bin: &Path, cpu: &str) -> Running {
 }
 
 /// Docker Engine 20.10 with a network "bench" (10.198.0.0/16, bridge `bcd-br0`) and N running
-/// containers `bcd-I` aliased `cI`, and a client container.
-pub fn docker(n: u32) -> Running {
+/// containers `bcd-I` aliased `cI`, and a client container whose external DNS servers are
+/// `dns` (`docker run --dns`; none: Docker's default).
+pub fn docker(n: u32, dns: &[&str]) -> Running {
     assert!(n <= MAX_NAMES);
     let engine = DockerEngine::start();
     let ok = |args: &[&str]| {
@@ -239,7 +244,7 @@ pub fn docker(n: u32) -> Running {
         } else {
             (format!("bcd-{i}"), format!("c{i}"))
         };
-        ok(&[
+        let mut args = vec![
             "run",
             "-d",
             "--network",
@@ -248,10 +253,14 @@ pub fn docker(n: u32) -> Running {
             &alias,
             "--name",
             &name,
-            "ddtest:1",
-            "sleep",
-            "1000000",
-        ]);
+        ];
+        if i == n {
+            for d in dns {
+                args.extend(["--dns", d]);
+            }
+        }
+        args.extend(["ddtest:1", "sleep", "1000000"]);
+        ok(&args);
     }
     let client = engine.pid_of("bcd-client");
     Running {

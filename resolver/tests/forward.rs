@@ -534,3 +534,32 @@ async fn one_container_flooding_does_not_stop_another_from_being_answered() {
         "the flood past its cap was refused: {refused}"
     );
 }
+
+/// TCP askers asking at once are forwarded over one kept-open TCP connection to the upstream,
+/// pipelined, each reply matched to its asker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_askers_share_one_pipelined_upstream_connection() {
+    let b = block();
+    let up = upstream(Behaviour::Truncated(60)).await;
+    let s = server(&config(&[up.addr]));
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    let askers: Vec<_> = (0..10)
+        .map(|i| {
+            tokio::spawn(async move {
+                let name = format!("big{i}.example");
+                let m = tcp_ask(gw, ip(b, 2 + i), &name, RecordType::A).await;
+                (name, m)
+            })
+        })
+        .collect();
+    for a in askers {
+        let (name, m) = a.await.unwrap();
+        assert_eq!(a_records(&m).len(), 60);
+        assert_eq!(m.queries[0].name().to_ascii(), format!("{name}."));
+    }
+    assert_eq!(
+        up.tcp_conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "ten TCP askers, one connection"
+    );
+}

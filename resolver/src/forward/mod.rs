@@ -15,9 +15,9 @@
 //! or stray replies are ignored. Queries in flight are capped per host and per asker
 //! ([`budget`]): past a cap the asker gets REFUSED at once.
 //!
-//! An asker on TCP is forwarded over UDP like any other (one round trip, no connection set-up);
-//! only when the upstream's reply is truncated is the question asked again over TCP, so large
-//! answers come through whole.
+//! An asker on TCP is forwarded over TCP, on a kept-open connection per upstream with queries
+//! pipelined ([`tcp`]), so answers too large for UDP come through whole; a UDP asker gets a
+//! truncated upstream reply as it is (and retries over TCP).
 
 pub mod budget;
 pub mod health;
@@ -44,8 +44,8 @@ use budget::{Budget, Refusal};
 use health::{Health, Order, PROBE_EVERY};
 use pool::{Pending, Pool, UpSocket};
 
-/// Which transport the asker used: the reply must fit it, and a TCP asker gets a truncated
-/// upstream answer asked again over TCP.
+/// Which transport the asker used: the reply must fit it, and a TCP asker is forwarded over
+/// TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Udp,
@@ -104,8 +104,6 @@ pub struct ForwardStats {
     pub served_stale: AtomicU64,
     /// Server attempts that timed out.
     pub timeouts: AtomicU64,
-    /// Truncated UDP answers asked again over TCP.
-    pub tcp_retries: AtomicU64,
 }
 
 /// One forwarded question, from the asker to its reply.
@@ -120,7 +118,7 @@ struct Job {
     order: Order,
     /// Index in `order` of the next server to try.
     next: usize,
-    transport: Transport,
+    /// The largest reply the asker's transport takes.
     limit: usize,
     reply_to: ReplyTo,
     /// The asker's share of the budget, given back when the job ends.
@@ -143,6 +141,7 @@ struct Inner {
     cache: Cache,
     stats: ForwardStats,
     pools: DashMap<SocketAddr, Arc<Pool<Job>>>,
+    tcp: tcp::TcpUpstreams,
     runtime: Handle,
 }
 
@@ -173,6 +172,7 @@ impl Forwarder {
             settings,
             stats: ForwardStats::default(),
             pools: DashMap::new(),
+            tcp: tcp::TcpUpstreams::default(),
             runtime: Handle::current(),
         });
         inner.runtime.spawn(maintain(Arc::downgrade(&inner)));
@@ -247,12 +247,16 @@ impl Forwarder {
             upstream: SmallVec::from_vec(upstream),
             order: inner.health.order(&inner.upstreams.current()),
             next: 0,
-            transport,
             limit,
             reply_to,
             _slot: Some(slot),
         };
-        dispatch(inner, job);
+        match transport {
+            Transport::Udp => dispatch(inner, job),
+            Transport::Tcp => {
+                inner.runtime.spawn(forward_tcp(inner.clone(), job));
+            }
+        }
         Started::Pending
     }
 
@@ -331,6 +335,44 @@ fn dispatch(inner: &Arc<Inner>, mut job: Job) {
     fail(inner, job);
 }
 
+/// A TCP asker's question, over the kept-open TCP connections to the upstreams, server after
+/// server in the job's order, with the same failover and health rules as UDP.
+async fn forward_tcp(inner: Arc<Inner>, mut job: Job) {
+    while let Some(&server) = job.order.get(job.next) {
+        job.next += 1;
+        inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        let asked = inner
+            .tcp
+            .ask(
+                server,
+                &job.upstream,
+                job.upstream_question(),
+                inner.settings.timeout,
+            )
+            .await;
+        match asked {
+            Ok(reply) => {
+                inner.health.answered(server, sent.elapsed());
+                if matches!(wire::rcode_of(&reply), Some(2) | Some(5)) {
+                    tracing::debug!(%server, "upstream answered SERVFAIL/REFUSED, trying next");
+                    continue;
+                }
+                return finish(&inner, job, &reply);
+            }
+            Err(tcp::AskError::Timeout) => {
+                inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                inner.health.failed(server, "timed out");
+            }
+            Err(tcp::AskError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                inner.health.failed(server, "port unreachable");
+            }
+            Err(e) => tracing::debug!(%server, error = %e, "upstream over TCP failed, trying next"),
+        }
+    }
+    fail(&inner, job);
+}
+
 /// Every server failed: a stale answer if the cache has one, else SERVFAIL.
 fn fail(inner: &Inner, job: Job) {
     if matches!(job.reply_to, ReplyTo::Discard) {
@@ -361,29 +403,6 @@ fn on_reply(inner: &Arc<Inner>, server: SocketAddr, waited: Pending<Job>, reply:
             return dispatch(inner, job);
         }
         _ => {}
-    }
-    if wire::is_truncated(reply) && job.transport == Transport::Tcp {
-        inner.stats.tcp_retries.fetch_add(1, Ordering::Relaxed);
-        let inner = inner.clone();
-        inner.runtime.clone().spawn(async move {
-            let mut query = job.upstream.clone();
-            query[..2].copy_from_slice(&rand::random::<u16>().to_be_bytes());
-            let asked = tcp::ask(
-                server,
-                &query,
-                job.upstream_question(),
-                inner.settings.timeout,
-            )
-            .await;
-            match asked {
-                Ok(whole) => finish(&inner, job, &whole),
-                Err(e) => {
-                    tracing::debug!(%server, error = %e, "upstream over TCP failed, trying next");
-                    dispatch(&inner, job);
-                }
-            }
-        });
-        return;
     }
     finish(inner, job, reply);
 }
@@ -549,7 +568,6 @@ fn probe(inner: &Arc<Inner>, server: SocketAddr) {
         upstream: SmallVec::from_slice(&query),
         order: Order::from_slice(&[server]),
         next: 0,
-        transport: Transport::Udp,
         limit: wire::CLASSIC_UDP_LIMIT,
         reply_to: ReplyTo::Discard,
         _slot: None,

@@ -229,6 +229,8 @@ pub struct Upstream {
     pub queries: Arc<AtomicUsize>,
     /// While set, the stub answers nothing (it still counts what it is asked).
     pub mute: Arc<std::sync::atomic::AtomicBool>,
+    /// TCP connections accepted.
+    pub tcp_conns: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -393,11 +395,14 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
         }
     });
     let q2 = queries.clone();
+    let tcp_conns = Arc::new(AtomicUsize::new(0));
+    let accepted = tcp_conns.clone();
     let tcp_task = tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = tcp.accept().await else {
                 return;
             };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let (q2, mute2) = (q2.clone(), mute2.clone());
             tokio::spawn(async move {
                 loop {
@@ -428,6 +433,7 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
         addr,
         queries,
         mute,
+        tcp_conns,
         tasks: vec![udp_task, tcp_task],
     }
 }

@@ -71,7 +71,8 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
     let work = dir.join("agent");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let (child, socket) = namespaced::spawn_agent(&bin, &work, SERVER_CPU, "bca");
+    let (child, socket) =
+        namespaced::spawn_agent(&bin, &work, SERVER_CPU, "bca", namespaced::NO_UPSTREAM);
     let daemon = Server {
         child,
         daemon: None,

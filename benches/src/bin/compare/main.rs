@@ -9,6 +9,7 @@
 
 mod connect;
 mod dnsperf;
+mod forward;
 mod peers;
 mod podman;
 mod procfs;
@@ -63,6 +64,13 @@ struct Args {
     /// podman 4.3.
     #[arg(long, default_value_t = 0)]
     podman: u32,
+    /// Also compare forwarding (names that are not containers'): answered from cache,
+    /// uncacheable, and a dead first upstream, through one shared upstream on loopback.
+    #[arg(long)]
+    forward: bool,
+    /// Only the forwarding comparison: skip the local-name runs.
+    #[arg(long)]
+    forward_only: bool,
     /// Where the servers' files and the results go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -144,7 +152,12 @@ fn main() {
     // Absolute: dnsmasq changes to / before it opens its files.
     let dir = dir.canonicalize().unwrap();
     let mut points = Vec::new();
-    for &n in &args.names {
+    let names = if args.forward_only {
+        vec![]
+    } else {
+        args.names.clone()
+    };
+    for &n in &names {
         for &kind in &args.servers {
             if kind.namespaced() && n > namespaced::MAX_NAMES {
                 eprintln!(
@@ -159,7 +172,25 @@ fn main() {
     }
     let agent = (args.agent > 0).then(|| agent_figures(args.agent, &dir, &exe_dir));
     let podman = (args.podman > 0).then(|| podman::podman_figures(args.podman, &dir, &exe_dir));
-    let json = serde_json::json!({ "servers": points, "agent": agent, "podman": podman });
+    let forwarding = (args.forward || args.forward_only).then(|| {
+        let rate = args.rates.first().copied().unwrap_or(10_000);
+        let misses = if args.quick { 10 } else { 100 };
+        forward::forward_figures(
+            &args.servers,
+            args.seconds,
+            args.repeat,
+            rate,
+            misses,
+            &dir,
+            &exe_dir,
+        )
+    });
+    let json = serde_json::json!({
+        "servers": points,
+        "agent": agent,
+        "podman": podman,
+        "forwarding": forwarding,
+    });
     write(
         &args.out.join("compare.json"),
         &serde_json::to_string_pretty(&json).unwrap(),
@@ -170,6 +201,17 @@ fn main() {
     }
     if let Some(p) = podman {
         print!("{}", podman_table(&p));
+    }
+    if let Some(f) = forwarding {
+        // A server's own local answer: its bare-name figure at the fewest names measured.
+        let local = |k: Kind| {
+            points
+                .iter()
+                .filter(|p| p.server == k && p.form == Form::Bare)
+                .min_by_key(|p| p.names)
+                .map(|p| p.saturation.cpu_us_per_query)
+        };
+        print!("{}", forward::forward_table(&f, local));
     }
 }
 
@@ -184,12 +226,13 @@ fn measure(kind: Kind, n: u32, args: &Args, dir: &Path, exe_dir: &Path) -> Vec<P
                 &dir.join(format!("agent-dns-{n}")),
                 &agent_binary(exe_dir),
                 SERVER_CPU,
+                namespaced::NO_UPSTREAM,
             );
             let (t, p) = (r.target.clone(), r.pid);
             (Box::new(r), t, p)
         }
         Kind::Docker => {
-            let r = namespaced::docker(n);
+            let r = namespaced::docker(n, &[]);
             let (t, p) = (r.target.clone(), r.pid);
             (Box::new(r), t, p)
         }

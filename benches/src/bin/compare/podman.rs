@@ -106,7 +106,8 @@ pub(crate) fn podman_figures(n: u32, dir: &Path, exe_dir: &Path) -> PodmanFigure
     let work = dir.join("podman");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let (child, socket) = namespaced::spawn_agent(&bin, &work, SERVER_CPU, PREFIX);
+    let (child, socket) =
+        namespaced::spawn_agent(&bin, &work, SERVER_CPU, PREFIX, namespaced::NO_UPSTREAM);
     let _daemon = Server {
         child,
         daemon: None,
