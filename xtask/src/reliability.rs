@@ -26,7 +26,7 @@ pub struct Args {
 
 /// The test binaries the report draws on, by package.
 const SUITES: &[(&str, &[&str])] = &[
-    ("resolver", &["hostile", "forward", "wire", "names"]),
+    ("resolver", &["hostile", "forward", "forward_process", "wire", "names"]),
     ("attach-agent", &["churn", "crash", "security", "restart"]),
 ];
 
@@ -58,11 +58,47 @@ const FAULTS: &[(&str, &str)] = &[
     ),
     (
         "truncated_upstream_reply_is_relayed_with_tc_and_tcp_gets_it_whole",
-        "truncated upstream replies: relayed with TC, retried over TCP",
+        "truncated upstream replies: relayed with TC to UDP askers, whole over TCP",
+    ),
+    (
+        "tcp_askers_share_one_pipelined_upstream_connection",
+        "TCP askers: one kept-open pipelined connection per upstream",
     ),
     (
         "queries_past_the_in_flight_cap_are_refused",
         "forwarding past the in-flight cap: REFUSED at once, logged",
+    ),
+    (
+        "one_container_flooding_does_not_stop_another_from_being_answered",
+        "one container flooding forwarded queries: REFUSED past its own cap, others answered",
+    ),
+    (
+        "a_name_with_a_dot_inside_a_label_cannot_poison_the_cache",
+        "a label holding a dot (`www2` + `bank.com`): cannot poison `www2.bank.com`",
+    ),
+    (
+        "a_dead_first_upstream_costs_one_timeout",
+        "a dead first upstream: one timeout, then demoted; later misses skip it",
+    ),
+    (
+        "a_demoted_upstream_comes_back_into_use",
+        "a demoted upstream answering again: back in use within seconds",
+    ),
+    (
+        "upstream_state_changes_are_logged_when_they_happen",
+        "demotion and return of an upstream: in the log when they happen",
+    ),
+    (
+        "an_expired_answer_is_served_stale_when_every_upstream_fails",
+        "every upstream black-holed: an expired answer served stale (TTL 30), not SERVFAIL",
+    ),
+    (
+        "the_cache_stays_within_its_byte_budget_with_64k_answers",
+        "the cache filled with 64 KiB answers: stays within its byte budget",
+    ),
+    (
+        "a_tcp_client_pipelining_without_reading_holds_bounded_memory",
+        "a TCP client pipelining 10,000 forwarded names without reading: bounded RSS",
     ),
     (
         "local_names_keep_answering_while_every_upstream_is_black_holed",
@@ -258,8 +294,9 @@ fn render(
     let b = fig("blackhole");
     let _ = writeln!(
         r,
-        "\n## Upstream faults\n\n`resolver/tests/forward.rs`. Forwarded queries use a random ID \
-         and a fresh source port, and accept only a reply matching ID, question and server.\n\n\
+        "\n## Upstream faults\n\n`resolver/tests/forward.rs`, `forward_process.rs`. Forwarded \
+         queries leave on long-lived connected sockets (kernel-chosen ports, rotated) with IDs \
+         from a CSPRNG, and only a reply matching ID, question and server is taken.\n\n\
          | fault | result |\n|---|---|"
     );
     for (test, what) in FAULTS {
@@ -268,12 +305,25 @@ fn render(
     let _ = writeln!(
         r,
         "\nWith every upstream black-holed and {} forwarded queries hanging ({} refused at the \
-         in-flight cap), a prober asking for a local name got {} answers, {} failed, worst {} ms.",
+         asker's in-flight cap), a prober asking for a local name got {} answers, {} failed, worst {} ms.",
         num(b, "hung_forwards"),
-        num(b, "refused_over_cap"),
+        num(b, "refused_asker_cap"),
         num(b, "prober_answered"),
         num(b, "prober_failed"),
         num(b, "prober_worst_ms"),
+    );
+    let t = fig("tcp_pipelining_rss");
+    let _ = writeln!(
+        r,
+        "\nA TCP client pipelining {} forwarded names without reading a reply: the resolver \
+         process's RSS went from {} KiB to at most {} KiB (+{} KiB) while another container \
+         was answered (the per-connection cap stops reading the connection; the upstream saw \
+         {} queries; the rest stayed unread in the socket).",
+        num(t, "pipelined_queries"),
+        num(t, "rss_before_kib"),
+        num(t, "rss_peak_kib"),
+        num(t, "rss_growth_kib"),
+        num(t, "upstream_queries_seen"),
     );
 
     let c = fig("churn");
