@@ -155,7 +155,13 @@ impl Cache {
         let Some(layout) = wire::cache_layout(reply) else {
             return;
         };
-        if layout.lifetime == 0 {
+        // RFC 2181 §8: a TTL with the top bit set means zero.
+        let lifetime = if layout.lifetime > i32::MAX as u32 {
+            0
+        } else {
+            layout.lifetime.min(self.limits.max_ttl)
+        };
+        if lifetime == 0 {
             return;
         }
         let cost = key.len() + reply.len() + layout.ttl_offsets.len() * 8 + ENTRY_OVERHEAD;
@@ -167,10 +173,13 @@ impl Cache {
         {
             self.make_room(cost);
         }
+        // What we hand out never claims more than we keep it for: every TTL capped too.
+        let mut reply: Box<[u8]> = reply.into();
+        wire::cap_ttls(&mut reply, &layout.ttl_offsets, self.limits.max_ttl);
         let entry = Entry {
-            reply: reply.into(),
+            reply,
             ttl_offsets: layout.ttl_offsets.into_boxed_slice(),
-            lifetime: layout.lifetime.min(self.limits.max_ttl),
+            lifetime,
             stored: Instant::now(),
             cost,
         };

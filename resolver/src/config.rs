@@ -85,6 +85,8 @@ pub enum ConfigError {
     BadUpstream(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("{0} must be at most {1}")]
+    TooLarge(&'static str, u64),
 }
 
 impl ResolverConfig {
@@ -93,6 +95,12 @@ impl ResolverConfig {
         self.fixed_upstreams()?;
         if self.forward_timeout_ms == 0 {
             return Err(ConfigError::Zero("forward_timeout_ms"));
+        }
+        if self.forward_timeout_ms > 60_000 {
+            return Err(ConfigError::TooLarge("forward_timeout_ms", 60_000));
+        }
+        if self.cache_max_ttl == 0 {
+            return Err(ConfigError::Zero("cache_max_ttl"));
         }
         if self.tcp_idle_timeout_ms == 0 {
             return Err(ConfigError::Zero("tcp_idle_timeout_ms"));

@@ -30,7 +30,8 @@ async fn fails_over_from_dead_and_silent_upstreams() {
     let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
     let m = ask(gw, ip(b, 2), "example.com", RecordType::A).await;
     assert_eq!(a_records(&m), [addr("192.0.2.7")]);
-    assert_eq!(silent.count(), 1);
+    // (The silent one may have had its once-a-second probe meanwhile.)
+    assert!(silent.count() >= 1);
     assert_eq!(good.count(), 1);
 }
 
@@ -245,7 +246,9 @@ async fn garbage_and_wrong_source_replies_are_ignored_and_the_next_server_asked(
         [addr("192.0.2.12")],
         "neither the garbage nor the spoof"
     );
-    assert_eq!((garbage.count(), spoof.count(), good.count()), (1, 1, 1));
+    // Both bad ones were asked (and are demoted: probes may add to their counts).
+    assert!(garbage.count() >= 1 && spoof.count() >= 1);
+    assert_eq!(good.count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,17 +539,23 @@ async fn one_container_flooding_does_not_stop_another_from_being_answered() {
 }
 
 /// TCP askers asking at once are forwarded over one kept-open TCP connection to the upstream,
-/// pipelined, each reply matched to its asker.
+/// pipelined: the upstream answers each after a delay of its own, out of order, and every
+/// asker has its own answer about one delay later (one after another, it would be ten).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_askers_share_one_pipelined_upstream_connection() {
     let b = block();
-    let up = upstream(Behaviour::Truncated(60)).await;
-    let s = server(&config(&[up.addr]));
+    let up = upstream(Behaviour::SlowTcp(400, addr("192.0.2.95"))).await;
+    let mut c = config(&[up.addr]);
+    c.forward_timeout_ms = 2000;
+    let s = server(&c);
     let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    // One query first, so the connection exists before the others.
+    tcp_ask(gw, ip(b, 2), "first.example", RecordType::A).await;
+    let began = Instant::now();
     let askers: Vec<_> = (0..10)
         .map(|i| {
             tokio::spawn(async move {
-                let name = format!("big{i}.example");
+                let name = format!("slow{i}.example");
                 let m = tcp_ask(gw, ip(b, 2 + i), &name, RecordType::A).await;
                 (name, m)
             })
@@ -554,12 +563,17 @@ async fn tcp_askers_share_one_pipelined_upstream_connection() {
         .collect();
     for a in askers {
         let (name, m) = a.await.unwrap();
-        assert_eq!(a_records(&m).len(), 60);
+        assert_eq!(a_records(&m), [addr("192.0.2.95")]);
         assert_eq!(m.queries[0].name().to_ascii(), format!("{name}."));
     }
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "ten queries of 220-400 ms each took {took:?}: not pipelined"
+    );
     assert_eq!(
         up.tcp_conns.load(std::sync::atomic::Ordering::SeqCst),
         1,
-        "ten TCP askers, one connection"
+        "eleven TCP askers, one connection"
     );
 }

@@ -90,7 +90,13 @@ async fn a_tcp_client_pipelining_without_reading_holds_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     // No cache: it would keep every distinct answer (legitimately, up to its byte budget),
     // and what is measured here is what the connection holds.
-    let (running, port) = start(b, dir.path(), &[up.addr], "cache_bytes = 0");
+    // The idle timeout shorter than the run, so the writer gives up on the client during it.
+    let (running, port) = start(
+        b,
+        dir.path(),
+        &[up.addr],
+        "cache_bytes = 0\ntcp_idle_timeout_ms = 1000",
+    );
     let pid = running.0.id();
     let gw = SocketAddr::new(ip(b, 1), port);
     for i in 0..50 {
@@ -132,6 +138,8 @@ async fn a_tcp_client_pipelining_without_reading_holds_bounded_memory() {
         );
     }
     let asked = up.count();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let asked_later = up.count();
     let grown = peak.saturating_sub(before);
     report(serde_json::json!({
         "test": "tcp_pipelining_rss",
@@ -145,6 +153,13 @@ async fn a_tcp_client_pipelining_without_reading_holds_bounded_memory() {
     // (every query read, the replies held in tasks waiting for the writer). The replies the
     // kernel's socket buffers hold are not in the RSS.
     assert!(grown < 2 * 1024, "RSS grew {grown} KiB");
+    // The writer gave up on the client after its idle second, and the reader with it: the
+    // rest of the pipeline is not forwarded.
+    assert!(asked < 10_000, "the whole pipeline was forwarded");
+    assert_eq!(
+        asked, asked_later,
+        "forwarding went on after the connection was given up"
+    );
     writer.abort();
 }
 

@@ -26,7 +26,10 @@ pub struct Args {
 
 /// The test binaries the report draws on, by package.
 const SUITES: &[(&str, &[&str])] = &[
-    ("resolver", &["hostile", "forward", "forward_process", "wire", "names"]),
+    (
+        "resolver",
+        &["hostile", "forward", "forward_process", "wire", "names"],
+    ),
     ("attach-agent", &["churn", "crash", "security", "restart"]),
 ];
 

@@ -2,6 +2,10 @@
 //! per asking container, so one container flooding names that hang upstream cannot take the
 //! budget of every other.
 //!
+//! The asker is its source address: on a bridge the agent made, a container sending from a
+//! neighbour's address spends that neighbour's share (it could already take its name's
+//! traffic on the wire; the bridge does not police source addresses).
+//!
 //! A [`Slot`] is one query's share; dropping it (however the query ends) gives it back. Past
 //! either cap the asker gets REFUSED at once, logged at most once a second (per container for
 //! the per-container cap), so a flood cannot flood the log either.
@@ -40,6 +44,8 @@ struct Inner {
     host_logged: AtomicU64,
     /// Second of the last asker-cap log line, per asker.
     asker_logged: DashMap<IpAddr, u64>,
+    /// Second of the last sweep of `asker_logged`.
+    pruned: AtomicU64,
 }
 
 /// One forwarded query's share of the budget, given back on drop.
@@ -72,6 +78,7 @@ impl Budget {
                 started: Instant::now(),
                 host_logged: AtomicU64::new(u64::MAX),
                 asker_logged: DashMap::new(),
+                pruned: AtomicU64::new(u64::MAX),
             }),
         }
     }
@@ -127,8 +134,9 @@ impl Budget {
                 }
             }
             Refusal::Asker => {
-                if b.asker_logged.len() > 4096 {
-                    // Forget askers not refused in the last two seconds: bounded memory.
+                if b.asker_logged.len() > 4096 && b.pruned.swap(now, Ordering::Relaxed) != now {
+                    // Forget askers not refused in the last two seconds: bounded memory, and
+                    // at most one sweep a second however many askers are refused.
                     b.asker_logged.retain(|_, s| now.saturating_sub(*s) < 2);
                 }
                 let mut log = false;

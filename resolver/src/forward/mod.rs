@@ -1,6 +1,6 @@
 //! Forwarding: everything that is not a local name goes to the upstream servers.
 //!
-//! Designed like the local path: no socket, task or channel per query. A UDP asker's query is
+//! Designed like the local path: for a UDP asker, no socket, task or channel per query. Its query is
 //! looked up in the cache on the listener's own thread (a hit is answered in the listener's
 //! batch, like a local name); a miss becomes a [`Job`] waiting on one of a few long-lived
 //! sockets per upstream ([`pool`]), and the task reading that socket sends the reply straight
@@ -42,7 +42,7 @@ use crate::upstream::Upstreams;
 use crate::wire::{self, Rcode};
 use budget::{Budget, Refusal};
 use health::{Health, Order, PROBE_EVERY};
-use pool::{Pending, Pool, UpSocket};
+use pool::{Pending, Pool, SendError, UpSocket};
 
 /// Which transport the asker used: the reply must fit it, and a TCP asker is forwarded over
 /// TCP.
@@ -141,6 +141,9 @@ struct Inner {
     cache: Cache,
     stats: ForwardStats,
     pools: DashMap<SocketAddr, Arc<Pool<Job>>>,
+    /// Sockets out of their pool (rotated, or their server unlisted) with queries that may
+    /// still be waiting: their replies are still read and their deadlines still kept.
+    draining: std::sync::Mutex<Vec<Arc<UpSocket<Job>>>>,
     tcp: tcp::TcpUpstreams,
     runtime: Handle,
 }
@@ -172,6 +175,7 @@ impl Forwarder {
             settings,
             stats: ForwardStats::default(),
             pools: DashMap::new(),
+            draining: std::sync::Mutex::new(Vec::new()),
             tcp: tcp::TcpUpstreams::default(),
             runtime: Handle::current(),
         });
@@ -289,6 +293,12 @@ fn fit(out: &mut Vec<u8>, req: &wire::Request<'_>, limit: usize) {
 }
 
 impl Inner {
+    /// Keep `sockets` (retired) served until they have nothing waiting.
+    fn drain_later(&self, sockets: impl IntoIterator<Item = Arc<UpSocket<Job>>>) {
+        let mut d = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        d.extend(sockets);
+    }
+
     /// The pool of `server`, opened (and its readers started) on first use.
     fn pool(self: &Arc<Inner>, server: SocketAddr) -> std::io::Result<Arc<Pool<Job>>> {
         if let Some(p) = self.pools.get(&server) {
@@ -312,23 +322,31 @@ impl Inner {
 fn dispatch(inner: &Arc<Inner>, mut job: Job) {
     while let Some(&server) = job.order.get(job.next) {
         job.next += 1;
-        let pool = match inner.pool(server) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(%server, error = %e, "cannot open a socket to the upstream");
-                continue;
-            }
-        };
-        let mut query = job.upstream.clone();
-        inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        match pool.pick().send(&mut query, job, inner.settings.timeout) {
-            Ok(()) => return,
-            Err((back, e)) => {
-                if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                    inner.health.failed(server, "port unreachable");
+        // A socket retired between picking and sending hands the job back: pick again (the
+        // pool may be a new one by then).
+        for _ in 0..4 {
+            let pool = match inner.pool(server) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(%server, error = %e, "cannot open a socket to the upstream");
+                    break;
                 }
-                tracing::debug!(%server, error = %e, "send to upstream failed, trying next");
-                job = back;
+            };
+            let mut query = job.upstream.clone();
+            match pool.pick().send(&mut query, job, inner.settings.timeout) {
+                Ok(()) => {
+                    inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err((back, SendError::Retired | SendError::Full)) => job = back,
+                Err((back, SendError::Io(e))) => {
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        inner.health.failed(server, "port unreachable");
+                    }
+                    tracing::debug!(%server, error = %e, "send to upstream failed, trying next");
+                    job = back;
+                    break;
+                }
             }
         }
     }
@@ -336,12 +354,13 @@ fn dispatch(inner: &Arc<Inner>, mut job: Job) {
 }
 
 /// A TCP asker's question, over the kept-open TCP connections to the upstreams, server after
-/// server in the job's order, with the same failover and health rules as UDP.
+/// server in the job's order (the order UDP's health gave it).
 async fn forward_tcp(inner: Arc<Inner>, mut job: Job) {
+    // Health (demotion, RTT) is learnt from UDP alone: a server that does not take TCP may
+    // still answer everyone else, and a TCP time includes the connection's set-up.
     while let Some(&server) = job.order.get(job.next) {
         job.next += 1;
         inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        let sent = Instant::now();
         let asked = inner
             .tcp
             .ask(
@@ -353,21 +372,18 @@ async fn forward_tcp(inner: Arc<Inner>, mut job: Job) {
             .await;
         match asked {
             Ok(reply) => {
-                inner.health.answered(server, sent.elapsed());
                 if matches!(wire::rcode_of(&reply), Some(2) | Some(5)) {
                     tracing::debug!(%server, "upstream answered SERVFAIL/REFUSED, trying next");
                     continue;
                 }
                 return finish(&inner, job, &reply);
             }
-            Err(tcp::AskError::Timeout) => {
-                inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                inner.health.failed(server, "timed out");
+            Err(e) => {
+                if matches!(e, tcp::AskError::Timeout) {
+                    inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(%server, error = %e, "upstream over TCP failed, trying next");
             }
-            Err(tcp::AskError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                inner.health.failed(server, "port unreachable");
-            }
-            Err(e) => tracing::debug!(%server, error = %e, "upstream over TCP failed, trying next"),
         }
     }
     fail(&inner, job);
@@ -426,7 +442,14 @@ fn finish(inner: &Inner, job: Job, reply: &[u8]) {
 fn send(to: ReplyTo, reply: Vec<u8>) {
     match to {
         ReplyTo::Udp { socket, client } => {
-            if let Err(e) = socket.send_to(&reply, client) {
+            // Never blocks a runtime worker: a full send buffer drops the reply, as the
+            // listener's own sendmmsg would (the asker retries).
+            let sent = socket2::SockRef::from(&*socket).send_to_with_flags(
+                &reply,
+                &client.into(),
+                libc::MSG_DONTWAIT,
+            );
+            if let Err(e) = sent {
                 tracing::debug!(%client, error = %e, "udp send failed");
             }
         }
@@ -457,7 +480,15 @@ async fn receive(inner: Weak<Inner>, up: Arc<UpSocket<Job>>) {
     let fd = match registered {
         Ok(fd) => fd,
         Err(e) => {
+            // Out of service at once (maintenance replaces it); what already waits on it goes
+            // elsewhere rather than time out.
             tracing::warn!(server = %up.server, error = %e, "cannot watch an upstream socket");
+            up.retire();
+            if let Some(inner) = inner.upgrade() {
+                for waited in up.drain() {
+                    dispatch(&inner, waited.job);
+                }
+            }
             return;
         }
     };
@@ -472,12 +503,8 @@ async fn receive(inner: Weak<Inner>, up: Arc<UpSocket<Job>>) {
                 match got {
                     Ok(Ok(n)) => {
                         let reply = &buf[..n];
-                        let taken = up.take(reply, |job| {
-                            wire::answers_question(
-                                reply,
-                                u16::from_be_bytes([reply[0], reply[1]]),
-                                job.upstream_question(),
-                            )
+                        let taken = up.take(reply, |job, id| {
+                            wire::answers_question(reply, id, job.upstream_question())
                         });
                         match taken {
                             Some(waited) => on_reply(&inner, up.server, waited, reply),
@@ -521,33 +548,53 @@ async fn maintain(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
         let pools: Vec<Arc<Pool<Job>>> = inner.pools.iter().map(|p| p.clone()).collect();
+        let draining: Vec<Arc<UpSocket<Job>>> = {
+            let mut d = inner.draining.lock().unwrap_or_else(|p| p.into_inner());
+            d.retain(|s| !s.is_idle());
+            d.clone()
+        };
+        let live = pools
+            .iter()
+            .flat_map(|p| p.sockets().iter().cloned().collect::<Vec<_>>());
+        for up in live.chain(draining) {
+            for waited in up.expired(now) {
+                inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                inner.health.failed(up.server, "timed out");
+                dispatch(&inner, waited.job);
+            }
+        }
         for pool in &pools {
-            for up in &pool.all_sockets() {
-                for waited in up.expired(now) {
-                    inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    inner.health.failed(up.server, "timed out");
-                    dispatch(&inner, waited.job);
+            for up in pool.sockets().iter() {
+                if !up.due_for_rotation(now) {
+                    continue;
                 }
-                if !up.is_retired() && up.due_for_rotation(now) {
-                    match UpSocket::open(pool.server) {
-                        Ok(fresh) => {
-                            let fresh = Arc::new(fresh);
-                            inner
-                                .runtime
-                                .spawn(receive(Arc::downgrade(&inner), fresh.clone()));
-                            pool.replace(up, fresh);
+                match UpSocket::open(pool.server) {
+                    Ok(fresh) => {
+                        let fresh = Arc::new(fresh);
+                        inner
+                            .runtime
+                            .spawn(receive(Arc::downgrade(&inner), fresh.clone()));
+                        if pool.replace(up, fresh) {
+                            inner.drain_later([up.clone()]);
                         }
-                        Err(e) => {
-                            tracing::warn!(server = %pool.server, error = %e, "cannot rotate an upstream socket")
-                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %pool.server, error = %e, "cannot rotate an upstream socket")
                     }
                 }
             }
         }
+        // Pools of servers no longer listed: retired whole, their sockets drained.
         let listed = inner.upstreams.current();
-        inner
-            .pools
-            .retain(|server, pool| listed.contains(server) || !pool.is_idle());
+        let mut unlisted = Vec::new();
+        inner.pools.retain(|server, pool| {
+            let keep = listed.contains(server);
+            if !keep {
+                unlisted.extend(pool.retire_all());
+            }
+            keep
+        });
+        inner.drain_later(unlisted);
         if now.duration_since(last_probe) >= PROBE_EVERY {
             last_probe = now;
             for server in inner.health.demoted(&listed) {

@@ -27,6 +27,30 @@ pub const ROTATE_AFTER: Duration = Duration::from_secs(60);
 /// A socket that carried this many queries is replaced.
 pub const ROTATE_AFTER_QUERIES: u64 = 20_000;
 
+/// Most queries waiting on one socket (ids are 16 bits; the budget's caps keep far fewer in
+/// flight).
+const MAX_WAITING: usize = 16_384;
+
+/// Why a query was not sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// The socket is out of service: pick another.
+    Retired,
+    /// Its id space is nearly used up: pick another.
+    Full,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Retired => f.write_str("socket retired"),
+            SendError::Full => f.write_str("too many queries waiting on the socket"),
+            SendError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// A query waiting for its reply.
 #[derive(Debug)]
 pub struct Pending<T> {
@@ -80,11 +104,19 @@ impl<T> UpSocket<T> {
     }
 
     /// Send `query` (its id is overwritten with a fresh one) and keep `job` waiting until
-    /// `deadline`. On a send error the job comes back.
-    pub fn send(&self, query: &mut [u8], job: T, timeout: Duration) -> Result<(), (T, io::Error)> {
+    /// `deadline`. On a send error, or when the socket is retired, the job comes back.
+    pub fn send(&self, query: &mut [u8], job: T, timeout: Duration) -> Result<(), (T, SendError)> {
         let now = Instant::now();
         let id = {
             let mut waiting = self.waiting();
+            // Checked under the lock `retire` takes: once retired and idle, a socket stays
+            // idle, so forgetting it loses nothing.
+            if self.is_retired() {
+                return Err((job, SendError::Retired));
+            }
+            if waiting.len() >= MAX_WAITING {
+                return Err((job, SendError::Full));
+            }
             let id = loop {
                 let id: u16 = rand::random();
                 if !waiting.contains_key(&id) {
@@ -109,7 +141,7 @@ impl<T> UpSocket<T> {
                 Ok(())
             }
             Err(e) => match self.waiting().remove(&id) {
-                Some(p) => Err((p.job, e)),
+                Some(p) => Err((p.job, SendError::Io(e))),
                 // Taken meanwhile (a reply raced the error): nothing to give back.
                 None => Ok(()),
             },
@@ -117,11 +149,11 @@ impl<T> UpSocket<T> {
     }
 
     /// The job waiting for `reply`, if its id is waiting and `matches` accepts the reply for
-    /// that job (same question).
-    pub fn take(&self, reply: &[u8], matches: impl Fn(&T) -> bool) -> Option<Pending<T>> {
+    /// that job and id (same question).
+    pub fn take(&self, reply: &[u8], matches: impl Fn(&T, u16) -> bool) -> Option<Pending<T>> {
         let id = u16::from_be_bytes([*reply.first()?, *reply.get(1)?]);
         let mut waiting = self.waiting();
-        if !matches(&waiting.get(&id)?.job) {
+        if !matches(&waiting.get(&id)?.job, id) {
             return None;
         }
         waiting.remove(&id)
@@ -152,14 +184,17 @@ impl<T> UpSocket<T> {
         self.waiting().is_empty()
     }
 
-    /// Whether this socket has served long enough to be replaced.
+    /// Whether this socket should be replaced: it served long enough, or it was retired in
+    /// place (its reader could not start).
     pub fn due_for_rotation(&self, now: Instant) -> bool {
         now.duration_since(self.born) >= ROTATE_AFTER
             || self.sent.load(Ordering::Relaxed) >= ROTATE_AFTER_QUERIES
+            || self.is_retired()
     }
 
-    /// Taken out of the pool: no new queries; it serves the waiting ones and then closes.
+    /// Out of service: no new queries; it serves the waiting ones and then closes.
     pub fn retire(&self) {
+        let _waiting = self.waiting();
         self.retired.store(true, Ordering::Relaxed);
     }
 
@@ -173,8 +208,6 @@ impl<T> UpSocket<T> {
 pub struct Pool<T> {
     pub server: SocketAddr,
     sockets: ArcSwap<Vec<Arc<UpSocket<T>>>>,
-    /// Replaced sockets that still have queries waiting (their replies, or their timeouts).
-    retired: Mutex<Vec<Arc<UpSocket<T>>>>,
 }
 
 impl<T> Pool<T> {
@@ -186,29 +219,11 @@ impl<T> Pool<T> {
         Ok(Pool {
             server,
             sockets: ArcSwap::from_pointee(sockets),
-            retired: Mutex::new(Vec::new()),
         })
     }
 
     pub fn sockets(&self) -> Arc<Vec<Arc<UpSocket<T>>>> {
         self.sockets.load_full()
-    }
-
-    fn retired(&self) -> MutexGuard<'_, Vec<Arc<UpSocket<T>>>> {
-        self.retired.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Every socket with queries that may be waiting: those in the pool and retired ones not
-    /// yet idle (idle retired ones are forgotten here; their readers then end).
-    pub fn all_sockets(&self) -> Vec<Arc<UpSocket<T>>> {
-        let mut retired = self.retired();
-        retired.retain(|s| !s.is_idle());
-        self.sockets
-            .load()
-            .iter()
-            .chain(retired.iter())
-            .cloned()
-            .collect()
     }
 
     /// One of the sockets, at random.
@@ -217,20 +232,24 @@ impl<T> Pool<T> {
         s[fastrand::usize(..s.len())].clone()
     }
 
-    /// Put `fresh` in the place of `old` (which is then retired).
-    pub fn replace(&self, old: &Arc<UpSocket<T>>, fresh: Arc<UpSocket<T>>) {
+    /// Put `fresh` in the place of `old`, which is retired; false if `old` is not in the pool.
+    pub fn replace(&self, old: &Arc<UpSocket<T>>, fresh: Arc<UpSocket<T>>) -> bool {
         let mut list: Vec<_> = self.sockets.load().iter().cloned().collect();
-        if let Some(slot) = list.iter_mut().find(|s| Arc::ptr_eq(s, old)) {
-            *slot = fresh;
-            self.sockets.store(Arc::new(list));
-            old.retire();
-            self.retired().push(old.clone());
-        }
+        let Some(slot) = list.iter_mut().find(|s| Arc::ptr_eq(s, old)) else {
+            return false;
+        };
+        *slot = fresh;
+        self.sockets.store(Arc::new(list));
+        old.retire();
+        true
     }
 
-    /// Whether no socket has a query waiting.
-    pub fn is_idle(&self) -> bool {
-        self.sockets.load().iter().all(|s| s.is_idle())
-            && self.retired().iter().all(|s| s.is_idle())
+    /// Retire every socket (the server is no longer listed); they are returned to be drained.
+    pub fn retire_all(&self) -> Vec<Arc<UpSocket<T>>> {
+        let all = self.sockets();
+        for s in all.iter() {
+            s.retire();
+        }
+        all.iter().cloned().collect()
     }
 }

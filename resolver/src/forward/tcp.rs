@@ -2,9 +2,9 @@
 //! pipelined on it and replies matched by id and question as they come, in any order
 //! (RFC 7766 §6.2.1.1); no connection set-up per query.
 //!
-//! A connection is opened on first use and closed after [`IDLE`] with nothing waiting (or
-//! when the upstream closes it); a query caught by a closing connection is sent once more on
-//! a fresh one.
+//! A connection is opened on first use and closed after [`IDLE`] without a reply (or when the
+//! upstream closes it, or a query on it timed out); a query caught by a closing connection is
+//! sent once more on a fresh one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::wire;
 
-/// A connection with nothing waiting for this long is closed.
+/// A connection that brought no reply for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +29,82 @@ pub enum AskError {
     Io(#[from] std::io::Error),
     #[error("the connection closed before the reply")]
     Closed,
+    #[error("too many queries waiting on the connection")]
+    Busy,
+}
+
+/// Most queries waiting on one connection (ids are 16 bits; the budget's caps keep far fewer
+/// in flight).
+const MAX_WAITING: usize = 4096;
+
+/// One query's place in a connection's waiting table, removed however the query ends
+/// (answered, timed out, abandoned).
+struct Waiting {
+    conn: Arc<Conn>,
+    id: u16,
+    ticket: u64,
+    rx: Option<oneshot::Receiver<Vec<u8>>>,
+}
+
+impl Waiting {
+    fn register(conn: &Arc<Conn>, question: &[u8]) -> Option<Waiting> {
+        let mut waiting = conn.waiting();
+        if waiting.len() >= MAX_WAITING {
+            return None;
+        }
+        let id = loop {
+            let id: u16 = rand::random();
+            if !waiting.contains_key(&id) {
+                break id;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+        waiting.insert(
+            id,
+            Waiter {
+                question: question.into(),
+                reply: tx,
+                ticket,
+            },
+        );
+        Some(Waiting {
+            conn: conn.clone(),
+            id,
+            ticket,
+            rx: Some(rx),
+        })
+    }
+
+    /// The reply, or `None` when the connection closed first.
+    async fn reply(mut self) -> Option<Vec<u8>> {
+        self.rx.take()?.await.ok()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut waiting = self.conn.waiting();
+        if waiting
+            .get(&self.id)
+            .is_some_and(|w| w.ticket == self.ticket)
+        {
+            waiting.remove(&self.id);
+        }
+    }
 }
 
 /// A query waiting on a connection.
 struct Waiter {
     question: Box<[u8]>,
     reply: oneshot::Sender<Vec<u8>>,
+    /// Which registration this is: an id is reused once its query is done, and only the
+    /// registration itself may remove its entry.
+    ticket: u64,
 }
+
+/// Tickets of registrations.
+static TICKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// One kept-open connection: frames go out through the writer task's channel, the reader
 /// task hands replies to their waiters.
@@ -87,42 +156,42 @@ impl TcpUpstreams {
         let work = async {
             for _ in 0..2 {
                 let conn = self.conn(server).await?;
-                let (id, rx) = {
-                    let mut waiting = conn.waiting();
-                    let id = loop {
-                        let id: u16 = rand::random();
-                        if !waiting.contains_key(&id) {
-                            break id;
-                        }
-                    };
-                    let (tx, rx) = oneshot::channel();
-                    waiting.insert(
-                        id,
-                        Waiter {
-                            question: question.into(),
-                            reply: tx,
-                        },
-                    );
-                    (id, rx)
+                let Some(waiting) = Waiting::register(&conn, question) else {
+                    return Err(AskError::Busy);
                 };
                 let mut frame = Vec::with_capacity(query.len() + 2);
                 frame.extend_from_slice(&(query.len() as u16).to_be_bytes());
                 frame.extend_from_slice(query);
-                frame[2..4].copy_from_slice(&id.to_be_bytes());
+                frame[2..4].copy_from_slice(&waiting.id.to_be_bytes());
                 if conn.frames.send(frame).await.is_err() {
                     conn.close();
                     continue;
                 }
-                if let Ok(reply) = rx.await {
+                if let Some(reply) = waiting.reply().await {
                     return Ok(reply);
                 }
                 // The connection closed under this query: once more on a fresh one.
             }
             Err(AskError::Closed)
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| AskError::Timeout)?
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                // A connection that let a query time out is not trusted with the next ones
+                // (a half-dead upstream would make every later TCP query wait it out).
+                if let Some(c) = self.current(server) {
+                    c.close();
+                }
+                Err(AskError::Timeout)
+            }
+        }
+    }
+
+    /// The connection to `server` now, if one is open.
+    fn current(&self, server: SocketAddr) -> Option<Arc<Conn>> {
+        let slot = self.conns().get(&server)?.clone();
+        let slot = slot.try_lock().ok()?;
+        slot.clone()
     }
 
     /// The open connection to `server`, or a new one.
@@ -170,20 +239,17 @@ async fn run(
     };
     let reader = async {
         loop {
+            // Not cancel-safe, so never resumed after a timeout: idle or stalled for IDLE, the
+            // connection is closed (waiting queries then retry on a fresh one).
             let mut len = [0u8; 2];
             match tokio::time::timeout(IDLE, rd.read_exact(&mut len)).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(_)) => break,
-                Err(_idle) => {
-                    if conn.waiting().is_empty() {
-                        break;
-                    }
-                    continue;
-                }
+                _ => break,
             }
             let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
-            if rd.read_exact(&mut reply).await.is_err() {
-                break;
+            match tokio::time::timeout(IDLE, rd.read_exact(&mut reply)).await {
+                Ok(Ok(_)) => {}
+                _ => break,
             }
             let Some(id) = reply.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
                 continue;

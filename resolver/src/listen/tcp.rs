@@ -81,6 +81,11 @@ async fn serve(stream: TcpStream, peer: SocketAddr, net: NetKey, ctx: &ListenCtx
             let Ok(permit) = inflight.clone().acquire_owned().await else {
                 break;
             };
+            // The writer gave up (a client that does not read, past the idle timeout): stop
+            // reading too, or its pipeline would be forwarded with nobody to take the replies.
+            if tx.is_closed() {
+                break;
+            }
             let mut len = [0u8; 2];
             match tokio::time::timeout(idle, rd.read_exact(&mut len)).await {
                 Ok(Ok(_)) => {}

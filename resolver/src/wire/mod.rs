@@ -19,9 +19,9 @@ mod tests;
 pub use answer::{write_addresses, write_empty, write_ptr, write_reject};
 pub use query::{parse, reverse_name_addr};
 pub use relay::{
-    age_ttls, answers_question, cache_key, cache_layout, is_truncated, rcode_of, response_matches,
-    restore_question, set_id, set_ttls, write_truncated, write_upstream_query, CacheKey,
-    CacheLayout,
+    age_ttls, answers_question, cache_key, cache_layout, cap_ttls, is_truncated, rcode_of,
+    response_matches, restore_question, set_id, set_ttls, write_truncated, write_upstream_query,
+    CacheKey, CacheLayout,
 };
 
 /// Header flag bits (second 16-bit word of the header).

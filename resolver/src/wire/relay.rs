@@ -167,3 +167,14 @@ pub fn set_ttls(msg: &mut [u8], offsets: &[usize], ttl: u32) {
         }
     }
 }
+
+/// Lower every TTL at `offsets` to at most `max`; a TTL with the top bit set becomes 0
+/// (RFC 2181 §8).
+pub fn cap_ttls(msg: &mut [u8], offsets: &[usize], max: u32) {
+    for &o in offsets {
+        if let Some(t) = be32(msg, o) {
+            let capped = if t > i32::MAX as u32 { 0 } else { t.min(max) };
+            msg[o..o + 4].copy_from_slice(&capped.to_be_bytes());
+        }
+    }
+}

@@ -208,6 +208,9 @@ pub enum Behaviour {
     NxForDottedLabels(Ipv4Addr),
     /// Silence for names starting with this label; an A record (TTL 60) for the others.
     SilentFor(&'static str, Ipv4Addr),
+    /// An A record (TTL 0); over TCP each reply after a delay of this many milliseconds
+    /// (20 ms less for each later query on the connection).
+    SlowTcp(u64, Ipv4Addr),
     /// First spoofs carrying `spoofed` (one with the wrong id, one with the right id but
     /// another question), then the real answer with `real`.
     WrongIdFirst {
@@ -271,6 +274,9 @@ fn stub_reply(query: &[u8], b: Behaviour, tcp: bool) -> Option<Vec<Vec<u8>>> {
                 return stub_reply(query, Behaviour::NxDomain, tcp);
             }
             r.add_answer(Record::from_rdata(name, 300, RData::A(A(a))));
+        }
+        Behaviour::SlowTcp(_, a) => {
+            r.add_answer(Record::from_rdata(name, 0, RData::A(A(a))));
         }
         Behaviour::SilentFor(prefix, a) => {
             if name.iter().next() == Some(prefix.as_bytes()) {
@@ -399,31 +405,50 @@ pub async fn upstream_on(ip: IpAddr, port: u16, b: Behaviour) -> Upstream {
     let accepted = tcp_conns.clone();
     let tcp_task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = tcp.accept().await else {
+            let Ok((s, _)) = tcp.accept().await else {
                 return;
             };
             accepted.fetch_add(1, Ordering::SeqCst);
             let (q2, mute2) = (q2.clone(), mute2.clone());
             tokio::spawn(async move {
+                let (mut rd, wr) = s.into_split();
+                let wr = Arc::new(tokio::sync::Mutex::new(wr));
+                let mut nth = 0u64;
                 loop {
                     let mut len = [0u8; 2];
-                    if s.read_exact(&mut len).await.is_err() {
+                    if rd.read_exact(&mut len).await.is_err() {
                         return;
                     }
                     let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-                    if s.read_exact(&mut buf).await.is_err() {
+                    if rd.read_exact(&mut buf).await.is_err() {
                         return;
                     }
                     q2.fetch_add(1, Ordering::SeqCst);
                     if mute2.load(Ordering::SeqCst) {
                         continue;
                     }
-                    for reply in stub_reply(&buf, b, true).unwrap_or_default() {
-                        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-                        framed.extend_from_slice(&reply);
-                        if s.write_all(&framed).await.is_err() {
-                            return;
+                    let replies = stub_reply(&buf, b, true).unwrap_or_default();
+                    let wr = wr.clone();
+                    let send = async move {
+                        for reply in replies {
+                            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                            framed.extend_from_slice(&reply);
+                            if wr.lock().await.write_all(&framed).await.is_err() {
+                                return;
+                            }
                         }
+                    };
+                    if let Behaviour::SlowTcp(ms, _) = b {
+                        // Each reply after its own delay, later queries sooner: replies come
+                        // back out of order, and only a pipelining client gets them at once.
+                        let delay = ms.saturating_sub(nth * 20);
+                        nth += 1;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                            send.await;
+                        });
+                    } else {
+                        send.await;
                     }
                 }
             });

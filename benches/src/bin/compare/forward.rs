@@ -467,7 +467,13 @@ fn setup(kind: Kind, ttl: u32, dead_first: bool, dir: &Path, exe_dir: &Path) -> 
         assert!(added, "add {DOCKER_HOLE} to bcd-br0");
         UdpSocket::bind((DOCKER_HOLE, 53)).expect("bind the black hole on the bench bridge")
     });
-    wait_answer(&target.enter, &target.server, target.port, None, "f0.fwd.test");
+    wait_answer(
+        &target.enter,
+        &target.server,
+        target.port,
+        None,
+        "f0.fwd.test",
+    );
     (Box::new((up, hole)), running, target, pid)
 }
 
