@@ -577,3 +577,27 @@ async fn tcp_askers_share_one_pipelined_upstream_connection() {
         "eleven TCP askers, one connection"
     );
 }
+
+/// An upstream whose port is closed answers with ICMP port unreachable: every query sent
+/// there moves on at once (here to SERVFAIL), none waits out the timeout — whichever of the
+/// pooled sockets it left on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_upstream_port_fails_each_query_at_once() {
+    let b = block();
+    let dead = dead_upstream().await;
+    let mut c = config(&[dead]);
+    c.forward_timeout_ms = 3000;
+    let s = server(&c);
+    let gw = add_net(&s, &net_spec("n1", "front"), ip(b, 1)).await;
+    for i in 0..20 {
+        let t = Instant::now();
+        let m = ask(gw, ip(b, 2), &format!("closed{i}.example"), RecordType::A).await;
+        assert_eq!(rcode(&m), ResponseCode::ServFail);
+        // Not a speed target: waiting for the timeout would take the whole 3 s.
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "query {i} waited {:?}",
+            t.elapsed()
+        );
+    }
+}

@@ -80,6 +80,10 @@ const FAULTS: &[(&str, &str)] = &[
         "a label holding a dot (`www2` + `bank.com`): cannot poison `www2.bank.com`",
     ),
     (
+        "a_closed_upstream_port_fails_each_query_at_once",
+        "a closed upstream port (ICMP unreachable): each query moves on at once, none times out",
+    ),
+    (
         "a_dead_first_upstream_costs_one_timeout",
         "a dead first upstream: one timeout, then demoted; later misses skip it",
     ),

@@ -2,9 +2,9 @@
 //! per asking container, so one container flooding names that hang upstream cannot take the
 //! budget of every other.
 //!
-//! The asker is its source address: on a bridge the agent made, a container sending from a
-//! neighbour's address spends that neighbour's share (it could already take its name's
-//! traffic on the wire; the bridge does not police source addresses).
+//! The asker is its source address. The bridge does not police source addresses, so a
+//! container sending from a neighbour's address spends that neighbour's share, not the host's:
+//! it can delay its neighbour's forwarding by at most that share, never every container's.
 //!
 //! A [`Slot`] is one query's share; dropping it (however the query ends) gives it back. Past
 //! either cap the asker gets REFUSED at once, logged at most once a second (per container for

@@ -333,7 +333,8 @@ fn dispatch(inner: &Arc<Inner>, mut job: Job) {
                 }
             };
             let mut query = job.upstream.clone();
-            match pool.pick().send(&mut query, job, inner.settings.timeout) {
+            let up = pool.pick();
+            match up.send(&mut query, job, inner.settings.timeout) {
                 Ok(()) => {
                     inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -341,7 +342,13 @@ fn dispatch(inner: &Arc<Inner>, mut job: Job) {
                 Err((back, SendError::Retired | SendError::Full)) => job = back,
                 Err((back, SendError::Io(e))) => {
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        // The socket's pending error: an earlier datagram met a closed port,
+                        // and this send reported it instead of the reader. What waits on the
+                        // socket went to that closed port too: on to the next server, now.
                         inner.health.failed(server, "port unreachable");
+                        for waited in up.drain() {
+                            dispatch(inner, waited.job);
+                        }
                     }
                     tracing::debug!(%server, error = %e, "send to upstream failed, trying next");
                     job = back;
@@ -469,14 +476,18 @@ impl AsRawFd for Readable {
     }
 }
 
+/// What an upstream socket's reader waits for: a reply, or an error (an ICMP port unreachable
+/// sets the socket's error without making it readable; unwatched, the queries waiting on it
+/// would only move on at their timeout).
+const WATCH: Interest = Interest::READABLE.add(Interest::ERROR);
+
 /// Read replies from one upstream socket until the forwarder is gone, or the socket is retired
 /// and has nothing waiting.
 async fn receive(inner: Weak<Inner>, up: Arc<UpSocket<Job>>) {
     // SAFETY: the descriptor is that of `up.sock`, which `Readable` keeps alive (it holds the
     // `Arc`) and which is never replaced or closed while an `UpSocket` exists; `as_raw_fd`
     // returns that same descriptor every time.
-    let registered =
-        unsafe { AsyncFd::register_with_interest(Readable(up.clone()), Interest::READABLE) };
+    let registered = unsafe { AsyncFd::register_with_interest(Readable(up.clone()), WATCH) };
     let fd = match registered {
         Ok(fd) => fd,
         Err(e) => {
@@ -495,7 +506,7 @@ async fn receive(inner: Weak<Inner>, up: Arc<UpSocket<Job>>) {
     let mut buf = vec![0u8; 65535];
     loop {
         if let Ok(Ok(mut ready)) =
-            tokio::time::timeout(Duration::from_millis(200), fd.readable()).await
+            tokio::time::timeout(Duration::from_millis(200), fd.ready(WATCH)).await
         {
             loop {
                 let got = ready.try_io(|s| s.get_ref().0.sock.recv(&mut buf));
