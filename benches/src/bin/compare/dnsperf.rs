@@ -41,13 +41,9 @@ pub(crate) fn query_file(dir: &Path, n: u32, suffix: &str) -> PathBuf {
     path
 }
 
-pub(crate) fn dnsperf(
-    target: &Target,
-    queries: &Path,
-    seconds: u32,
-    rate: Option<u32>,
-    verbose: bool,
-) -> std::process::Output {
+/// dnsperf on the load core, from where `target` says (its namespace, its source address),
+/// asking its server the queries of `queries`; the caller adds the load options.
+pub(crate) fn dnsperf_command(target: &Target, queries: &Path) -> Command {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", LOAD_CPU])
         .args(&target.enter)
@@ -56,7 +52,19 @@ pub(crate) fn dnsperf(
     if let Some(source) = &target.source {
         cmd.args(["-a", source]);
     }
-    cmd.arg("-d").arg(queries).args([
+    cmd.arg("-d").arg(queries);
+    cmd
+}
+
+pub(crate) fn dnsperf(
+    target: &Target,
+    queries: &Path,
+    seconds: u32,
+    rate: Option<u32>,
+    verbose: bool,
+) -> std::process::Output {
+    let mut cmd = dnsperf_command(target, queries);
+    cmd.args([
         "-l",
         &seconds.to_string(),
         "-c",

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use bench::namespaced::{self, Target};
 use serde::Serialize;
 
-use crate::dnsperf::{dnsperf, latency, median, saturation, Latency, Saturation};
-use crate::peers::{self, which, write, Kind, Server};
+use crate::dnsperf::{dnsperf, dnsperf_command, latency, median, saturation, Latency, Saturation};
+use crate::peers::{self, wait_answer, which, write, Kind, Server};
 use crate::{LOAD_CPU, PORT, SERVER_CPU};
 
 const UPSTREAM: &str = "127.80.0.1";
@@ -36,6 +36,8 @@ const DOCKER_UPSTREAM: &str = "10.198.0.1";
 const DOCKER_HOLE: &str = "10.198.255.254";
 /// Names the upstream serves (and the cached runs ask).
 const NAMES: u32 = 1000;
+/// How long a server may take to answer its first forwarded name.
+const WAIT: Duration = Duration::from_secs(60);
 /// Distinct misses of the dead-first-upstream run (`--quick`: 10; a server that waits out the
 /// dead server each time takes seconds a miss).
 const MISSES: u32 = 100;
@@ -131,37 +133,8 @@ fn upstream(dir: &Path, ttl: u32, listen: &str) -> Upstream {
         .spawn()
         .expect("start the upstream dnsmasq");
     let up = Upstream(child);
-    wait_answer(&[], listen, 53, None, "f0.fwd.test");
+    wait_answer(&[], listen, 53, None, "f0.fwd.test", WAIT);
     up
-}
-
-/// Wait up to 60 s until `server:port` answers `name` with an address (from inside `enter`).
-fn wait_answer(enter: &[String], server: &str, port: u16, source: Option<&str>, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut c = Command::new(enter.first().map_or("dig", |s| s.as_str()));
-        c.args(enter.iter().skip(1));
-        if !enter.is_empty() {
-            c.arg("dig");
-        }
-        c.args([&format!("@{server}"), "-p", &port.to_string()]);
-        if let Some(s) = source {
-            c.args(["-b", s]);
-        }
-        let o = c
-            .args(["+short", "+time=5", "+tries=1", name])
-            .output()
-            .expect("dig");
-        let answer = String::from_utf8_lossy(&o.stdout);
-        if answer.trim().parse::<std::net::Ipv4Addr>().is_ok() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{server}:{port} does not answer {name}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A server under test, forwarding to `upstreams` (each `IP` on port 53); kept alive by the
@@ -275,7 +248,14 @@ fn start(
     };
     let target = kind.target();
     let pid = if kind == Kind::Aardvark {
-        wait_answer(&[], kind.listen(), PORT, Some(kind.client()), "f0.fwd.test");
+        wait_answer(
+            &[],
+            kind.listen(),
+            PORT,
+            Some(kind.client()),
+            "f0.fwd.test",
+            WAIT,
+        );
         aardvark_daemon(&work, server.child.id())
     } else {
         server.child.id()
@@ -330,17 +310,7 @@ fn one_after_another(target: &Target, dir: &Path, misses: u32) -> Vec<f64> {
     let path = dir.join("fwd-misses.txt");
     let text: String = (0..misses).map(|i| format!("d{i}.fwd.test A\n")).collect();
     write(&path, &text);
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", LOAD_CPU])
-        .args(&target.enter)
-        .arg("dnsperf")
-        .args(["-s", &target.server, "-p", &target.port.to_string()]);
-    if let Some(source) = &target.source {
-        cmd.args(["-a", source]);
-    }
-    let o = cmd
-        .arg("-d")
-        .arg(&path)
+    let o = dnsperf_command(target, &path)
         .args(["-n", "1", "-c", "1", "-q", "1", "-t", "10", "-v"])
         .stderr(Stdio::null())
         .output()
@@ -473,6 +443,7 @@ fn setup(kind: Kind, ttl: u32, dead_first: bool, dir: &Path, exe_dir: &Path) -> 
         target.port,
         None,
         "f0.fwd.test",
+        WAIT,
     );
     (Box::new((up, hole)), running, target, pid)
 }

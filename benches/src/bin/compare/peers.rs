@@ -242,29 +242,49 @@ fn aardvark(cmd: &mut Command, n: u32, work: &Path) {
 
 /// Wait (up to 300 s: aardvark-dns loads 10^6 names slowly) until `kind` answers `probe`.
 fn wait_answering(kind: Kind, probe: &str) {
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let patience = Duration::from_secs(300);
+    wait_answer(
+        &[],
+        kind.listen(),
+        PORT,
+        Some(kind.client()),
+        probe,
+        patience,
+    );
+}
+
+/// Wait up to `patience` until `server:port` answers `name` with an address (dig from inside
+/// `enter`, from `source`; a 5 s dig timeout, for servers that wait out a dead upstream).
+pub(crate) fn wait_answer(
+    enter: &[String],
+    server: &str,
+    port: u16,
+    source: Option<&str>,
+    name: &str,
+    patience: Duration,
+) {
+    let deadline = Instant::now() + patience;
     loop {
-        let o = Command::new("dig")
-            .args([
-                &format!("@{}", kind.listen()),
-                "-p",
-                &PORT.to_string(),
-                "-b",
-                kind.client(),
-                "+short",
-                "+time=1",
-                "+tries=1",
-                probe,
-            ])
+        let mut c = Command::new(enter.first().map_or("dig", |s| s.as_str()));
+        c.args(enter.iter().skip(1));
+        if !enter.is_empty() {
+            c.arg("dig");
+        }
+        c.args([&format!("@{server}"), "-p", &port.to_string()]);
+        if let Some(s) = source {
+            c.args(["-b", s]);
+        }
+        let o = c
+            .args(["+short", "+time=5", "+tries=1", name])
             .output()
-            .expect("dig (bind9-dnsutils)");
+            .expect("dig");
         let answer = String::from_utf8_lossy(&o.stdout);
         if answer.trim().parse::<std::net::Ipv4Addr>().is_ok() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{kind:?} did not start answering"
+            "{server}:{port} does not answer {name}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
