@@ -5,30 +5,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use tokio::io::AsyncWriteExt;
-
-/// Kills the server however the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port(ip: IpAddr) -> u16 {
-    let u = std::net::UdpSocket::bind((ip, 0)).unwrap();
-    u.local_addr().unwrap().port()
-}
 
 /// Start the resolver on a records file for network `front` (gateway .1, containers .2, .3,
 /// a local name `local` at .10) with `upstreams` and extra `[dns]` settings; wait for "ready".

@@ -6,25 +6,10 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Kills the server however the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port(ip: IpAddr) -> u16 {
-    let u = std::net::UdpSocket::bind((ip, 0)).unwrap();
-    u.local_addr().unwrap().port()
-}
 
 fn records(b: [u8; 3], extra: &str) -> String {
     format!(

@@ -513,3 +513,19 @@ impl Prober {
 
 #[allow(unused_imports)]
 pub use test_support::report;
+
+/// A server process of a test (the standalone binary), killed however the test ends.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A UDP port free on `ip` now (for a process that binds UDP and TCP on it).
+pub fn free_port(ip: IpAddr) -> u16 {
+    let u = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    u.local_addr().unwrap().port()
+}
