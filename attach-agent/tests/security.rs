@@ -6,7 +6,10 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::Env;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::Duration;
+
+use common::{in_netns, Answer, Asker, Env};
 
 #[test]
 fn the_api_refuses_other_users_by_peer_credentials() {
@@ -92,10 +95,57 @@ fn names_are_checked_before_they_touch_the_file_system_or_the_table() {
         );
     }
     assert!(!std::path::Path::new(&format!("/run/netns/{named}")).exists());
+    // A /run/netns/NAME the agent did not make is not adopted (removing the container would
+    // unmount it and delete its /etc/netns files), nor is a file or symlink there followed.
+    let theirs = env.name("theirs");
+    run(&["ip", "netns", "add", &theirs]);
+    let _gone = NetnsGuard(theirs.clone());
+    let etc = std::path::PathBuf::from(format!("/etc/netns/{theirs}"));
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    let err = env.fails(&["container", "create", "--name", &theirs, "busybox"]);
+    assert!(err.contains("was not made by the agent"), "{err}");
+    let target = env.dir().join("target");
+    std::fs::write(&target, "untouched").unwrap();
+    let link = env.name("link");
+    std::os::unix::fs::symlink(&target, format!("/run/netns/{link}")).unwrap();
+    let err = env.fails(&["container", "create", "--name", &link, "busybox"]);
+    std::fs::remove_file(format!("/run/netns/{link}")).unwrap();
+    assert!(err.contains("was not made by the agent"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    // Theirs, given explicitly, is used and left alone at removal.
+    let id = env.ok(&[
+        "container",
+        "create",
+        "--name",
+        &theirs,
+        "--netns",
+        &format!("/run/netns/{theirs}"),
+        "busybox",
+    ]);
+    env.ok(&["container", "rm", id.trim()]);
+    assert!(std::path::Path::new(&format!("/run/netns/{theirs}")).exists());
+    assert!(etc.join("resolv.conf").exists());
+    drop(_gone);
     assert!(!std::path::Path::new("/run/escape").exists());
     assert!(!std::path::Path::new("/run/netns/a").exists());
     assert_eq!(env.ok(&["container", "ls", "-a", "-q"]).trim(), "");
     assert_eq!(env.ok(&["network", "ls", "-q"]).trim(), "");
+}
+
+fn run(args: &[&str]) {
+    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(st.success(), "{args:?}");
+}
+
+/// Removes a namespace (and its /etc/netns files) made by the test, also on failure.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
+    }
 }
 
 /// Local addresses of every UDP and TCP socket a process holds, from /proc: its fds' socket
@@ -184,4 +234,153 @@ fn dns_listens_on_the_gateways_only_never_a_wildcard() {
             .all(|(_, a)| a.ip().to_string() != env.ip(1, 1)),
         "the removed network's listeners are closed: {after:?}"
     );
+}
+
+/// `dig` in namespace `ns` with `args`: (exit code, stdout, stderr).
+fn dig_in(ns: &str, args: &[&str]) -> (i32, String) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "dig", "+time=1", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig (bind9-dnsutils)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code().unwrap_or(-1), text)
+}
+
+/// The IPv6 link-local address of `eth0` in `container`, once past duplicate address
+/// detection (a tentative address cannot be bound).
+fn link_local_of(env: &Env, container: &str) -> String {
+    for _ in 0..50 {
+        let o = env.exec(
+            container,
+            &[
+                "ip", "-o", "-6", "addr", "show", "dev", "eth0", "scope", "link",
+            ],
+        );
+        let line = o.stdout.lines().next().unwrap_or_default().to_string();
+        if !line.is_empty() && !line.contains("tentative") {
+            let addr = line.split_whitespace().nth(3).expect("ip -o addr format");
+            return addr.split('/').next().unwrap_or_default().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no usable link-local address on eth0 of {container}");
+}
+
+#[test]
+fn dns_answers_only_queries_that_arrive_on_the_networks_bridge() {
+    let env = Env::new();
+    let v6 = |n: u8| format!("fd{:02x}:{n}::", env.octet);
+    for (n, name) in [(1u8, "front"), (2, "back")] {
+        env.ok(&[
+            "network",
+            "create",
+            "--ipv6",
+            "--subnet",
+            &env.subnet(n),
+            "--subnet",
+            &format!("{}/64", v6(n)),
+            name,
+        ]);
+    }
+    let (web, secret) = (env.name("web"), env.name("secret"));
+    env.ok(&["run", "--name", &web, "--network", "front", "busybox"]);
+    env.ok(&["run", "--name", &secret, "--network", "back", "busybox"]);
+    let web_ip = env.ip(1, 2);
+    let front_gw = env.ip(1, 1);
+    // The positive control: a container on the network is answered by its gateway.
+    assert_eq!(env.dig(&web, &[&format!("@{front_gw}"), &web]), web_ip);
+
+    // A namespace outside the agent's networks, routed to the host over a veth of its own (a
+    // LAN machine that routes the bridge subnets through this host is the same to the kernel).
+    let out = env.name("out");
+    run(&["ip", "netns", "add", &out]);
+    let _out = NetnsGuard(out.clone());
+    let (host_end, ns_end) = (env.name("o0"), env.name("o1"));
+    run(&[
+        "ip", "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end, "netns", &out,
+    ]);
+    let (host_ip, ns_ip) = (env.ip(250, 1), env.ip(250, 2));
+    run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{host_ip}/30"),
+        "dev",
+        &host_end,
+    ]);
+    run(&["ip", "link", "set", &host_end, "up"]);
+    let in_out = |args: &[&str]| {
+        let mut a = vec!["ip", "netns", "exec", &out];
+        a.extend_from_slice(args);
+        run(&a);
+    };
+    in_out(&["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_end]);
+    in_out(&["ip", "link", "set", &ns_end, "up"]);
+    in_out(&["ip", "link", "set", "lo", "up"]);
+    in_out(&["ip", "route", "add", "default", "via", &host_ip]);
+    // It reaches the host (the gateway address answers ping: the kernel accepts it)...
+    in_out(&["busybox", "ping", "-c", "1", "-W", "2", &front_gw]);
+    // ...but the DNS gets nothing from it: no reply over UDP, refused over TCP.
+    let (code, text) = dig_in(&out, &[&format!("@{front_gw}"), &web]);
+    assert_ne!(code, 0, "answered an outsider over UDP: {text}");
+    assert!(!text.contains(&web_ip), "{text}");
+    let (code, text) = dig_in(&out, &["+tcp", &format!("@{front_gw}"), &web]);
+    assert_ne!(code, 0, "answered an outsider over TCP: {text}");
+    assert!(text.contains("connection refused"), "{text}");
+    // Nor may it use the forwarder as an open resolver.
+    let (code, text) = dig_in(&out, &[&format!("@{front_gw}"), "example.com"]);
+    assert_ne!(code, 0, "{text}");
+
+    // A container asks the other network's gateway from its IPv6 link-local address (a source
+    // no container holds): dropped, so no names of that network.
+    let ll = link_local_of(&env, &web);
+    let eth0 = in_netns(&web, || nix_ifindex("eth0"));
+    let from_ll = SocketAddr::V6(SocketAddrV6::new(ll.parse().unwrap(), 0, 0, eth0));
+    let octet = env.octet;
+    let gw6 = move |n: u8| -> SocketAddr {
+        let ip: Ipv6Addr = format!("fd{octet:02x}:{n}::1").parse().unwrap();
+        (ip, 53).into()
+    };
+    let wait = Duration::from_secs(1);
+    assert_eq!(
+        Asker::from_addr(&web, from_ll, gw6(2), wait).ask(&secret),
+        Answer::Timeout,
+        "another network's gateway answered"
+    );
+    let tcp = in_netns(&web, move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        s.bind(&from_ll.into()).unwrap();
+        s.connect_timeout(&gw6(2).into(), Duration::from_secs(2))
+    });
+    assert_eq!(
+        tcp.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "TCP to another network's gateway"
+    );
+    // Asked from its own address, the other gateway is just as deaf: the bridge decides.
+    let (code, text) = dig_in(&web, &[&format!("@{}", env.ip(2, 1)), &secret]);
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.contains("timed out") || text.contains("refused"),
+        "{text}"
+    );
+    // From the link-local address to its own network's gateway: an unregistered source on the
+    // bridge is answered as a host on that network (its names, none of another's).
+    let mut own = Asker::from_addr(&web, from_ll, gw6(1), wait);
+    assert_eq!(own.ask(&web), Answer::Addrs(vec![web_ip.parse().unwrap()]));
+    assert_eq!(own.ask(&secret), Answer::NxDomain);
+}
+
+/// The index of interface `name` in the calling thread's namespace.
+fn nix_ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid NUL-terminated name; the call only reads it.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert_ne!(i, 0, "no interface {name}");
+    i
 }

@@ -116,11 +116,22 @@ impl Server {
         let mut old: Vec<Listener> = all.remove(&spec.id).unwrap_or_default();
         let mut opened = Vec::new();
         for &ip in listen {
-            if let Some(pos) = old.iter().position(|l| l.addr().ip() == ip) {
+            // Kept only when bound to the same bridge too (a bridge made again has a new
+            // index, and a socket bound to the old one would hear nothing).
+            if let Some(pos) = old
+                .iter()
+                .position(|l| l.addr().ip() == ip && l.device() == spec.bridge_ifindex)
+            {
                 opened.push(old.swap_remove(pos));
                 continue;
             }
-            match Listener::open(ip, self.inner.port, key, &self.inner.ctx) {
+            match Listener::open(
+                ip,
+                self.inner.port,
+                spec.bridge_ifindex,
+                key,
+                &self.inner.ctx,
+            ) {
                 Ok(l) => opened.push(l),
                 Err(source) => {
                     for l in opened {

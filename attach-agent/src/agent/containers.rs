@@ -42,8 +42,13 @@ impl Agent {
                 (p.clone(), false)
             }
             None => {
-                let p = netns::create_named(&name)
-                    .map_err(AgentError::io(format!("creating namespace {name}")))?;
+                let p = netns::create_named(&name).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        AgentError::Invalid(e.to_string())
+                    } else {
+                        AgentError::io(format!("creating namespace {name}"))(e)
+                    }
+                })?;
                 (p, true)
             }
         };

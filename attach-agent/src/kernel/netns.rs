@@ -71,15 +71,29 @@ pub fn named_path(name: &str) -> PathBuf {
     Path::new(NETNS_RUN_DIR).join(name)
 }
 
-/// Create the named namespace `name` (an empty network namespace with only `lo`), unless it
-/// exists already. Returns its path.
+/// Create the named namespace `name` (an empty network namespace with only `lo`). Returns its
+/// path.
+///
+/// Anything already at `/run/netns/NAME` — a namespace someone else made, a file, a symlink —
+/// is refused with `AlreadyExists`: adopting it would let removing the container unmount a
+/// namespace and delete `/etc/netns/NAME` the agent never owned (and a symlink there would be
+/// followed as root). The path is created with O_EXCL, so a race cannot slip one in either.
 pub fn create_named(name: &str) -> io::Result<PathBuf> {
     let path = named_path(name);
-    if is_netns(&path) {
-        return Ok(path);
+    if path.symlink_metadata().is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and was not made by the agent (give it with --netns to use it)",
+                path.display()
+            ),
+        ));
     }
     prepare_run_dir()?;
-    File::create(&path)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
     let target = path.clone();
     // unshare() changes the calling thread's namespace: do it on a thread of its own, which
     // ends right after, so no other work ever runs in the new namespace by accident.

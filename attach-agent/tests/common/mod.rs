@@ -409,9 +409,20 @@ pub struct Asker {
 impl Asker {
     /// A client in namespace `ns`, asking `server` (a gateway of a network `ns` is on).
     pub fn new(ns: &str, server: Ipv4Addr, timeout: Duration) -> Asker {
+        Asker::from_addr(
+            ns,
+            "0.0.0.0:0".parse().unwrap(),
+            (server, 53).into(),
+            timeout,
+        )
+    }
+
+    /// A client in namespace `ns` sending from `local` (an address of its own, with its scope
+    /// for a link-local one) to `server`.
+    pub fn from_addr(ns: &str, local: SocketAddr, server: SocketAddr, timeout: Duration) -> Asker {
         let sock = in_netns(ns, move || {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            s.connect(SocketAddr::from((server, 53))).unwrap();
+            let s = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind {local}: {e}"));
+            s.connect(server).unwrap();
             s
         });
         sock.set_read_timeout(Some(timeout)).unwrap();

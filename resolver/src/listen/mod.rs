@@ -8,6 +8,14 @@
 //! number, each read and write under the idle timeout, so one stalled client delays nobody else.
 //!
 //! Each listener belongs to one network; closing it touches no other network's sockets.
+//!
+//! A listener of a network with a bridge is bound to that bridge (SO_BINDTOIFINDEX) as well as
+//! to the gateway address. Linux delivers a packet for any local address that arrives on any
+//! interface, so an address alone would answer a LAN machine that routes a bridge subnet
+//! through this host, or a container asking another network's gateway. Bound to the device,
+//! the kernel itself drops what arrives elsewhere, for UDP (port unreachable) and TCP (reset)
+//! alike. Host processes still get in: a packet the host sends to one of its own addresses
+//! arrives on the device that holds the address.
 
 mod tcp;
 mod udp;
@@ -43,6 +51,8 @@ pub struct ListenCtx {
 /// UDP and TCP on one address of one network.
 pub struct Listener {
     addr: SocketAddr,
+    /// The interface both sockets are bound to, if any.
+    device: Option<u32>,
     udp: Arc<UdpSocket>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -58,10 +68,16 @@ impl std::fmt::Debug for Listener {
 }
 
 impl Listener {
-    /// Bind UDP and TCP on `ip:port` (port 0: one free port for both) and start serving for
-    /// network `net`.
-    pub fn open(ip: IpAddr, port: u16, net: NetKey, ctx: &ListenCtx) -> io::Result<Listener> {
-        let (udp, tcp) = bind_pair(ip, port)?;
+    /// Bind UDP and TCP on `ip:port` (port 0: one free port for both), and to interface
+    /// `device` when given, and start serving for network `net`.
+    pub fn open(
+        ip: IpAddr,
+        port: u16,
+        device: Option<u32>,
+        net: NetKey,
+        ctx: &ListenCtx,
+    ) -> io::Result<Listener> {
+        let (udp, tcp) = bind_pair(ip, port, device)?;
         let addr = udp.local_addr()?;
         let udp = Arc::new(udp);
         let stop = Arc::new(AtomicBool::new(false));
@@ -76,9 +92,10 @@ impl Listener {
             let listener = TcpListener::from_std(tcp)?;
             ctx.runtime.spawn(tcp::accept(listener, net, ctx.clone()))
         };
-        tracing::debug!(%addr, "listening");
+        tracing::debug!(%addr, ?device, "listening");
         Ok(Listener {
             addr,
+            device,
             udp,
             stop,
             thread: Some(thread),
@@ -89,6 +106,11 @@ impl Listener {
     /// The bound address (with the real port when 0 was asked).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The interface the sockets are bound to (none: any).
+    pub fn device(&self) -> Option<u32> {
+        self.device
     }
 
     /// Stop serving and wait until both sockets are closed, so the address can be bound again
@@ -122,15 +144,19 @@ impl Drop for Listener {
     }
 }
 
-fn bind_pair(ip: IpAddr, port: u16) -> io::Result<(UdpSocket, std::net::TcpListener)> {
+fn bind_pair(
+    ip: IpAddr,
+    port: u16,
+    device: Option<u32>,
+) -> io::Result<(UdpSocket, std::net::TcpListener)> {
     // Port 0: the kernel picks the UDP port; TCP takes the same one, which is almost always
     // free. Retry a few times for the rare clash.
     let tries = if port == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..tries {
-        let udp = udp_socket(SocketAddr::new(ip, port))?;
+        let udp = udp_socket(SocketAddr::new(ip, port), device)?;
         let bound = udp.local_addr()?;
-        match tcp_socket(bound) {
+        match tcp_socket(bound, device) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last = Some(e),
         }
@@ -166,8 +192,27 @@ fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> 
     }
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Bind `s` to interface `device` (by index: no name to look up, and the kernel checks it
+/// exists).
+fn bind_to_device(s: &Socket, device: Option<u32>) -> io::Result<()> {
+    match device {
+        Some(index) => {
+            let index =
+                i32::try_from(index).map_err(|_| io::Error::other("ifindex out of range"))?;
+            setsockopt_int(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_BINDTOIFINDEX,
+                index,
+            )
+        }
+        None => Ok(()),
+    }
+}
+
+fn udp_socket(addr: SocketAddr, device: Option<u32>) -> io::Result<UdpSocket> {
     let s = Socket::new(domain_of(&addr), Type::DGRAM, Some(Protocol::UDP))?;
+    bind_to_device(&s, device)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
         setsockopt_int(s.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
@@ -182,8 +227,9 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-fn tcp_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+fn tcp_socket(addr: SocketAddr, device: Option<u32>) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(domain_of(&addr), Type::STREAM, Some(Protocol::TCP))?;
+    bind_to_device(&s, device)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
         s.set_freebind_v6(true)?;

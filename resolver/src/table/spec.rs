@@ -26,8 +26,10 @@ pub struct NetworkSpec {
     pub name: String,
     /// `--internal`: askers only on internal networks get no forwarding.
     pub internal: bool,
-    /// The bridge's interface index. When set, a query from one of this network's addresses is
-    /// only trusted if it arrived on that interface (anti-spoofing across bridges).
+    /// The bridge's interface index. When set, the network's listeners are bound to it (what
+    /// arrives on another interface is dropped by the kernel), and a query from one of this
+    /// network's addresses is only trusted if it arrived on that interface (anti-spoofing
+    /// across bridges). None (the standalone resolver): listeners on the address alone.
     pub bridge_ifindex: Option<u32>,
 }
 
