@@ -62,6 +62,13 @@ pub struct Pool {
     pub allocated: BTreeSet<IpAddr>,
 }
 
+/// Docker's MAC for an endpoint: 02:42 followed by the IPv4 address. Another host's endpoint
+/// record must carry exactly this one (the tunnel's entries are keyed by it).
+pub fn mac_for(v4: std::net::Ipv4Addr) -> [u8; 6] {
+    let o = v4.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
 fn to_u128(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u32::from(a) as u128,

@@ -16,7 +16,7 @@ use resolver::EndpointSpec;
 use super::overlay::held_locally;
 use super::{mac_for, Agent, Withdrawn};
 use crate::cluster::layout::{self, Claim, EndpointRecord, Key, NetworkRecord};
-use crate::cluster::{Change, Claimed, Cluster, StoreError, View};
+use crate::cluster::{Change, Claimed, Cluster, Refused, StoreError, View};
 use crate::error::Result;
 use crate::ids::{EndpointId, NetworkId};
 use crate::state::{Changed, Network, State};
@@ -47,8 +47,7 @@ impl Agent {
         }
         self.notify();
         let agent = self.clone();
-        let revision = view.revision;
-        tokio::spawn(async move { agent.follow(revision).await });
+        tokio::spawn(async move { agent.follow(view).await });
         let agent = self.clone();
         let mut lease = cluster.lease_changes();
         tokio::spawn(async move {
@@ -60,17 +59,19 @@ impl Agent {
         Ok(())
     }
 
-    /// Apply the store's changes as they come, from `revision` on, for ever.
-    pub(super) async fn follow(&self, mut revision: i64) {
+    /// Apply the store's changes as they come, after `view`'s revision, for ever. `view` is
+    /// kept up to date: what each record is checked against (networks, claims, host leases).
+    pub(super) async fn follow(&self, mut view: View) {
         let cluster = self.mirror_cluster().clone();
         loop {
+            let revision = view.revision;
             let mut stream = match cluster.watch(revision).await {
                 Ok(s) => {
                     tracing::debug!(from = revision + 1, "watching the cluster store");
                     s
                 }
                 Err(StoreError::Compacted(_)) => {
-                    revision = self.reload(&cluster).await;
+                    view = self.reload(&cluster).await;
                     continue;
                 }
                 Err(e) => {
@@ -90,19 +91,24 @@ impl Agent {
                         let mut state = self.state().lock().await;
                         let mut work = TunnelWork::default();
                         for change in &batch.changes {
-                            self.apply_change(&mut state, change, &mut work).await;
+                            match view.apply(change) {
+                                Ok(()) => self.apply_change(&mut state, change, &mut work).await,
+                                Err(why) => {
+                                    self.refused(&mut state, change, &why, &mut work).await
+                                }
+                            }
                         }
                         self.run_tunnel_work(work).await;
-                        revision = batch.revision;
+                        view.revision = batch.revision;
                         drop(state);
                         self.notify();
                     }
                     Err(StoreError::Compacted(_)) => {
-                        revision = self.reload(&cluster).await;
+                        view = self.reload(&cluster).await;
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, revision, "cluster watch broken; resuming");
+                        tracing::warn!(error = %e, revision = view.revision, "cluster watch broken; resuming");
                         break;
                     }
                 }
@@ -111,8 +117,8 @@ impl Agent {
         }
     }
 
-    /// A full reload (the watch's history was compacted away). Its revision.
-    pub(super) async fn reload(&self, cluster: &Cluster) -> i64 {
+    /// A full reload (the watch's history was compacted away).
+    pub(super) async fn reload(&self, cluster: &Cluster) -> View {
         loop {
             match cluster.load().await {
                 Ok(view) => {
@@ -121,7 +127,7 @@ impl Agent {
                     drop(state);
                     self.notify();
                     tracing::info!(revision = view.revision, "reloaded the cluster store");
-                    return view.revision;
+                    return view;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reload the cluster store; retrying");
@@ -197,7 +203,10 @@ impl Agent {
             self.remote_delete(state, &net, &ep, work);
         }
         for rec in wanted.values() {
-            self.remote_put(state, rec, work).await;
+            if let Err(why) = self.remote_put(state, rec, work).await {
+                let key = layout::endpoint(&rec.network_id, &rec.endpoint_id);
+                tracing::warn!(%key, %why, "ignoring a cluster store record");
+            }
         }
     }
 
@@ -270,7 +279,23 @@ impl Agent {
         }
     }
 
-    /// One change from the watch.
+    /// A change the store's checks refused: logged once, naming its key; an endpoint record it
+    /// replaced is no longer believed either.
+    async fn refused(
+        &self,
+        state: &mut State,
+        change: &Change,
+        why: &crate::cluster::Refused,
+        work: &mut TunnelWork,
+    ) {
+        let Change::Put(kv) = change else { return };
+        tracing::warn!(key = %kv.key, %why, "ignoring a cluster store record");
+        if let Key::Endpoint { net, ep } = Key::parse(&kv.key) {
+            self.remote_delete(state, &net, &ep, work);
+        }
+    }
+
+    /// One change from the watch, already accepted into the mirror's view.
     pub(super) async fn apply_change(
         &self,
         state: &mut State,
@@ -291,7 +316,9 @@ impl Agent {
                 Key::Endpoint { .. } => {
                     match layout::decode::<EndpointRecord>(&kv.key, &kv.value) {
                         Ok(rec) => {
-                            self.remote_put(state, &rec, work).await;
+                            if let Err(why) = self.remote_put(state, &rec, work).await {
+                                tracing::warn!(key = %kv.key, %why, "ignoring a cluster store record");
+                            }
                             Ok(())
                         }
                         Err(e) => Err(e),
@@ -386,12 +413,15 @@ impl Agent {
     }
 
     /// Another host's endpoint, new or changed: names in the table, entries in the tunnel.
+    /// Refused (nothing changed) when it would take over something of this host's or of
+    /// another endpoint: a local container's id, an address another endpoint holds, another
+    /// endpoint's container id on the network; tunnel entries only for what the table took.
     pub(super) async fn remote_put(
         &self,
         state: &mut State,
         rec: &EndpointRecord,
         work: &mut TunnelWork,
-    ) {
+    ) -> std::result::Result<(), Refused> {
         let me = self.mirror_cluster().host();
         if rec.host == me {
             if !self.serves_endpoint(state, &rec.network_id, &rec.endpoint_id) {
@@ -404,17 +434,18 @@ impl Agent {
                 })
                 .await;
             }
-            return;
+            return Ok(());
         }
         let key = (rec.network_id.clone(), rec.endpoint_id.clone());
         if state.remote.get(&key) == Some(rec) || !state.networks.contains_key(&rec.network_id) {
-            return;
+            return Ok(());
         }
+        check_remote(state, &key, rec)?;
         if state.remote.contains_key(&key) {
             self.remote_delete(state, &key.0, &key.1, work);
         }
         if state.joined.contains(&rec.network_id) {
-            self.register_remote(rec);
+            self.register_remote(rec)?;
             work.0.push((rec.clone(), true));
         }
         if let Some(n) = state.networks.get_mut(&rec.network_id) {
@@ -424,10 +455,11 @@ impl Agent {
             }
         }
         state.remote.insert(key, rec.clone());
+        Ok(())
     }
 
     /// A remote endpoint's names in the record table.
-    pub(super) fn register_remote(&self, rec: &EndpointRecord) {
+    pub(super) fn register_remote(&self, rec: &EndpointRecord) -> std::result::Result<(), Refused> {
         let spec = EndpointSpec {
             network_id: rec.network_id.to_string(),
             container_id: rec.container_id.to_string(),
@@ -438,9 +470,11 @@ impl Agent {
             ipv4: Some(rec.v4),
             ipv6: rec.v6,
         };
-        if let Err(e) = self.dns().table().upsert_endpoint(&spec) {
-            tracing::error!(container = %rec.container_name, error = %e, "cannot register a remote endpoint");
-        }
+        self.dns()
+            .table()
+            .upsert_endpoint(&spec)
+            .map(|_| ())
+            .map_err(|e| Refused::TableRefused(e.to_string()))
     }
 
     pub(super) fn remote_delete(
@@ -471,7 +505,13 @@ impl Agent {
         else {
             return Ok(());
         };
-        debug_assert_eq!(rec.mac, mac_for(rec.v4));
+        if rec.mac != mac_for(rec.v4) {
+            // Checked when the record came in; never a tunnel entry for a MAC of another's.
+            return Err(crate::error::AgentError::Invalid(format!(
+                "endpoint {}: MAC does not match its address",
+                rec.endpoint_id
+            )));
+        }
         let addrs = std::iter::once(IpAddr::V4(rec.v4)).chain(rec.v6.map(IpAddr::V6));
         for ip in addrs {
             if add {
@@ -482,6 +522,41 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// The checks of another host's endpoint that need this host's state: it may not reuse a
+/// local container's id (the table would replace that container's names), nor hold an address
+/// another endpoint holds here or elsewhere, nor reuse another remote endpoint's container id
+/// on the same network.
+fn check_remote(
+    state: &State,
+    key: &(NetworkId, EndpointId),
+    rec: &EndpointRecord,
+) -> std::result::Result<(), Refused> {
+    if state.containers.contains_key(&rec.container_id) {
+        return Err(Refused::LocalContainerId);
+    }
+    let addrs: Vec<IpAddr> = std::iter::once(IpAddr::V4(rec.v4))
+        .chain(rec.v6.map(IpAddr::V6))
+        .collect();
+    for &ip in &addrs {
+        if held_locally(state, &rec.network_id, ip) {
+            return Err(Refused::AddressInUse(ip));
+        }
+    }
+    for (k, other) in &state.remote {
+        if k == key || other.network_id != rec.network_id {
+            continue;
+        }
+        let theirs = [Some(IpAddr::V4(other.v4)), other.v6.map(IpAddr::V6)];
+        if let Some(ip) = addrs.iter().find(|ip| theirs.contains(&Some(**ip))) {
+            return Err(Refused::AddressInUse(*ip));
+        }
+        if other.container_id == rec.container_id {
+            return Err(Refused::ContainerIdInUse(rec.container_id.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Each global network's pools hold every claim in the store and this host's attached

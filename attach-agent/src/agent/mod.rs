@@ -114,11 +114,7 @@ pub(crate) fn endpoint_spec(
     }
 }
 
-/// Docker's MAC for an endpoint: 02:42 followed by the IPv4 address.
-pub(crate) fn mac_for(v4: Ipv4Addr) -> [u8; 6] {
-    let o = v4.octets();
-    [0x02, 0x42, o[0], o[1], o[2], o[3]]
-}
+pub(crate) use crate::ipam::mac_for;
 
 impl Agent {
     /// Load the state, reconcile it with the kernel, and serve DNS for every network.

@@ -199,8 +199,12 @@ impl Agent {
             .collect();
         let mut work = TunnelWork::default();
         for rec in remotes {
-            self.register_remote(&rec);
-            work.0.push((rec, true));
+            match self.register_remote(&rec) {
+                Ok(()) => work.0.push((rec, true)),
+                Err(why) => {
+                    tracing::warn!(container = %rec.container_name, %why, "remote endpoint not served")
+                }
+            }
         }
         self.run_tunnel_work(work).await;
         tracing::info!(network = %net.name, "joined a global network");

@@ -61,12 +61,10 @@ pub struct ContainerCreate {
 /// A container or network name: DNS label rules, no `/` or `..`, short enough for a file name
 /// under /run/netns. Checked before anything touches the filesystem or the table.
 pub fn check_name(name: &str) -> Result<()> {
-    // Short enough for a file name under /run/netns and a DNS label chain.
-    const MAX: usize = 64;
-    if resolver::records::valid_name(name) && name.len() <= MAX {
+    if crate::names::is_valid_name(name) {
         Ok(())
     } else {
-        Err(AgentError::BadName(name.to_string(), MAX))
+        Err(AgentError::BadName(name.to_string(), crate::names::NAME_MAX))
     }
 }
 
@@ -194,16 +192,7 @@ pub fn check_ifname(name: &str) -> Result<()> {
 /// A hostname (`--hostname`): a DNS name, since it is served and written to /etc/hosts; a
 /// newline or a space would forge extra lines there.
 pub fn check_hostname(name: &str) -> Result<()> {
-    const MAX: usize = 253;
-    let ok = name.len() <= MAX
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-        });
+    let ok = crate::names::is_valid_hostname(name);
     if ok {
         Ok(())
     } else {

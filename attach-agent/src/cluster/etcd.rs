@@ -210,6 +210,26 @@ impl EtcdStore {
         Ok(revision)
     }
 
+    /// Put raw bytes under a raw key, on `lease` (0: none): what any other writer of the store
+    /// can do, keys that are not UTF-8 included — the tests of what an agent believes use it
+    /// to write what this agent never would.
+    pub async fn put_bytes(&self, key: Vec<u8>, value: Vec<u8>, lease: LeaseId) -> Result<()> {
+        let request = PutRequest {
+            key,
+            value,
+            lease,
+            ..Default::default()
+        };
+        self.retry("put", |m| {
+            let mut kv = m.kv();
+            let request = request.clone();
+            async move { kv.put(request).await }.boxed()
+        })
+        .await
+        .map_err(|s| unavailable("put", &s))?;
+        Ok(())
+    }
+
     /// Run `call` on the current member, moving on to the next while it fails transiently and
     /// `retry_for` has not passed. The error is the last one seen.
     async fn retry<T, F>(&self, what: &str, mut call: F) -> std::result::Result<T, Status>
@@ -293,15 +313,21 @@ fn operation(o: &Op) -> RequestOp {
     }
 }
 
-fn kv(k: KeyValue) -> Result<Kv> {
-    let key = String::from_utf8(k.key).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(e.as_bytes()).into(),
-        reason: e.utf8_error().to_string(),
-    })?;
-    Ok(Kv {
-        key,
-        value: k.value,
-    })
+/// A key-value from etcd, or `None` (logged once, naming the key) for a key that is not UTF-8:
+/// nothing this agent writes, so nothing it reads — skipping it keeps a snapshot loading and
+/// a watch moving past it.
+fn kv(k: KeyValue) -> Option<Kv> {
+    match String::from_utf8(k.key) {
+        Ok(key) => Some(Kv {
+            key,
+            value: k.value,
+            lease: k.lease,
+        }),
+        Err(e) => {
+            tracing::warn!(key = %e.as_bytes().escape_ascii(), "ignoring a cluster store key that is not UTF-8");
+            None
+        }
+    }
 }
 
 /// One watch response as a batch of changes: `None` for those that carry none (created,
@@ -326,12 +352,13 @@ fn batch(resp: WatchResponse) -> Option<Result<Batch>> {
         let Some(k) = ev.kv else { continue };
         revision = revision.max(k.mod_revision);
         let change = match kv(k) {
-            Ok(k) if deleted => Change::Delete(k.key),
-            Ok(k) => Change::Put(k),
-            Err(e) => return Some(Err(e)),
+            Some(k) if deleted => Change::Delete(k.key),
+            Some(k) => Change::Put(k),
+            None => continue,
         };
         changes.push(change);
     }
+    // A batch of skipped keys still moves the watch's revision on.
     Some(Ok(Batch { revision, changes }))
 }
 
@@ -352,7 +379,7 @@ impl ClusterStore for EtcdStore {
                 .await
                 .map_err(|s| unavailable("get", &s))?;
             let rev = resp.header.map(|h| h.revision).unwrap_or(0);
-            let kvs = resp.kvs.into_iter().map(kv).collect::<Result<Vec<_>>>()?;
+            let kvs = resp.kvs.into_iter().filter_map(kv).collect();
             Ok((kvs, rev))
         }
         .boxed()

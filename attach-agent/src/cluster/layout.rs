@@ -63,7 +63,9 @@ pub enum Key {
         net: NetworkId,
         ip: IpAddr,
     },
-    /// Names, VNIs, hosts: bookkeeping the mirror does not need.
+    /// A host's liveness record, on that host's lease.
+    Host(IpAddr),
+    /// Names, VNIs: bookkeeping the mirror does not need.
     Other,
 }
 
@@ -87,6 +89,10 @@ impl Key {
             (Some("ipam"), Some(net), Some(ip)) => match (NetworkId::parse(net), ip.parse()) {
                 (Ok(net), Ok(ip)) => Key::Claim { net, ip },
                 _ => Key::Other,
+            },
+            (Some("hosts"), Some(addr), None) => match addr.parse() {
+                Ok(addr) => Key::Host(addr),
+                Err(_) => Key::Other,
             },
             _ => Key::Other,
         }
@@ -187,6 +193,7 @@ mod tests {
             }
         );
         assert_eq!(Key::parse(&vni(4096)), Key::Other);
+        assert_eq!(Key::parse(&host(ip)), Key::Host(ip));
         assert_eq!(Key::parse("/elsewhere/networks/x"), Key::Other);
         // Ids that are not ids name nothing.
         assert_eq!(Key::parse(&network("n1")), Key::Other);

@@ -118,6 +118,7 @@ fn commit(m: &mut Mem, ops: &[Op], events: &broadcast::Sender<Batch>) {
                 changes.push(Change::Put(Kv {
                     key: key.clone(),
                     value: value.clone(),
+                    lease: lease.unwrap_or(0),
                 }));
             }
             Op::Delete(k) => {
@@ -161,9 +162,10 @@ impl ClusterStore for MemoryStore {
             .kvs
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (v, _))| Kv {
+            .map(|(k, (v, l))| Kv {
                 key: k.clone(),
                 value: v.clone(),
+                lease: l.unwrap_or(0),
             })
             .collect();
         let rev = m.revision;

@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod layout;
 pub mod memory;
 pub mod store;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,11 +24,13 @@ use futures::stream::BoxStream;
 use crate::ids::{EndpointId, NetworkId};
 use layout::{Claim, EndpointRecord, HostRecord, Key, NetworkRecord};
 pub use store::{Batch, Change, ClusterStore, Cond, Kv, LeaseId, Op, Revision, StoreError};
+pub use trust::Refused;
 
 /// The first VXLAN id handed out (Docker's overlay driver starts at 4096 too).
 pub const FIRST_VNI: u32 = 4096;
 
-/// Everything under the layout's root at one revision, decoded.
+/// Everything under the layout's root at one revision, decoded and checked: only records
+/// [`trust`] accepts are in it.
 #[derive(Debug, Clone, Default)]
 pub struct View {
     pub revision: Revision,
@@ -35,24 +38,56 @@ pub struct View {
     /// By (network id, endpoint id).
     pub endpoints: BTreeMap<(NetworkId, EndpointId), EndpointRecord>,
     pub claims: BTreeMap<(NetworkId, IpAddr), Claim>,
+    /// Each live host's lease: an endpoint naming a host must be on it.
+    pub hosts: BTreeMap<IpAddr, LeaseId>,
 }
 
 impl View {
-    /// Fold one change in (the watch's view of the same data).
-    pub fn apply(&mut self, change: &Change) -> Result<(), StoreError> {
+    /// Fold one change in (the watch's view of the same data). A record that is refused is
+    /// not kept, and one it replaces under the same key is dropped: the key no longer holds
+    /// what was believed.
+    pub fn apply(&mut self, change: &Change) -> Result<(), Refused> {
         match change {
             Change::Put(kv) => match Key::parse(&kv.key) {
                 Key::Network(id) => {
-                    self.networks
-                        .insert(id, layout::decode(&kv.key, &kv.value)?);
+                    let rec = decode::<NetworkRecord>(kv)
+                        .and_then(|r| trust::network(&id, &r).map(|()| r));
+                    match rec {
+                        Ok(r) => self.networks.insert(id, r),
+                        Err(e) => {
+                            self.networks.remove(&id);
+                            return Err(e);
+                        }
+                    };
                 }
                 Key::Endpoint { net, ep } => {
-                    self.endpoints
-                        .insert((net, ep), layout::decode(&kv.key, &kv.value)?);
+                    let rec = decode::<EndpointRecord>(kv).and_then(|r| {
+                        let cx = trust::Context {
+                            networks: &self.networks,
+                            claims: &self.claims,
+                            hosts: &self.hosts,
+                        };
+                        trust::endpoint(&cx, (&net, &ep), &r, kv.lease).map(|()| r)
+                    });
+                    match rec {
+                        Ok(r) => self.endpoints.insert((net, ep), r),
+                        Err(e) => {
+                            self.endpoints.remove(&(net, ep));
+                            return Err(e);
+                        }
+                    };
                 }
-                Key::Claim { net, ip } => {
-                    self.claims
-                        .insert((net, ip), layout::decode(&kv.key, &kv.value)?);
+                Key::Claim { net, ip } => match decode::<Claim>(kv) {
+                    Ok(c) => {
+                        self.claims.insert((net, ip), c);
+                    }
+                    Err(e) => {
+                        self.claims.remove(&(net, ip));
+                        return Err(e);
+                    }
+                },
+                Key::Host(addr) => {
+                    self.hosts.insert(addr, kv.lease);
                 }
                 Key::Other => {}
             },
@@ -66,10 +101,29 @@ impl View {
                 Key::Claim { net, ip } => {
                     self.claims.remove(&(net, ip));
                 }
+                Key::Host(addr) => {
+                    self.hosts.remove(&addr);
+                }
                 Key::Other => {}
             },
         }
         Ok(())
+    }
+}
+
+fn decode<T: for<'de> serde::Deserialize<'de>>(kv: &Kv) -> Result<T, Refused> {
+    serde_json::from_slice(&kv.value).map_err(|e| Refused::Undecodable(e.to_string()))
+}
+
+/// The order a snapshot is folded in: what an endpoint is checked against (its network, its
+/// host's lease, its claims) before the endpoint, whatever the keys' order.
+fn load_rank(key: &str) -> u8 {
+    match Key::parse(key) {
+        Key::Network(_) => 0,
+        Key::Host(_) => 1,
+        Key::Claim { .. } => 2,
+        Key::Endpoint { .. } => 3,
+        Key::Other => 4,
     }
 }
 
@@ -195,15 +249,17 @@ impl Cluster {
 
     /// Everything, at one revision.
     pub async fn load(&self) -> Result<View, StoreError> {
-        let (kvs, revision) = self.inner.store.snapshot(layout::ROOT).await?;
+        let (mut kvs, revision) = self.inner.store.snapshot(layout::ROOT).await?;
+        kvs.sort_by_key(|kv| load_rank(&kv.key));
         let mut view = View {
             revision,
             ..View::default()
         };
         for kv in kvs {
-            if let Err(e) = view.apply(&Change::Put(kv)) {
+            let key = kv.key.clone();
+            if let Err(why) = view.apply(&Change::Put(kv)) {
                 // One bad record must not hide the others.
-                tracing::error!(error = %e, "ignoring an undecodable cluster record");
+                tracing::warn!(%key, %why, "ignoring a cluster store record");
             }
         }
         Ok(view)

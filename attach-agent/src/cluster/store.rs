@@ -21,6 +21,9 @@ pub type LeaseId = i64;
 pub struct Kv {
     pub key: String,
     pub value: Vec<u8>,
+    /// The lease the key was put on (0: none). Readers check an endpoint's lease against its
+    /// host's: only that host can have put it there.
+    pub lease: LeaseId,
 }
 
 /// A condition of a transaction.

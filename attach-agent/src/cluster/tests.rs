@@ -53,6 +53,15 @@ fn endpoint(net: &str, ep: &str, host: IpAddr, last: u8) -> EndpointRecord {
     }
 }
 
+/// `rec` with its address claimed by its host first, as every real publish is (a record whose
+/// address is not claimed for it is not believed).
+async fn claimed(c: &Cluster, rec: EndpointRecord) -> EndpointRecord {
+    c.claim(&rec.network_id, IpAddr::V4(rec.v4), &rec.endpoint_id)
+        .await
+        .unwrap();
+    rec
+}
+
 async fn two_hosts(ttl: Duration) -> (MemoryStore, Cluster, Cluster) {
     let store = MemoryStore::new();
     let shared: Arc<dyn ClusterStore> = Arc::new(store.clone());
@@ -181,20 +190,20 @@ async fn a_network_with_endpoints_stays() {
         .await
         .unwrap()
         .unwrap();
-    assert!(b.publish(&endpoint("n1", "e1", b.host(), 2)).await.unwrap());
+    assert!(b.publish(&claimed(&b, endpoint("n1", "e1", b.host(), 2)).await).await.unwrap());
     assert!(!a.remove_network(&net).await.unwrap());
     b.withdraw(&n("n1"), &e("e1")).await.unwrap();
     assert!(a.remove_network(&net).await.unwrap());
     // Publishing on a network that is gone fails.
-    assert!(!b.publish(&endpoint("n1", "e2", b.host(), 3)).await.unwrap());
+    assert!(!b.publish(&claimed(&b, endpoint("n1", "e2", b.host(), 3)).await).await.unwrap());
 }
 
 #[tokio::test]
 async fn a_dead_host_loses_only_its_endpoints() {
     let (_s, a, b) = two_hosts(Duration::from_millis(300)).await;
     a.create_network(record("n1", "web")).await.unwrap();
-    assert!(a.publish(&endpoint("n1", "ea", a.host(), 2)).await.unwrap());
-    assert!(b.publish(&endpoint("n1", "eb", b.host(), 3)).await.unwrap());
+    assert!(a.publish(&claimed(&a, endpoint("n1", "ea", a.host(), 2)).await).await.unwrap());
+    assert!(b.publish(&claimed(&b, endpoint("n1", "eb", b.host(), 3)).await).await.unwrap());
     // `a` keeps its lease alive, `b` stops (it "died").
     b.halt();
     tokio::time::sleep(Duration::from_millis(900)).await;
@@ -223,7 +232,7 @@ async fn a_publish_on_a_lost_lease_takes_a_new_one() {
     let old = a.lease();
     let changes = a.lease_changes();
     store.revoke(old).await.unwrap();
-    assert!(a.publish(&endpoint("n1", "e1", a.host(), 2)).await.unwrap());
+    assert!(a.publish(&claimed(&a, endpoint("n1", "e1", a.host(), 2)).await).await.unwrap());
     assert_ne!(a.lease(), old);
     assert!(
         changes.has_changed().unwrap(),
@@ -239,10 +248,17 @@ async fn a_watch_resumes_from_a_revision_and_reports_compaction() {
     a.create_network(record("n1", "web")).await.unwrap();
     let mut view = a.load().await.unwrap();
     let mut w = a.watch(view.revision).await.unwrap();
-    assert!(b.publish(&endpoint("n1", "e1", b.host(), 2)).await.unwrap());
-    let batch = w.next().await.unwrap().unwrap();
-    for c in &batch.changes {
-        view.apply(c).unwrap();
+    assert!(b.publish(&claimed(&b, endpoint("n1", "e1", b.host(), 2)).await).await.unwrap());
+    // The claim, then the record: two batches.
+    let mut batch = w.next().await.unwrap().unwrap();
+    for _ in 0..2 {
+        for c in &batch.changes {
+            view.apply(c).unwrap();
+        }
+        if view.endpoints.contains_key(&(n("n1"), e("e1"))) {
+            break;
+        }
+        batch = w.next().await.unwrap().unwrap();
     }
     assert!(view.endpoints.contains_key(&(n("n1"), e("e1"))));
     // A watch started in the past replays what it missed.

@@ -3,6 +3,7 @@
 //! when the test fails. Needs root, and says so.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod podman;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
