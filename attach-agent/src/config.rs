@@ -23,8 +23,12 @@ pub enum ConfigError {
     },
     #[error("link_prefix {0:?}: 1 to 6 letters or digits (interface names are at most 15)")]
     LinkPrefix(String),
-    #[error("cluster store {0:?}: only etcd://HOST:PORT[,HOST:PORT...] is supported")]
+    #[error("cluster store {0:?}: etcd://HOST:PORT[,HOST:PORT...] (or http://), or https:// / etcds:// for TLS")]
     StoreScheme(String),
+    #[error("cluster {0}: needs a TLS store (https:// or etcds://)")]
+    TlsWithoutHttps(&'static str),
+    #[error("cluster {0}")]
+    Incomplete(&'static str),
     #[error("cluster store {url:?}: member {member:?} is not HOST:PORT")]
     StoreMember { url: String, member: String },
     #[error("a cluster store needs an advertise address (--advertise-addr IP)")]
@@ -73,6 +77,22 @@ pub struct ClusterConfig {
     pub vxlan_port: u16,
     /// Seconds a store operation is retried (members failing) before it is an error.
     pub retry_for: u64,
+    /// TLS (`https://` or `etcds://` stores): the CA that signed the members' certificates;
+    /// none: the system's roots are not used, so a TLS store needs it.
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: this host's client certificate and its key (PEM).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd RBAC: a user and the file holding its password.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// What the members' addresses say about the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    pub members: Vec<String>,
+    pub tls: bool,
 }
 
 impl Default for ClusterConfig {
@@ -83,19 +103,30 @@ impl Default for ClusterConfig {
             lease_ttl: 10,
             vxlan_port: 4789,
             retry_for: 15,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            username: None,
+            password_file: None,
         }
     }
 }
 
 impl ClusterConfig {
-    /// The members of an `etcd://` store URL.
-    pub fn etcd_endpoints(&self) -> Result<Option<Vec<String>>, ConfigError> {
+    /// The members of the store URL, and whether it asks for TLS.
+    pub fn store_url(&self) -> Result<Option<StoreUrl>, ConfigError> {
         let Some(url) = &self.store else {
             return Ok(None);
         };
-        let rest = url
-            .strip_prefix("etcd://")
-            .ok_or_else(|| ConfigError::StoreScheme(url.clone()))?;
+        let (tls, rest) = [
+            ("etcd://", false),
+            ("http://", false),
+            ("etcds://", true),
+            ("https://", true),
+        ]
+        .iter()
+        .find_map(|(scheme, tls)| url.strip_prefix(scheme).map(|r| (*tls, r)))
+        .ok_or_else(|| ConfigError::StoreScheme(url.clone()))?;
         let members: Vec<String> = rest
             .split(',')
             .map(|m| m.trim().trim_end_matches('/').to_string())
@@ -111,7 +142,42 @@ impl ClusterConfig {
                 });
             }
         }
-        Ok(Some(members))
+        Ok(Some(StoreUrl { members, tls }))
+    }
+
+    /// The members of the store URL.
+    pub fn etcd_endpoints(&self) -> Result<Option<Vec<String>>, ConfigError> {
+        Ok(self.store_url()?.map(|u| u.members))
+    }
+
+    /// TLS and credential settings that make sense together.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let tls = self.store_url()?.is_some_and(|u| u.tls);
+        for (set, name) in [
+            (self.ca_file.is_some(), "ca_file (--cluster-ca)"),
+            (self.cert_file.is_some(), "cert_file (--cluster-cert)"),
+            (self.key_file.is_some(), "key_file (--cluster-key)"),
+        ] {
+            if set && !tls {
+                return Err(ConfigError::TlsWithoutHttps(name));
+            }
+        }
+        if tls && self.ca_file.is_none() {
+            return Err(ConfigError::Incomplete(
+                "store over TLS: ca_file (--cluster-ca) names the CA of the members' certificates",
+            ));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(ConfigError::Incomplete(
+                "cert_file (--cluster-cert) and key_file (--cluster-key) go together",
+            ));
+        }
+        if self.username.is_some() != self.password_file.is_some() {
+            return Err(ConfigError::Incomplete(
+                "username (--cluster-user) and password_file (--cluster-password-file) go together",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -154,6 +220,7 @@ impl AgentConfig {
         if self.cluster.lease_ttl == 0 {
             return Err(ConfigError::LeaseTtl);
         }
+        self.cluster.validate_security()?;
         Ok(self.dns.validate()?)
     }
 }
@@ -206,7 +273,7 @@ mod tests {
             "{no_addr}"
         );
         for bad in [
-            "http://10.0.0.1:2379",
+            "ftp://10.0.0.1:2379",
             "etcd://10.0.0.1",
             "etcd://:2379",
             "etcd://h:0",
@@ -227,5 +294,41 @@ mod tests {
             .etcd_endpoints()
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn tls_and_credentials_settings_are_checked_together() {
+        let with = |store: &str, f: fn(&mut ClusterConfig)| {
+            let mut c = AgentConfig {
+                cluster: ClusterConfig {
+                    store: Some(store.into()),
+                    advertise_addr: Some("10.0.0.1".parse().unwrap()),
+                    ..ClusterConfig::default()
+                },
+                ..AgentConfig::default()
+            };
+            f(&mut c.cluster);
+            c.validate()
+        };
+        let ca = |c: &mut ClusterConfig| c.ca_file = Some("/ca.pem".into());
+        assert!(with("https://10.0.0.1:2379", ca).is_ok());
+        assert!(with("etcds://10.0.0.1:2379", ca).is_ok());
+        let e = with("etcd://10.0.0.1:2379", ca).unwrap_err();
+        assert!(e.to_string().contains("--cluster-ca"), "{e}");
+        let e = with("https://10.0.0.1:2379", |_| {}).unwrap_err();
+        assert!(e.to_string().contains("--cluster-ca"), "{e}");
+        let e = with("https://10.0.0.1:2379", |c| {
+            c.ca_file = Some("/ca.pem".into());
+            c.cert_file = Some("/c.pem".into());
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--cluster-key"), "{e}");
+        let e = with("etcd://10.0.0.1:2379", |c| c.username = Some("u".into())).unwrap_err();
+        assert!(e.to_string().contains("--cluster-password-file"), "{e}");
+        assert!(with("etcd://10.0.0.1:2379", |c| {
+            c.username = Some("u".into());
+            c.password_file = Some("/p".into());
+        })
+        .is_ok());
     }
 }

@@ -61,6 +61,15 @@ pub fn config(args: &DaemonArgs) -> Result<AgentConfig, ConfigError> {
     if let Some(t) = args.cluster_lease_ttl {
         c.cluster.lease_ttl = t;
     }
+    let cl = &mut c.cluster;
+    cl.ca_file = args.cluster_ca.clone().or(cl.ca_file.take());
+    cl.cert_file = args.cluster_cert.clone().or(cl.cert_file.take());
+    cl.key_file = args.cluster_key.clone().or(cl.key_file.take());
+    cl.username = args.cluster_user.clone().or(cl.username.take());
+    cl.password_file = args
+        .cluster_password_file
+        .clone()
+        .or(cl.password_file.take());
     c.validate()?;
     Ok(c)
 }

@@ -93,9 +93,7 @@ impl Agent {
                         for change in &batch.changes {
                             match view.apply(change) {
                                 Ok(()) => self.apply_change(&mut state, change, &mut work).await,
-                                Err(why) => {
-                                    self.refused(&mut state, change, &why, &mut work).await
-                                }
+                                Err(why) => self.refused(&mut state, change, &why, &mut work).await,
                             }
                         }
                         self.run_tunnel_work(work).await;

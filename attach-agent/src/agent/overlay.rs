@@ -49,15 +49,21 @@ pub struct Withdrawn {
 
 /// Join the cluster the configuration names, if any.
 pub async fn join(cfg: &ClusterConfig) -> Result<Option<Cluster>> {
-    let Some(members) = cfg.etcd_endpoints()? else {
+    let Some(url) = cfg.store_url()? else {
         return Ok(None);
+    };
+    let members = url.members;
+    let security = crate::cluster::etcd::Security {
+        ca_file: cfg.ca_file.clone(),
+        identity: cfg.cert_file.clone().zip(cfg.key_file.clone()),
+        user: cfg.username.clone().zip(cfg.password_file.clone()),
     };
     let host = cfg
         .advertise_addr
         .ok_or(crate::config::ConfigError::NoAdvertiseAddr)?;
-    let store = EtcdStore::connect(&members, Duration::from_secs(cfg.retry_for)).await?;
+    let store = EtcdStore::connect(&members, &security, Duration::from_secs(cfg.retry_for)).await?;
     let cluster = Cluster::join(Arc::new(store), host, Duration::from_secs(cfg.lease_ttl)).await?;
-    tracing::info!(store = ?members, %host, lease = cluster.lease(), "joined the cluster");
+    tracing::info!(store = ?members, tls = security.tls(), user = ?cfg.username, %host, lease = cluster.lease(), "joined the cluster");
     Ok(Some(cluster))
 }
 

@@ -64,7 +64,10 @@ pub fn check_name(name: &str) -> Result<()> {
     if crate::names::is_valid_name(name) {
         Ok(())
     } else {
-        Err(AgentError::BadName(name.to_string(), crate::names::NAME_MAX))
+        Err(AgentError::BadName(
+            name.to_string(),
+            crate::names::NAME_MAX,
+        ))
     }
 }
 

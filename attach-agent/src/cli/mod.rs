@@ -87,9 +87,25 @@ pub struct DaemonArgs {
     /// Prefix of the bridges and veths the agent makes.
     #[arg(long)]
     pub link_prefix: Option<String>,
-    /// Join a cluster: etcd://HOST:PORT[,HOST:PORT...] (global networks, names across hosts).
+    /// Join a cluster: etcd://HOST:PORT[,HOST:PORT...] (global networks, names across hosts);
+    /// https:// or etcds:// for TLS.
     #[arg(long)]
     pub cluster_store: Option<String>,
+    /// PEM file of the CA that signed the etcd members' certificates (TLS).
+    #[arg(long)]
+    pub cluster_ca: Option<std::path::PathBuf>,
+    /// PEM file of this host's client certificate for etcd (mutual TLS; with --cluster-key).
+    #[arg(long)]
+    pub cluster_cert: Option<std::path::PathBuf>,
+    /// PEM file of the private key of --cluster-cert.
+    #[arg(long)]
+    pub cluster_key: Option<std::path::PathBuf>,
+    /// etcd user (RBAC), with --cluster-password-file.
+    #[arg(long)]
+    pub cluster_user: Option<String>,
+    /// File holding the etcd user's password (its first line).
+    #[arg(long)]
+    pub cluster_password_file: Option<std::path::PathBuf>,
     /// This host's address as the other hosts reach it (with --cluster-store).
     #[arg(long)]
     pub advertise_addr: Option<std::net::IpAddr>,

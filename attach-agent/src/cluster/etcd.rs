@@ -18,10 +18,13 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use tonic::codegen::InterceptedService;
-use tonic::metadata::MetadataValue;
+
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
 use super::store::{
@@ -39,6 +42,7 @@ mod pb {
     }
 }
 
+use pb::etcdserverpb::auth_client::AuthClient;
 use pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use pb::etcdserverpb::kv_client::KvClient;
 use pb::etcdserverpb::lease_client::LeaseClient;
@@ -46,9 +50,9 @@ use pb::etcdserverpb::request_op::Request as TxnRequestOp;
 use pb::etcdserverpb::watch_client::WatchClient;
 use pb::etcdserverpb::watch_request::RequestUnion;
 use pb::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest, WatchResponse,
+    AuthenticateRequest, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use pb::mvccpb::event::EventType;
 use pb::mvccpb::KeyValue;
@@ -63,17 +67,134 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 /// Adds what every request carries: etcd's "require leader" flag, so a member cut off from the
-/// others refuses (and we move on) instead of serving stale reads and watches.
-#[derive(Clone, Copy, Debug, Default)]
-struct RequestMetadata;
+/// others refuses (and we move on) instead of serving stale reads and watches; and the auth
+/// token, once one was obtained (etcd RBAC).
+#[derive(Clone, Debug, Default)]
+struct RequestMetadata {
+    token: Arc<RwLock<Option<MetadataValue<Ascii>>>>,
+}
 
 impl Interceptor for RequestMetadata {
     fn call(&mut self, mut request: Request<()>) -> std::result::Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("hasleader", MetadataValue::from_static("true"));
+        let md = request.metadata_mut();
+        md.insert("hasleader", MetadataValue::from_static("true"));
+        let token = self
+            .token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(t) = token.as_ref() {
+            md.insert("token", t.clone());
+        }
         Ok(request)
     }
+}
+
+/// How the members are reached, beyond their addresses: TLS (the CA of their certificates,
+/// this host's certificate for mutual TLS) and an etcd user. Files are read at connect; each
+/// error names the setting it comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// TLS: the CA's PEM file.
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: certificate and key PEM files.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// etcd RBAC: the user and the file holding its password.
+    pub user: Option<(String, PathBuf)>,
+}
+
+impl Security {
+    pub fn tls(&self) -> bool {
+        self.ca_file.is_some()
+    }
+}
+
+const CA_SETTING: &str = "ca_file (--cluster-ca)";
+const CERT_SETTING: &str = "cert_file (--cluster-cert)";
+const KEY_SETTING: &str = "key_file (--cluster-key)";
+const USER_SETTING: &str = "username (--cluster-user) / password_file (--cluster-password-file)";
+
+fn setting(setting: &'static str, detail: impl Into<String>) -> StoreError {
+    StoreError::Setting {
+        setting,
+        detail: detail.into(),
+    }
+}
+
+/// A PEM file that holds what it should (`what`: "CERTIFICATE", "PRIVATE KEY").
+fn read_pem(path: &Path, what: &str, name: &'static str) -> Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| setting(name, format!("{}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&bytes);
+    if !text.contains("-----BEGIN ") || !text.contains(&format!("{what}-----")) {
+        return Err(setting(
+            name,
+            format!("{}: no PEM {what} in it", path.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Every message of an error and its sources, for telling TLS failures apart.
+fn chain(s: &Status) -> String {
+    let mut out = s.message().to_string();
+    let mut next = std::error::Error::source(s);
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
+}
+
+/// A failure that names a setting (a certificate the store does not accept, a wrong password):
+/// retrying cannot help, and the message says what to change.
+fn misconfigured(s: &Status, have_cert: bool) -> Option<StoreError> {
+    let all = chain(s);
+    if all.contains("invalid peer certificate") {
+        return Some(setting(
+            CA_SETTING,
+            format!("the store's certificate does not verify against this CA: {all}"),
+        ));
+    }
+    if all.contains("CertificateRequired") || (!have_cert && all.contains("BadCertificate")) {
+        return Some(setting(
+            CERT_SETTING,
+            format!("the store asks for a client certificate: give cert_file and key_file (--cluster-cert, --cluster-key): {all}"),
+        ));
+    }
+    for alert in [
+        "BadCertificate",
+        "CertificateExpired",
+        "UnknownCA",
+        "CertificateUnknown",
+        "CertificateRevoked",
+    ] {
+        if all.contains(alert) {
+            return Some(setting(
+                CERT_SETTING,
+                format!("the store refused this host's certificate (expired, or not signed by the store's CA?): {all}"),
+            ));
+        }
+    }
+    if all.contains("InvalidContentType") || all.contains("corrupt message") {
+        return Some(setting(
+            CA_SETTING,
+            format!("the member does not speak TLS (use etcd:// for a plain store): {all}"),
+        ));
+    }
+    if s.code() == Code::InvalidArgument && all.contains("authentication failed") {
+        return Some(setting(
+            USER_SETTING,
+            format!("etcd refused the user or password: {all}"),
+        ));
+    }
+    if s.code() == Code::FailedPrecondition && all.contains("authentication is not enabled") {
+        return Some(setting(
+            USER_SETTING,
+            format!("a user is given but the store has no authentication enabled: {all}"),
+        ));
+    }
+    None
 }
 
 type Service = InterceptedService<Channel, RequestMetadata>;
@@ -83,19 +204,23 @@ type Service = InterceptedService<Channel, RequestMetadata>;
 struct Member {
     name: String,
     channel: Channel,
+    metadata: RequestMetadata,
 }
 
 impl Member {
     fn kv(&self) -> KvClient<Service> {
-        KvClient::with_interceptor(self.channel.clone(), RequestMetadata)
+        KvClient::with_interceptor(self.channel.clone(), self.metadata.clone())
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
     fn lease(&self) -> LeaseClient<Service> {
-        LeaseClient::with_interceptor(self.channel.clone(), RequestMetadata)
+        LeaseClient::with_interceptor(self.channel.clone(), self.metadata.clone())
     }
     fn watch(&self) -> WatchClient<Service> {
-        WatchClient::with_interceptor(self.channel.clone(), RequestMetadata)
+        WatchClient::with_interceptor(self.channel.clone(), self.metadata.clone())
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+    fn auth(&self) -> AuthClient<Service> {
+        AuthClient::with_interceptor(self.channel.clone(), self.metadata.clone())
     }
 }
 
@@ -105,6 +230,11 @@ pub struct EtcdStore {
     /// The member calls go to; moved on when it fails.
     current: AtomicUsize,
     retry_for: Duration,
+    /// The token every member's requests carry (shared with their interceptors).
+    token: Arc<RwLock<Option<MetadataValue<Ascii>>>>,
+    /// User and password, to authenticate again when the token expires.
+    user: Option<(String, String)>,
+    have_cert: bool,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -138,8 +268,26 @@ fn transient(s: &Status) -> bool {
         )
 }
 
+/// The error of a call that failed for good: a setting to fix, a permission the etcd user
+/// lacks, or the store out of reach.
 fn unavailable(what: &str, s: &Status) -> StoreError {
-    StoreError::Unavailable(format!("{what}: {}", s.message()))
+    failure(what, s, true)
+}
+
+fn failure(what: &str, s: &Status, have_cert: bool) -> StoreError {
+    if let Some(e) = misconfigured(s, have_cert) {
+        return e;
+    }
+    if s.code() == Code::PermissionDenied {
+        return StoreError::Denied(format!(
+            "{what}: {} (the role of the etcd user, --cluster-user, must allow it)",
+            s.message()
+        ));
+    }
+    if s.code() == Code::Unauthenticated {
+        return setting(USER_SETTING, format!("{what}: {}", chain(s)));
+    }
+    StoreError::Unavailable(format!("{what}: {}", chain(s)))
 }
 
 /// The end of the key range holding every key that starts with `prefix`, as etcd defines it:
@@ -157,13 +305,56 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl EtcdStore {
-    /// Connect to the members at `endpoints` (`HOST:PORT`); fails when none answers within
-    /// `retry_for`.
-    pub async fn connect(endpoints: &[String], retry_for: Duration) -> Result<EtcdStore> {
+    /// Connect to the members at `endpoints` (`HOST:PORT`) as `security` says; fails when
+    /// none answers within `retry_for`, at once when a setting is wrong (a certificate the
+    /// store refuses, a wrong password: the error names the setting).
+    pub async fn connect(
+        endpoints: &[String],
+        security: &Security,
+        retry_for: Duration,
+    ) -> Result<EtcdStore> {
+        let tls =
+            match &security.ca_file {
+                None => None,
+                Some(ca) => {
+                    let mut t = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
+                        read_pem(ca, "CERTIFICATE", CA_SETTING)?,
+                    ));
+                    if let Some((cert, key)) = &security.identity {
+                        let cert = read_pem(cert, "CERTIFICATE", CERT_SETTING)?;
+                        let key = read_pem(key, "PRIVATE KEY", KEY_SETTING)?;
+                        t = t.identity(Identity::from_pem(cert, key));
+                    }
+                    Some(t)
+                }
+            };
+        let user = match &security.user {
+            None => None,
+            Some((name, file)) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| setting(USER_SETTING, format!("{}: {e}", file.display())))?;
+                let password = text.lines().next().unwrap_or_default().to_string();
+                if password.is_empty() {
+                    return Err(setting(
+                        USER_SETTING,
+                        format!("{}: the first line is empty", file.display()),
+                    ));
+                }
+                Some((name.clone(), password))
+            }
+        };
+        let token = Arc::new(RwLock::new(None));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut members = Vec::new();
         for name in endpoints {
-            let endpoint = Endpoint::from_shared(format!("http://{name}"))
-                .map_err(|e| StoreError::Unavailable(format!("cluster store {name}: {e}")))?
+            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{name}"))
+                .map_err(|e| StoreError::Unavailable(format!("cluster store {name}: {e}")))?;
+            if let Some(t) = &tls {
+                endpoint = endpoint
+                    .tls_config(t.clone())
+                    .map_err(|e| setting(CA_SETTING, format!("{name}: {e}")))?;
+            }
+            let endpoint = endpoint
                 .connect_timeout(REQUEST_TIMEOUT)
                 .timeout(REQUEST_TIMEOUT)
                 .http2_keep_alive_interval(Duration::from_secs(1))
@@ -173,6 +364,9 @@ impl EtcdStore {
             members.push(Member {
                 name: name.clone(),
                 channel: endpoint.connect_lazy(),
+                metadata: RequestMetadata {
+                    token: token.clone(),
+                },
             });
         }
         if members.is_empty() {
@@ -184,10 +378,59 @@ impl EtcdStore {
             members,
             current: AtomicUsize::new(0),
             retry_for,
+            token,
+            user,
+            have_cert: security.identity.is_some(),
         };
+        if store.user.is_some() {
+            store.authenticate().await?;
+        }
         // One read to know a member answers now, not at the first operation.
         store.snapshot("/attach-agent/v1/version-probe").await?;
         Ok(store)
+    }
+
+    /// Get a token for the user (etcd's simple tokens expire after minutes of disuse, JWTs
+    /// at their TTL: again whenever a request says it is no longer valid).
+    async fn authenticate(&self) -> Result<()> {
+        let Some((name, password)) = self.user.clone() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.retry_for;
+        let n = self.members.len();
+        loop {
+            let i = self.current.load(Ordering::Relaxed) % n;
+            let request = AuthenticateRequest {
+                name: name.clone(),
+                password: password.clone(),
+            };
+            match self.members[i].auth().authenticate(request).await {
+                Ok(r) => {
+                    let t = MetadataValue::try_from(r.into_inner().token)
+                        .map_err(|e| StoreError::Unavailable(format!("auth token: {e}")))?;
+                    *self
+                        .token
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t);
+                    return Ok(());
+                }
+                Err(s) => {
+                    if let Some(e) = misconfigured(&s, self.have_cert) {
+                        return Err(e);
+                    }
+                    if !transient(&s) || Instant::now() > deadline {
+                        return Err(self.fail("authenticate", &s));
+                    }
+                    let _ = self.current.compare_exchange(
+                        i,
+                        (i + 1) % n,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 
     /// Compact the store's history up to now (an operator's task; the tests use it to send
@@ -206,8 +449,13 @@ impl EtcdStore {
             .boxed()
         })
         .await
-        .map_err(|s| unavailable("compact", &s))?;
+        .map_err(|s| self.fail("compact", &s))?;
         Ok(revision)
+    }
+
+    /// The error of a call that failed for good (see [`failure`]).
+    fn fail(&self, what: &str, s: &Status) -> StoreError {
+        failure(what, s, self.have_cert)
     }
 
     /// Put raw bytes under a raw key, on `lease` (0: none): what any other writer of the store
@@ -226,7 +474,7 @@ impl EtcdStore {
             async move { kv.put(request).await }.boxed()
         })
         .await
-        .map_err(|s| unavailable("put", &s))?;
+        .map_err(|s| self.fail("put", &s))?;
         Ok(())
     }
 
@@ -240,11 +488,24 @@ impl EtcdStore {
         let mut pause = Duration::from_millis(20);
         let n = self.members.len();
         let mut tried = 0;
+        let mut authenticated_again = false;
         loop {
             let i = self.current.load(Ordering::Relaxed) % n;
             let member = &self.members[i];
             match call(member).await {
                 Ok(v) => return Ok(v.into_inner()),
+                Err(e) if misconfigured(&e, self.have_cert).is_some() => return Err(e),
+                // The token expired (or the store was restarted): once more with a new one.
+                Err(e)
+                    if e.code() == Code::Unauthenticated
+                        && self.user.is_some()
+                        && !authenticated_again =>
+                {
+                    authenticated_again = true;
+                    if let Err(err) = self.authenticate().await {
+                        return Err(Status::unauthenticated(err.to_string()));
+                    }
+                }
                 Err(e) if transient(&e) && Instant::now() + pause < deadline => {
                     tracing::debug!(what, member = %member.name, error = %e, "cluster store call failed; trying the next member");
                     // Move on, unless another call moved already.
@@ -377,7 +638,7 @@ impl ClusterStore for EtcdStore {
                     async move { kv.range(request).await }.boxed()
                 })
                 .await
-                .map_err(|s| unavailable("get", &s))?;
+                .map_err(|s| self.fail("get", &s))?;
             let rev = resp.header.map(|h| h.revision).unwrap_or(0);
             let kvs = resp.kvs.into_iter().filter_map(kv).collect();
             Ok((kvs, rev))
@@ -409,7 +670,7 @@ impl ClusterStore for EtcdStore {
                 Err(s) if lease_gone(&s) => {
                     Err(StoreError::LeaseExpired(lease.unwrap_or_default()))
                 }
-                Err(s) => Err(unavailable("txn", &s)),
+                Err(s) => Err(self.fail("txn", &s)),
             }
         }
         .boxed()
@@ -424,7 +685,7 @@ impl ClusterStore for EtcdStore {
                     async move { lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await }.boxed()
                 })
                 .await
-                .map_err(|s| unavailable("lease grant", &s))?;
+                .map_err(|s| self.fail("lease grant", &s))?;
             if resp.id == 0 {
                 return Err(StoreError::Unavailable(format!(
                     "lease grant: {}",
@@ -458,7 +719,7 @@ impl ClusterStore for EtcdStore {
                 Ok(reply) if reply.ttl > 0 => Ok(()),
                 Ok(_) => Err(StoreError::LeaseExpired(lease)),
                 Err(s) if lease_gone(&s) => Err(StoreError::LeaseExpired(lease)),
-                Err(s) => Err(unavailable("lease keep-alive", &s)),
+                Err(s) => Err(self.fail("lease keep-alive", &s)),
             }
         }
         .boxed()
@@ -474,7 +735,7 @@ impl ClusterStore for EtcdStore {
             {
                 Ok(_) => Ok(()),
                 Err(s) if lease_gone(&s) => Ok(()),
-                Err(s) => Err(unavailable("lease revoke", &s)),
+                Err(s) => Err(self.fail("lease revoke", &s)),
             }
         }
         .boxed()
@@ -512,7 +773,7 @@ impl ClusterStore for EtcdStore {
                     .boxed()
                 })
                 .await
-                .map_err(|s| unavailable("watch", &s))?;
+                .map_err(|s| self.fail("watch", &s))?;
             let replies = futures::stream::iter([Ok(first)]).chain(rest);
             let batches = replies
                 .filter_map(|reply| async move {

@@ -48,10 +48,14 @@ pub fn endpoints_of(net: &str) -> String {
     format!("{ROOT}endpoints/{net}/")
 }
 pub fn host(addr: IpAddr) -> String {
+    host_key_of(&addr.to_string())
+}
+fn host_key_of(addr: &str) -> String {
     format!("{ROOT}hosts/{addr}")
 }
 
-/// What a key names. A key whose ids are not ids names nothing the mirror reads.
+/// What a key names. A key under one of the mirror's prefixes whose ids are not ids is
+/// [`Key::Invalid`]: never used, and logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
     Network(NetworkId),
@@ -65,6 +69,8 @@ pub enum Key {
     },
     /// A host's liveness record, on that host's lease.
     Host(IpAddr),
+    /// Under `networks/`, `endpoints/`, `ipam/` or `hosts/`, but not with ids of the layout.
+    Invalid,
     /// Names, VNIs: bookkeeping the mirror does not need.
     Other,
 }
@@ -78,22 +84,23 @@ impl Key {
         match (parts.next(), parts.next(), parts.next()) {
             (Some("networks"), Some(id), None) => match NetworkId::parse(id) {
                 Ok(id) => Key::Network(id),
-                Err(_) => Key::Other,
+                Err(_) => Key::Invalid,
             },
             (Some("endpoints"), Some(net), Some(ep)) => {
                 match (NetworkId::parse(net), EndpointId::parse(ep)) {
                     (Ok(net), Ok(ep)) => Key::Endpoint { net, ep },
-                    _ => Key::Other,
+                    _ => Key::Invalid,
                 }
             }
             (Some("ipam"), Some(net), Some(ip)) => match (NetworkId::parse(net), ip.parse()) {
                 (Ok(net), Ok(ip)) => Key::Claim { net, ip },
-                _ => Key::Other,
+                _ => Key::Invalid,
             },
             (Some("hosts"), Some(addr), None) => match addr.parse() {
                 Ok(addr) => Key::Host(addr),
-                Err(_) => Key::Other,
+                Err(_) => Key::Invalid,
             },
+            (Some("networks" | "endpoints" | "ipam" | "hosts"), _, _) => Key::Invalid,
             _ => Key::Other,
         }
     }
@@ -196,8 +203,10 @@ mod tests {
         assert_eq!(Key::parse(&host(ip)), Key::Host(ip));
         assert_eq!(Key::parse("/elsewhere/networks/x"), Key::Other);
         // Ids that are not ids name nothing.
-        assert_eq!(Key::parse(&network("n1")), Key::Other);
-        assert_eq!(Key::parse(&network("../../../../etc/x")), Key::Other);
-        assert_eq!(Key::parse(&endpoint(&n1, "e1")), Key::Other);
+        assert_eq!(Key::parse(&network("n1")), Key::Invalid);
+        assert_eq!(Key::parse(&network("../../../../etc/x")), Key::Invalid);
+        assert_eq!(Key::parse(&network(&"é".repeat(32))), Key::Invalid);
+        assert_eq!(Key::parse(&endpoint(&n1, "e1")), Key::Invalid);
+        assert_eq!(Key::parse(&host_key_of("not-an-address")), Key::Invalid);
     }
 }

@@ -89,6 +89,7 @@ impl View {
                 Key::Host(addr) => {
                     self.hosts.insert(addr, kv.lease);
                 }
+                Key::Invalid => return Err(Refused::BadKey),
                 Key::Other => {}
             },
             Change::Delete(key) => match Key::parse(key) {
@@ -104,7 +105,7 @@ impl View {
                 Key::Host(addr) => {
                     self.hosts.remove(&addr);
                 }
-                Key::Other => {}
+                Key::Invalid | Key::Other => {}
             },
         }
         Ok(())
@@ -123,7 +124,7 @@ fn load_rank(key: &str) -> u8 {
         Key::Host(_) => 1,
         Key::Claim { .. } => 2,
         Key::Endpoint { .. } => 3,
-        Key::Other => 4,
+        Key::Invalid | Key::Other => 4,
     }
 }
 

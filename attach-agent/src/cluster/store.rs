@@ -78,6 +78,16 @@ pub enum StoreError {
     /// The lease is gone (not kept alive in time): its keys were deleted.
     #[error("cluster lease {0} expired")]
     LeaseExpired(LeaseId),
+    /// A setting that cannot work: a certificate or key file, a CA the store's certificate
+    /// does not verify against, a user or password the store refuses.
+    #[error("cluster {setting}: {detail}")]
+    Setting {
+        setting: &'static str,
+        detail: String,
+    },
+    /// The store refused an operation to this host's user (its role lacks the permission).
+    #[error("cluster store: permission denied: {0}")]
+    Denied(String),
     /// A value that does not decode (written by something else, or a newer layout).
     #[error("cluster store key {key}: {reason}")]
     Corrupt { key: String, reason: String },

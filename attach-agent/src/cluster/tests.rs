@@ -190,20 +190,32 @@ async fn a_network_with_endpoints_stays() {
         .await
         .unwrap()
         .unwrap();
-    assert!(b.publish(&claimed(&b, endpoint("n1", "e1", b.host(), 2)).await).await.unwrap());
+    assert!(b
+        .publish(&claimed(&b, endpoint("n1", "e1", b.host(), 2)).await)
+        .await
+        .unwrap());
     assert!(!a.remove_network(&net).await.unwrap());
     b.withdraw(&n("n1"), &e("e1")).await.unwrap();
     assert!(a.remove_network(&net).await.unwrap());
     // Publishing on a network that is gone fails.
-    assert!(!b.publish(&claimed(&b, endpoint("n1", "e2", b.host(), 3)).await).await.unwrap());
+    assert!(!b
+        .publish(&claimed(&b, endpoint("n1", "e2", b.host(), 3)).await)
+        .await
+        .unwrap());
 }
 
 #[tokio::test]
 async fn a_dead_host_loses_only_its_endpoints() {
     let (_s, a, b) = two_hosts(Duration::from_millis(300)).await;
     a.create_network(record("n1", "web")).await.unwrap();
-    assert!(a.publish(&claimed(&a, endpoint("n1", "ea", a.host(), 2)).await).await.unwrap());
-    assert!(b.publish(&claimed(&b, endpoint("n1", "eb", b.host(), 3)).await).await.unwrap());
+    assert!(a
+        .publish(&claimed(&a, endpoint("n1", "ea", a.host(), 2)).await)
+        .await
+        .unwrap());
+    assert!(b
+        .publish(&claimed(&b, endpoint("n1", "eb", b.host(), 3)).await)
+        .await
+        .unwrap());
     // `a` keeps its lease alive, `b` stops (it "died").
     b.halt();
     tokio::time::sleep(Duration::from_millis(900)).await;
@@ -232,7 +244,10 @@ async fn a_publish_on_a_lost_lease_takes_a_new_one() {
     let old = a.lease();
     let changes = a.lease_changes();
     store.revoke(old).await.unwrap();
-    assert!(a.publish(&claimed(&a, endpoint("n1", "e1", a.host(), 2)).await).await.unwrap());
+    assert!(a
+        .publish(&claimed(&a, endpoint("n1", "e1", a.host(), 2)).await)
+        .await
+        .unwrap());
     assert_ne!(a.lease(), old);
     assert!(
         changes.has_changed().unwrap(),
@@ -248,7 +263,10 @@ async fn a_watch_resumes_from_a_revision_and_reports_compaction() {
     a.create_network(record("n1", "web")).await.unwrap();
     let mut view = a.load().await.unwrap();
     let mut w = a.watch(view.revision).await.unwrap();
-    assert!(b.publish(&claimed(&b, endpoint("n1", "e1", b.host(), 2)).await).await.unwrap());
+    assert!(b
+        .publish(&claimed(&b, endpoint("n1", "e1", b.host(), 2)).await)
+        .await
+        .unwrap());
     // The claim, then the record: two batches.
     let mut batch = w.next().await.unwrap().unwrap();
     for _ in 0..2 {
@@ -277,4 +295,119 @@ async fn a_watch_resumes_from_a_revision_and_reports_compaction() {
         a.watch(rev).await.err(),
         Some(StoreError::Compacted(_))
     ));
+}
+
+/// Every record a hostile writer could put, folded into a view as the mirror folds the watch:
+/// each refused for its own reason, the good ones kept (the in-process store; the same against
+/// a real etcd cluster and running agents is `tests/cluster_trust.rs`).
+#[tokio::test]
+async fn records_from_the_store_are_checked_before_they_are_believed() {
+    use super::trust::Refused;
+    let (store, a, b) = two_hosts(Duration::from_secs(10)).await;
+    a.create_network(record("n1", "web")).await.unwrap();
+    let good = endpoint("n1", "eb", b.host(), 2);
+    b.claim_and_publish(
+        &n("n1"),
+        IpAddr::V4(good.v4),
+        &good.endpoint_id,
+        Some(&good),
+    )
+    .await
+    .unwrap();
+    let put = |key: String, value: Vec<u8>, lease: Option<LeaseId>| {
+        let store = store.clone();
+        async move {
+            store
+                .txn(vec![], vec![Op::Put { key, value, lease }])
+                .await
+                .unwrap();
+        }
+    };
+    let mut expect: Vec<(String, Refused)> = Vec::new();
+    let mut bad_mac = endpoint("n1", "e-mac", b.host(), 3);
+    bad_mac.mac = [2, 0x42, 9, 9, 9, 9];
+    let other_addr = endpoint("n1", "e-addr", b.host(), 2); // eb's address, eb's claim
+    let wrong_lease = endpoint("n1", "e-lease", a.host(), 4); // names a, put on b's lease
+    let mut bad_name = endpoint("n1", "e-name", b.host(), 5);
+    bad_name.hostname = "two words".into();
+    let mut wrong_key = endpoint("n1", "e-key", b.host(), 6);
+    wrong_key.endpoint_id = e("somebody-else");
+    let outside = EndpointRecord {
+        v4: std::net::Ipv4Addr::new(192, 0, 2, 9),
+        mac: crate::ipam::mac_for(std::net::Ipv4Addr::new(192, 0, 2, 9)),
+        ..endpoint("n1", "e-out", b.host(), 7)
+    };
+    for (r, why) in [
+        (&bad_mac, Refused::WrongMac),
+        (&other_addr, Refused::NotClaimed(IpAddr::V4(other_addr.v4))),
+        (&wrong_lease, Refused::NotOnHostsLease(a.host())),
+        (
+            &bad_name,
+            Refused::BadName {
+                what: "hostname",
+                name: "two words".into(),
+            },
+        ),
+        (&wrong_key, Refused::KeyMismatch),
+        (&outside, Refused::OutsideSubnet(IpAddr::V4(outside.v4))),
+    ] {
+        // Claimed for it by the host it names (b, except the one naming a); put on b's lease.
+        let host_claim = Claim {
+            endpoint_id: r.endpoint_id.clone(),
+            host: r.host,
+        };
+        if r.v4 != good.v4 {
+            put(
+                layout::claim(&r.network_id, IpAddr::V4(r.v4)),
+                layout::encode(&host_claim),
+                None,
+            )
+            .await;
+        }
+        let key_ep = if why == Refused::KeyMismatch {
+            e("e-key")
+        } else {
+            r.endpoint_id.clone()
+        };
+        let key = layout::endpoint(&r.network_id, &key_ep);
+        put(key.clone(), layout::encode(r), Some(b.lease())).await;
+        expect.push((key, why));
+    }
+    let traversal = layout::network("../../../../etc/x");
+    put(traversal.clone(), b"{}".to_vec(), None).await;
+    expect.push((traversal, Refused::BadKey));
+    let junk = layout::endpoint(&n("n1"), &e("junk"));
+    put(junk.clone(), b"not json".to_vec(), Some(b.lease())).await;
+
+    // The snapshot path: only the good endpoint is believed.
+    let view = a.load().await.unwrap();
+    let believed: Vec<&EndpointId> = view.endpoints.keys().map(|(_, e)| e).collect();
+    assert_eq!(believed, vec![&e("eb")]);
+    // The watch path: each refused for its reason.
+    let (kvs, _) = store.snapshot(layout::ROOT).await.unwrap();
+    let mut fold = View::default();
+    let mut sorted = kvs.clone();
+    sorted.sort_by_key(|kv| super::load_rank(&kv.key));
+    let mut refused = std::collections::BTreeMap::new();
+    for kv in sorted {
+        if let Err(why) = fold.apply(&Change::Put(kv.clone())) {
+            refused.insert(kv.key.clone(), why);
+        }
+    }
+    for (key, why) in &expect {
+        assert_eq!(refused.get(key), Some(why), "{key}");
+    }
+    assert!(matches!(refused.get(&junk), Some(Refused::Undecodable(_))));
+    assert_eq!(refused.len(), expect.len() + 1, "{refused:?}");
+    // A believed record rewritten into a bad one is no longer believed.
+    let mut worse = good.clone();
+    worse.mac = [0; 6];
+    let key = layout::endpoint(&good.network_id, &good.endpoint_id);
+    let change = Change::Put(Kv {
+        key,
+        value: layout::encode(&worse),
+        lease: b.lease(),
+    });
+    assert_eq!(fold.apply(&change), Err(Refused::WrongMac));
+    assert!(fold.endpoints.is_empty());
 }

@@ -27,6 +27,8 @@ const MAX_VNI: u32 = (1 << 24) - 1;
 pub enum Refused {
     #[error("does not decode: {0}")]
     Undecodable(String),
+    #[error("its key does not name ids of the layout")]
+    BadKey,
     #[error("its ids differ from its key's")]
     KeyMismatch,
     #[error("invalid {what} {name:?}")]
@@ -59,7 +61,7 @@ pub enum Refused {
 
 /// A network definition: its key's id, a valid name, a VXLAN id, an overlay driver, sane pools.
 pub fn network(key: &NetworkId, rec: &NetworkRecord) -> Result<(), Refused> {
-    if &rec.id != key {
+    if rec.id != key {
         return Err(Refused::KeyMismatch);
     }
     if !is_valid_name(&rec.name) {
@@ -112,7 +114,7 @@ pub fn endpoint(
     rec: &EndpointRecord,
     lease: LeaseId,
 ) -> Result<(), Refused> {
-    if &rec.network_id != net || &rec.endpoint_id != ep {
+    if rec.network_id != net || rec.endpoint_id != ep {
         return Err(Refused::KeyMismatch);
     }
     if !is_valid_name(&rec.container_name) {
@@ -121,8 +123,8 @@ pub fn endpoint(
             name: rec.container_name.clone(),
         });
     }
-    for (what, name) in std::iter::once(("hostname", &rec.hostname))
-        .chain(rec.aliases.iter().map(|a| ("alias", a)))
+    for (what, name) in
+        std::iter::once(("hostname", &rec.hostname)).chain(rec.aliases.iter().map(|a| ("alias", a)))
     {
         if !is_valid_hostname(name) {
             return Err(Refused::BadName {
@@ -153,7 +155,7 @@ pub fn endpoint(
         let ours = cx
             .claims
             .get(&(net.clone(), ip))
-            .is_some_and(|c| &c.endpoint_id == ep && c.host == rec.host);
+            .is_some_and(|c| c.endpoint_id == ep && c.host == rec.host);
         if !ours {
             return Err(Refused::NotClaimed(ip));
         }

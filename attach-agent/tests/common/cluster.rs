@@ -1,6 +1,6 @@
 //! Hosts of a cluster on one machine: three "hosts" made as network namespaces, joined by an
 //! underlay bridge the test creates, each running an etcd member (Debian's etcd-server) and its
-//! own agent. Every address used is on the test's own underlay (10.X.0.0/24, X unique to the
+//! own agent, the store reached over mutual TLS (certificates by scripts/cluster-certs). Every address used is on the test's own underlay (10.X.0.0/24, X unique to the
 //! test) or on what the test creates on it. Everything is removed on drop, also on failure.
 
 use std::net::Ipv4Addr;
@@ -93,6 +93,21 @@ impl Hosts {
             exec(&["ip", "link", "set", "eth0", "up"]);
             exec(&["ip", "link", "set", "lo", "up"]);
         }
+        // Mutual TLS, made by the script README shows: a CA, a certificate per member (its
+        // address), one per host's agent (CN hN).
+        let certs = h.certs();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster-certs");
+        sh(&[script, certs.to_str().unwrap(), "ca"]);
+        for i in 0..HOSTS {
+            sh(&[
+                script,
+                certs.to_str().unwrap(),
+                "server",
+                &format!("m{i}"),
+                &h.host_ip(i),
+            ]);
+            sh(&[script, certs.to_str().unwrap(), "client", &format!("h{i}")]);
+        }
         let mut h = h;
         for i in 0..HOSTS {
             h.start_etcd(i, etcd, "new");
@@ -101,6 +116,26 @@ impl Hosts {
             h.start_agent(i);
         }
         h
+    }
+
+    /// The cluster's certificates: ca.pem, mN.pem (members), hN.pem (agents), with -key.pem.
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// `attach-agent daemon` flags for the store as host `i`'s agent uses it.
+    pub fn store_flags(&self, i: usize) -> Vec<String> {
+        let c = self.certs();
+        vec![
+            "--cluster-store".into(),
+            format!("https://{}", self.members()),
+            "--cluster-ca".into(),
+            c.join("ca.pem").display().to_string(),
+            "--cluster-cert".into(),
+            c.join(format!("h{i}.pem")).display().to_string(),
+            "--cluster-key".into(),
+            c.join(format!("h{i}-key.pem")).display().to_string(),
+        ]
     }
 
     pub fn host_ns(&self, i: usize) -> String {
@@ -134,8 +169,15 @@ impl Hosts {
             .args(["--name", &format!("m{i}")])
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("etcd{i}")))
-            .args(["--listen-client-urls", &format!("http://{ip}:2379")])
-            .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
+            .args(["--listen-client-urls", &format!("https://{ip}:2379")])
+            .args(["--advertise-client-urls", &format!("https://{ip}:2379")])
+            .arg("--cert-file")
+            .arg(self.certs().join(format!("m{i}.pem")))
+            .arg("--key-file")
+            .arg(self.certs().join(format!("m{i}-key.pem")))
+            .arg("--trusted-ca-file")
+            .arg(self.certs().join("ca.pem"))
+            .arg("--client-cert-auth")
             .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
             .args([
                 "--initial-advertise-peer-urls",
@@ -183,7 +225,7 @@ impl Hosts {
                 "--log",
                 "info,attach_agent::agent=debug,attach_agent::cluster=debug",
             ])
-            .args(["--cluster-store", &format!("etcd://{}", self.members())])
+            .args(self.store_flags(i))
             .args(["--advertise-addr", &self.host_ip(i)])
             .args(["--cluster-lease-ttl", &LEASE_TTL.to_string()])
             .stdin(Stdio::null())
@@ -291,17 +333,23 @@ impl Hosts {
         &self,
         f: impl AsyncFnOnce(attach_agent::cluster::etcd::EtcdStore) -> T + Send + 'static,
     ) -> Option<T> {
-        use attach_agent::cluster::etcd::EtcdStore;
+        use attach_agent::cluster::etcd::{EtcdStore, Security};
         let members: Vec<String> = (0..HOSTS)
             .map(|i| format!("{}:2379", self.host_ip(i)))
             .collect();
+        let c = self.certs();
+        let security = Security {
+            ca_file: Some(c.join("ca.pem")),
+            identity: Some((c.join("h0.pem"), c.join("h0-key.pem"))),
+            user: None,
+        };
         super::in_netns(&self.host_ns(0), move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let store = EtcdStore::connect(&members, Duration::from_secs(10))
+                let store = EtcdStore::connect(&members, &security, Duration::from_secs(10))
                     .await
                     .ok()?;
                 Some(f(store).await)
@@ -378,4 +426,3 @@ pub fn until(
 pub fn gone(a: &Answer) -> bool {
     matches!(a, Answer::NxDomain | Answer::Rcode(2))
 }
-
