@@ -172,6 +172,11 @@ impl ClusterConfig {
                 "cert_file (--cluster-cert) and key_file (--cluster-key) go together",
             ));
         }
+        if self.username.is_some() && !tls {
+            return Err(ConfigError::Incomplete(
+                "username (--cluster-user): a password and its token would cross the network in clear; use an https:// or etcds:// store",
+            ));
+        }
         if self.username.is_some() != self.password_file.is_some() {
             return Err(ConfigError::Incomplete(
                 "username (--cluster-user) and password_file (--cluster-password-file) go together",
@@ -323,11 +328,21 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("--cluster-key"), "{e}");
-        let e = with("etcd://10.0.0.1:2379", |c| c.username = Some("u".into())).unwrap_err();
+        let e = with("https://10.0.0.1:2379", |c| {
+            c.ca_file = Some("/ca.pem".into());
+            c.username = Some("u".into());
+        })
+        .unwrap_err();
         assert!(e.to_string().contains("--cluster-password-file"), "{e}");
-        assert!(with("etcd://10.0.0.1:2379", |c| {
+        fn user(c: &mut ClusterConfig) {
             c.username = Some("u".into());
             c.password_file = Some("/p".into());
+        }
+        let e = with("etcd://10.0.0.1:2379", user).unwrap_err();
+        assert!(e.to_string().contains("in clear"), "{e}");
+        assert!(with("https://10.0.0.1:2379", |c| {
+            user(c);
+            c.ca_file = Some("/ca.pem".into());
         })
         .is_ok());
     }

@@ -12,6 +12,18 @@ pub fn is_valid_name(name: &str) -> bool {
     resolver::records::valid_name(name) && name.len() <= NAME_MAX
 }
 
+/// A network interface name: 1 to 15 printable characters, no `/`, `:` or space, not `.` or
+/// `..` (the kernel's rules, and safe in a /sys path).
+pub fn is_valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
 /// A hostname or alias: a DNS name of letters, digits, `-` and `_` labels, since it is served
 /// and written to /etc/hosts (a newline or a space would forge lines there).
 pub fn is_valid_hostname(name: &str) -> bool {

@@ -170,12 +170,37 @@ fn a_hostile_store_is_ignored_and_logged() {
             store.txn(vec![], vec![claim(&r)]).await.unwrap();
             let k = layout::endpoint(&net_id, &r.endpoint_id);
             put(k, layout::encode(&r), lease1).await;
-            // 5. A name that is no name (it would be served and written to /etc/hosts).
-            let mut r = ep(5, "evil\n10.0.0.1 victim", free(5), hosts[1]);
-            r.hostname = "evil five".into();
+            // 5. A name that is no name (it would be served and written to /etc/hosts); its
+            // hostname `evil5` would answer if the record were believed.
+            let r = ep(5, "evil\n10.0.0.1 victim", free(5), hosts[1]);
             store.txn(vec![], vec![claim(&r)]).await.unwrap();
             let k = layout::endpoint(&net_id, &r.endpoint_id);
             put(k, layout::encode(&r), lease1).await;
+            // 7. The overlay's gateway address (its tunnel entry would compete with the bridge).
+            let r = ep(7, "evil-gw", Ipv4Addr::new(10, octet, 4, 1), hosts[1]);
+            store.txn(vec![], vec![claim(&r)]).await.unwrap();
+            let k = layout::endpoint(&net_id, &r.endpoint_id);
+            put(k, layout::encode(&r), lease1).await;
+            // 8. The network rewritten with a subnet of the whole 10/8: what was built stays.
+            let ov_key = layout::network(&net_id);
+            let mut ov: serde_json::Value = serde_json::from_slice(
+                &kvs.iter()
+                    .find(|kv| kv.key == ov_key)
+                    .expect("the overlay's record")
+                    .value,
+            )
+            .unwrap();
+            ov["v4"]["subnet"] = "10.0.0.0/8".into();
+            put(ov_key, json(&ov), 0).await;
+            // 9. A forgery that passes every check, naming host 1 on host 1's lease with a free
+            // address it claimed for it: host 1 serves no such endpoint and withdraws it.
+            let r = ep(9, "evil-forged", free(9), hosts[1]);
+            store.txn(vec![], vec![claim(&r)]).await.unwrap();
+            let k = layout::endpoint(&net_id, &r.endpoint_id);
+            store
+                .put_bytes(k.into_bytes(), layout::encode(&r), lease1)
+                .await
+                .unwrap();
             // 6. A key that is not UTF-8, and a value that is not JSON.
             store
                 .put_bytes(
@@ -217,7 +242,14 @@ fn a_hostile_store_is_ignored_and_logged() {
                 h.log(i)
             );
         }
-        for name in ["evil-mac", "evil-addr", "evil-lease", "evil-id", "evil5"] {
+        for name in [
+            "evil-mac",
+            "evil-addr",
+            "evil-lease",
+            "evil-id",
+            "evil5",
+            "evil-gw",
+        ] {
             let got = asker.ask(name);
             assert!(gone(&got), "{when}: {name} is served: {got:?}");
         }
@@ -230,8 +262,28 @@ fn a_hostile_store_is_ignored_and_logged() {
         );
         let net_ls = h.ok(0, &["network", "ls"]);
         assert!(!net_ls.contains("evil-net"), "{when}: {net_ls}");
+        let v: serde_json::Value =
+            serde_json::from_str(&h.ok(0, &["network", "inspect", &net])).unwrap();
+        assert_eq!(
+            v[0]["IPAM"]["Config"][0]["Subnet"], subnet,
+            "{when}: the network was rewritten"
+        );
     };
     check(&h, &mut asker, "following the watch");
+    // The forgery naming host 1 is gone: withdrawn from the store by host 1 itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = h.store_dump("evil-forged");
+        let served = asker.ask("evil-forged");
+        if !left.contains("endpoints/") && gone(&served) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a forgery naming host 1 stays: {served:?}\n{left}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let after: BTreeSet<String> = tunnel_entries(&h, 0);
     let added: Vec<&String> = after.difference(&before).collect();
     assert!(
@@ -443,8 +495,12 @@ fn tls_and_credential_mistakes_fail_at_start_naming_the_setting() {
         "--cluster-store".to_string(),
         good[1].replace("https://", "etcd://"),
     ];
-    let (code, log) = try_agent(&h, "plain", &plain).expect("a plain client fails");
-    assert_ne!(code, 0, "{log}");
+    fails_naming(
+        "plain",
+        &plain,
+        "--cluster-store",
+        "needs an https:// store",
+    );
 
     // etcd RBAC: each host's agent is the user its certificate names, with a role limited to
     // the layout's keys (README's role); a password user; a read-only one.

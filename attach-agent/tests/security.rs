@@ -295,6 +295,23 @@ fn dns_answers_only_queries_that_arrive_on_the_networks_bridge() {
     // The positive control: a container on the network is answered by its gateway.
     assert_eq!(env.dig(&web, &[&format!("@{front_gw}"), &web]), web_ip);
 
+    // A host process reaches every gateway (over IPv4 and IPv6, UDP and TCP): the kernel
+    // delivers a packet for a local address on the device that holds it.
+    let front_gw6 = format!("{}1", v6(1));
+    for gw in [&front_gw, &front_gw6] {
+        for tcp in [false, true] {
+            let mut args = vec!["dig", "+short", "+time=2", "+tries=1"];
+            if tcp {
+                args.push("+tcp");
+            }
+            let at = format!("@{gw}");
+            args.extend([at.as_str(), web.as_str()]);
+            let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert_eq!(text.trim(), web_ip, "host process, {gw}, tcp {tcp}");
+        }
+    }
+
     // A namespace outside the agent's networks, routed to the host over a veth of its own (a
     // LAN machine that routes the bridge subnets through this host is the same to the kernel).
     let out = env.name("out");

@@ -30,7 +30,10 @@ const SUITES: &[(&str, &[&str])] = &[
         "resolver",
         &["hostile", "forward", "forward_process", "wire", "names"],
     ),
-    ("attach-agent", &["churn", "crash", "security", "restart"]),
+    (
+        "attach-agent",
+        &["churn", "crash", "security", "restart", "cluster_trust"],
+    ),
 ];
 
 /// Tests that prove one fault class each, with what the class is.
@@ -128,7 +131,23 @@ const ACCESS: &[(&str, &str)] = &[
     ),
     (
         "names_are_checked_before_they_touch_the_file_system_or_the_table",
-        "names and hostnames validated before the filesystem or the table",
+        "names and hostnames validated before the filesystem or the table; the host's namespace \
+         and a /run/netns/NAME (or symlink) the agent did not make refused",
+    ),
+    (
+        "dns_answers_only_queries_that_arrive_on_the_networks_bridge",
+        "a namespace routed over its own veth: no reply (UDP), refused (TCP); a container's \
+         link-local source gets nothing from another network's gateway",
+    ),
+    (
+        "a_hostile_store_is_ignored_and_logged",
+        "a hostile etcd: traversal, multibyte and non-UTF-8 keys, bad MAC, another's address, \
+         another host's lease, a local container's id — ignored, logged, tunnels unchanged",
+    ),
+    (
+        "tls_and_credential_mistakes_fail_at_start_naming_the_setting",
+        "etcd over mutual TLS and RBAC: wrong CA, no/expired/foreign certificate, wrong \
+         password, read-only role — each fails at start naming the setting",
     ),
     (
         "stalled_tcp_clients_delay_nobody",

@@ -224,6 +224,14 @@ impl Agent {
         // The namespace first (a missing one fails before any address is taken).
         let (ns, inside, ifname) = self.open_inside(&netns_path, want_ifname).await?;
         let global = state.network(net_id)?.is_global();
+        if global && want_mac.is_some() {
+            // Other hosts believe an overlay endpoint only with Docker's MAC for its address:
+            // their tunnel entries are keyed by it.
+            return Err(AgentError::Invalid(format!(
+                "a MAC address cannot be chosen on global network {}: it is derived from the IPv4 address",
+                state.network(net_id)?.name
+            )));
+        }
         let (v4, v6) = if global {
             self.join_network(state, net_id).await?;
             let claimed = self

@@ -366,8 +366,24 @@ impl Agent {
         })
     }
 
-    /// A global network appeared: build it here.
+    /// A global network appeared: build it here, unless its name or a subnet is a local
+    /// network's (the name would become ambiguous, the routes would clash); that is logged,
+    /// naming its key.
     pub(super) async fn add_global(&self, state: &mut State, rec: &NetworkRecord) {
+        let clash = state.networks.values().any(|n| {
+            !n.is_global()
+                && (n.name == rec.name
+                    || std::iter::once(&rec.v4).chain(rec.v6.as_ref()).any(|p| {
+                        n.v4.overlaps(&p.subnet)
+                            || n.v6.as_ref().is_some_and(|q| q.overlaps(&p.subnet))
+                    }))
+        });
+        if clash {
+            let key = layout::network(&rec.id);
+            let why = Refused::ClashesWithLocal;
+            tracing::warn!(%key, %why, "ignoring a cluster store record");
+            return;
+        }
         let net = self.network_of(rec);
         state.networks.insert(net.id.clone(), net.clone());
         if let Err(e) = self.persist(state, &[Changed::Network(&net.id)]) {

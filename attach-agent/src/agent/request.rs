@@ -160,6 +160,12 @@ pub fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointCo
         .map(|a| a.trim())
         .filter(|a| !a.is_empty())
     {
+        // Served as a name and shipped to other hosts, where the same rule is checked.
+        if !crate::names::is_valid_hostname(a) {
+            return Err(AgentError::Invalid(format!(
+                "invalid alias {a:?}: use DNS labels of letters, digits and '-', separated by dots"
+            )));
+        }
         if !aliases.iter().any(|x: &String| x == a) {
             aliases.push(a.to_string());
         }
@@ -176,14 +182,7 @@ pub fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointCo
 /// An interface name inside a namespace (`CNI_IFNAME`): what the kernel accepts (1 to 15
 /// bytes, no `/`, no whitespace, not `.` or `..`), so it reaches netlink only when valid.
 pub fn check_ifname(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 15
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
-    if ok {
+    if crate::names::is_valid_ifname(name) {
         Ok(())
     } else {
         Err(AgentError::Invalid(format!(

@@ -108,6 +108,7 @@ impl Security {
     }
 }
 
+const STORE_SETTING: &str = "store (--cluster-store)";
 const CA_SETTING: &str = "ca_file (--cluster-ca)";
 const CERT_SETTING: &str = "cert_file (--cluster-cert)";
 const KEY_SETTING: &str = "key_file (--cluster-key)";
@@ -235,6 +236,7 @@ pub struct EtcdStore {
     /// User and password, to authenticate again when the token expires.
     user: Option<(String, String)>,
     have_cert: bool,
+    tls: bool,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -333,6 +335,11 @@ impl EtcdStore {
             Some((name, file)) => {
                 let text = std::fs::read_to_string(file)
                     .map_err(|e| setting(USER_SETTING, format!("{}: {e}", file.display())))?;
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(file).map_or(0, |m| m.permissions().mode());
+                if mode & 0o077 != 0 {
+                    tracing::warn!(file = %file.display(), mode = format!("{:o}", mode & 0o777), "the cluster password file is readable by others than its owner (chmod 600 it)");
+                }
                 let password = text.lines().next().unwrap_or_default().to_string();
                 if password.is_empty() {
                     return Err(setting(
@@ -381,6 +388,7 @@ impl EtcdStore {
             token,
             user,
             have_cert: security.identity.is_some(),
+            tls: security.tls(),
         };
         if store.user.is_some() {
             store.authenticate().await?;
@@ -396,6 +404,11 @@ impl EtcdStore {
         let Some((name, password)) = self.user.clone() else {
             return Ok(());
         };
+        // An expired token must not go along (older etcd releases refuse the request then).
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let deadline = Instant::now() + self.retry_for;
         let n = self.members.len();
         loop {
@@ -453,9 +466,21 @@ impl EtcdStore {
         Ok(revision)
     }
 
-    /// The error of a call that failed for good (see [`failure`]).
+    /// The error of a call that failed for good (see [`failure`]). A plain client whose
+    /// connections a member closes at once is most likely talking to a TLS member.
     fn fail(&self, what: &str, s: &Status) -> StoreError {
-        failure(what, s, self.have_cert)
+        let e = failure(what, s, self.have_cert);
+        let all = chain(s);
+        let closed = all.contains("broken pipe") || all.contains("connection reset");
+        match e {
+            StoreError::Unavailable(detail) if !self.tls && closed => setting(
+                STORE_SETTING,
+                format!(
+                    "{detail} (a member that speaks TLS needs an https:// store and --cluster-ca)"
+                ),
+            ),
+            e => e,
+        }
     }
 
     /// Put raw bytes under a raw key, on `lease` (0: none): what any other writer of the store
@@ -489,12 +514,27 @@ impl EtcdStore {
         let n = self.members.len();
         let mut tried = 0;
         let mut authenticated_again = false;
+        // Members in a row that refused this host's settings (a certificate, say): one member
+        // with a rotated certificate is moved past, every member refusing is the answer.
+        let mut refusing = 0;
         loop {
             let i = self.current.load(Ordering::Relaxed) % n;
             let member = &self.members[i];
             match call(member).await {
                 Ok(v) => return Ok(v.into_inner()),
-                Err(e) if misconfigured(&e, self.have_cert).is_some() => return Err(e),
+                Err(e) if misconfigured(&e, self.have_cert).is_some() => {
+                    refusing += 1;
+                    if refusing >= n {
+                        return Err(e);
+                    }
+                    tracing::warn!(what, member = %member.name, error = %e, "cluster store member refused this host's settings; trying the next");
+                    let _ = self.current.compare_exchange(
+                        i,
+                        (i + 1) % n,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
                 // The token expired (or the store was restarted): once more with a new one.
                 Err(e)
                     if e.code() == Code::Unauthenticated

@@ -51,9 +51,11 @@ impl View {
             Change::Put(kv) => match Key::parse(&kv.key) {
                 Key::Network(id) => {
                     let rec = decode::<NetworkRecord>(kv)
-                        .and_then(|r| trust::network(&id, &r).map(|()| r));
+                        .and_then(|r| trust::network(&self.networks, &id, &r).map(|()| r));
                     match rec {
                         Ok(r) => self.networks.insert(id, r),
+                        // A network already built stays as it was believed.
+                        Err(e @ Refused::NetworkChanged) => return Err(e),
                         Err(e) => {
                             self.networks.remove(&id);
                             return Err(e);
@@ -87,6 +89,7 @@ impl View {
                     }
                 },
                 Key::Host(addr) => {
+                    trust::host(addr)?;
                     self.hosts.insert(addr, kv.lease);
                 }
                 Key::Invalid => return Err(Refused::BadKey),
@@ -154,6 +157,8 @@ struct Inner {
     keeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Serialises lease replacement (the keeper and a publish that found the lease gone).
     renewing: tokio::sync::Mutex<()>,
+    /// This host's record, as first announced (the same bytes each time it is put again).
+    host_record: Vec<u8>,
 }
 
 impl Drop for Inner {
@@ -191,6 +196,9 @@ impl Cluster {
                 generation: tokio::sync::watch::Sender::new(0),
                 keeper: std::sync::Mutex::new(None),
                 renewing: tokio::sync::Mutex::new(()),
+                host_record: layout::encode(&HostRecord {
+                    started: crate::clock::now_rfc3339(),
+                }),
             }),
         };
         let keeper = c.spawn_keeper();
@@ -222,21 +230,22 @@ impl Cluster {
     }
 
     async fn announce_host(&self) -> Result<(), StoreError> {
-        let rec = HostRecord {
-            started: crate::clock::now_rfc3339(),
-        };
         self.inner
             .store
-            .txn(
-                vec![],
-                vec![Op::Put {
-                    key: layout::host(self.inner.host),
-                    value: layout::encode(&rec),
-                    lease: Some(self.lease()),
-                }],
-            )
+            .txn(vec![], vec![self.host_put(self.lease())])
             .await?;
         Ok(())
+    }
+
+    /// This host's record on `lease`. Readers believe an endpoint only when it is on the lease
+    /// its host's record is on, so every publish puts it again in the same transaction: an
+    /// announce that failed after a lease was replaced cannot leave the endpoints unbelieved.
+    fn host_put(&self, lease: LeaseId) -> Op {
+        Op::Put {
+            key: layout::host(self.inner.host),
+            value: self.inner.host_record.clone(),
+            lease: Some(lease),
+        }
     }
 
     /// This host's advertise address.
@@ -401,6 +410,7 @@ impl Cluster {
                 lease: None,
             }];
             if let Some(r) = rec {
+                ops.push(self.host_put(lease));
                 ops.push(Op::Put {
                     key: layout::endpoint(&r.network_id, &r.endpoint_id),
                     value: layout::encode(r),
@@ -461,11 +471,14 @@ impl Cluster {
         let put = |lease| {
             self.inner.store.txn(
                 vec![Cond::Present(layout::network(&rec.network_id))],
-                vec![Op::Put {
-                    key: layout::endpoint(&rec.network_id, &rec.endpoint_id),
-                    value: layout::encode(rec),
-                    lease: Some(lease),
-                }],
+                vec![
+                    self.host_put(lease),
+                    Op::Put {
+                        key: layout::endpoint(&rec.network_id, &rec.endpoint_id),
+                        value: layout::encode(rec),
+                        lease: Some(lease),
+                    },
+                ],
             )
         };
         let lease = self.lease();

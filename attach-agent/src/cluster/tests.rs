@@ -383,17 +383,27 @@ async fn records_from_the_store_are_checked_before_they_are_believed() {
     let view = a.load().await.unwrap();
     let believed: Vec<&EndpointId> = view.endpoints.keys().map(|(_, e)| e).collect();
     assert_eq!(believed, vec![&e("eb")]);
-    // The watch path: each refused for its reason.
-    let (kvs, _) = store.snapshot(layout::ROOT).await.unwrap();
+    // The watch path, in the order the writes happened (hosts, network, each claim before its
+    // record): each refused for its reason.
     let mut fold = View::default();
-    let mut sorted = kvs.clone();
-    sorted.sort_by_key(|kv| super::load_rank(&kv.key));
     let mut refused = std::collections::BTreeMap::new();
-    for kv in sorted {
-        if let Err(why) = fold.apply(&Change::Put(kv.clone())) {
-            refused.insert(kv.key.clone(), why);
+    let mut w = a.watch(0).await.unwrap();
+    while fold.revision < view.revision {
+        let batch = tokio::time::timeout(Duration::from_secs(2), w.next())
+            .await
+            .expect("the watch replays the history")
+            .unwrap()
+            .unwrap();
+        for c in &batch.changes {
+            if let (Err(why), Change::Put(kv)) = (fold.apply(c), c) {
+                refused.insert(kv.key.clone(), why);
+            }
         }
+        fold.revision = batch.revision;
     }
+    let mut believed: Vec<&EndpointId> = fold.endpoints.keys().map(|(_, e)| e).collect();
+    believed.sort();
+    assert_eq!(believed, vec![&e("eb")]);
     for (key, why) in &expect {
         assert_eq!(refused.get(key), Some(why), "{key}");
     }
@@ -410,4 +420,45 @@ async fn records_from_the_store_are_checked_before_they_are_believed() {
     });
     assert_eq!(fold.apply(&change), Err(Refused::WrongMac));
     assert!(fold.endpoints.is_empty());
+    // The gateway's address; a network record rewritten (a wider subnet) or taking another's
+    // VXLAN id; a host record for no unicast address.
+    let gw = std::net::Ipv4Addr::new(10, 9, 0, 1);
+    let on_gw = EndpointRecord {
+        v4: gw,
+        mac: crate::ipam::mac_for(gw),
+        ..endpoint("n1", "e-gw", b.host(), 1)
+    };
+    fold.claims.insert(
+        (n("n1"), IpAddr::V4(gw)),
+        Claim {
+            endpoint_id: on_gw.endpoint_id.clone(),
+            host: b.host(),
+        },
+    );
+    let put_kv = |key: String, value: Vec<u8>, lease| Change::Put(Kv { key, value, lease });
+    let key = layout::endpoint(&n("n1"), &on_gw.endpoint_id);
+    assert_eq!(
+        fold.apply(&put_kv(key, layout::encode(&on_gw), b.lease())),
+        Err(Refused::Reserved(IpAddr::V4(gw)))
+    );
+    let mut wider = fold.networks[&n("n1")].clone();
+    wider.v4 = Pool::new("10.0.0.0/8".parse().unwrap(), None, None).unwrap();
+    let key = layout::network(&n("n1"));
+    assert_eq!(
+        fold.apply(&put_kv(key, layout::encode(&wider), 0)),
+        Err(Refused::NetworkChanged)
+    );
+    assert_eq!(fold.networks[&n("n1")].v4.subnet.to_string(), "10.9.0.0/24");
+    let mut twin = record("n2", "twin");
+    twin.vni = fold.networks[&n("n1")].vni;
+    let key = layout::network(&n("n2"));
+    assert_eq!(
+        fold.apply(&put_kv(key, layout::encode(&twin), 0)),
+        Err(Refused::VniInUse(twin.vni))
+    );
+    let bad: IpAddr = "224.0.0.1".parse().unwrap();
+    assert_eq!(
+        fold.apply(&put_kv(layout::host(bad), b"{}".to_vec(), 1)),
+        Err(Refused::BadHost(bad))
+    );
 }

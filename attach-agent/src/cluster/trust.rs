@@ -39,6 +39,16 @@ pub enum Refused {
     NotGlobal(String),
     #[error("pool {0}: {1}")]
     BadPool(String, &'static str),
+    #[error("it would change a network already built (network records never change)")]
+    NetworkChanged,
+    #[error("VXLAN id {0} is another network's")]
+    VniInUse(u32),
+    #[error("its name or subnet is a local network's")]
+    ClashesWithLocal,
+    #[error("host address {0} is not a unicast address")]
+    BadHost(IpAddr),
+    #[error("address {0} is its network's gateway, network or broadcast address")]
+    Reserved(IpAddr),
     #[error("its network is not in the store")]
     NoNetwork,
     #[error("address {0} is outside its network's subnets")]
@@ -59,8 +69,19 @@ pub enum Refused {
     TableRefused(String),
 }
 
-/// A network definition: its key's id, a valid name, a VXLAN id, an overlay driver, sane pools.
-pub fn network(key: &NetworkId, rec: &NetworkRecord) -> Result<(), Refused> {
+/// A network definition: its key's id, a valid name, a VXLAN id no other network has, an
+/// overlay driver, sane pools; and no change to one already believed.
+pub fn network(
+    known: &BTreeMap<NetworkId, NetworkRecord>,
+    key: &NetworkId,
+    rec: &NetworkRecord,
+) -> Result<(), Refused> {
+    if known.get(key).is_some_and(|old| old != rec) {
+        return Err(Refused::NetworkChanged);
+    }
+    if known.values().any(|n| n.id != *key && n.vni == rec.vni) {
+        return Err(Refused::VniInUse(rec.vni));
+    }
     if rec.id != key {
         return Err(Refused::KeyMismatch);
     }
@@ -97,6 +118,19 @@ fn pool(p: &Pool, v6: bool) -> Result<(), Refused> {
     Ok(())
 }
 
+/// A host's liveness record names a host by a unicast address.
+pub fn host(addr: IpAddr) -> Result<(), Refused> {
+    let unicast = match addr {
+        IpAddr::V4(a) => !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
+    };
+    if unicast {
+        Ok(())
+    } else {
+        Err(Refused::BadHost(addr))
+    }
+}
+
 /// What the store says besides the record, for [`endpoint`].
 pub struct Context<'a> {
     pub networks: &'a BTreeMap<NetworkId, NetworkRecord>,
@@ -106,8 +140,12 @@ pub struct Context<'a> {
 }
 
 /// An endpoint record put on `lease` under the key of (`net`, `ep`): its key's ids, valid
-/// names, addresses in its network's subnets and claimed for it by its host, Docker's MAC for
-/// its address, and on the lease of the host it names (so only that host can have put it).
+/// names, addresses in its network's subnets (not its gateway, network or broadcast address)
+/// and claimed for it by its host, Docker's MAC for its address, and on the lease of the host
+/// it names. The lease proves little against a hostile writer (any writer can read a lease id
+/// and put a key on it); it keeps out what is stale or misplaced (a host's records on another's
+/// lease), and a forgery naming a live host is withdrawn by that host, which serves no such
+/// endpoint. What no forgery gets is the rest of these checks and the mirror's.
 pub fn endpoint(
     cx: &Context<'_>,
     (net, ep): (&NetworkId, &EndpointId),
@@ -141,8 +179,11 @@ pub fn endpoint(
         } else {
             network.v6.as_ref()
         };
-        if !pool.is_some_and(|p| p.subnet.contains(&ip)) {
+        let Some(pool) = pool.filter(|p| p.subnet.contains(&ip)) else {
             return Err(Refused::OutsideSubnet(ip));
+        };
+        if ip == pool.gateway || ip == pool.subnet.network() || ip == pool.subnet.broadcast() {
+            return Err(Refused::Reserved(ip));
         }
     }
     if rec.mac != mac_for(rec.v4) {

@@ -80,6 +80,7 @@ pub fn named_path(name: &str) -> PathBuf {
 /// followed as root). The path is created with O_EXCL, so a race cannot slip one in either.
 pub fn create_named(name: &str) -> io::Result<PathBuf> {
     let path = named_path(name);
+    etc_dir(name)?;
     if path.symlink_metadata().is_ok() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
@@ -152,11 +153,11 @@ pub fn remove_named(name: &str) -> io::Result<()> {
         let p = cstr(&path)?;
         // SAFETY: umount2 with a valid path.
         unsafe {
-            libc::umount2(p.as_ptr(), libc::MNT_DETACH);
+            libc::umount2(p.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW);
         }
         std::fs::remove_file(&path)?;
     }
-    let etc = Path::new(NETNS_ETC_DIR).join(name);
+    let etc = etc_dir(name)?;
     if etc.exists() {
         std::fs::remove_dir_all(etc)?;
     }
@@ -178,16 +179,12 @@ pub fn is_netns(path: &Path) -> bool {
 /// are), or PID 1's when that can be read: handing it to a container would give that container
 /// the host's networking.
 pub fn is_host_netns(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(ns) = std::fs::metadata(path) else {
-        return false;
-    };
-    ["/proc/self/ns/net", "/proc/1/ns/net"].iter().any(|host| {
-        std::fs::metadata(host).is_ok_and(|h| h.dev() == ns.dev() && h.ino() == ns.ino())
-    })
+    File::open(path).is_ok_and(|f| is_host_file(&f))
 }
 
-/// Open a namespace by path (/run/netns/X, /proc/PID/ns/net).
+/// Open a namespace by path (/run/netns/X, /proc/PID/ns/net). The host's own namespace is
+/// refused here too, on the opened file: a `/proc/PID/ns/net` checked at create may name a
+/// host process by the time a container starts (PIDs are reused).
 pub fn open(path: &Path) -> io::Result<File> {
     if !is_netns(path) {
         return Err(io::Error::new(
@@ -195,7 +192,25 @@ pub fn open(path: &Path) -> io::Result<File> {
             format!("{} is not a network namespace", path.display()),
         ));
     }
-    File::open(path)
+    let file = File::open(path)?;
+    if is_host_file(&file) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is the host's own network namespace", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// Whether an open namespace file is the host's own (see [`is_host_netns`]).
+fn is_host_file(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = file.metadata() else {
+        return false;
+    };
+    ["/proc/self/ns/net", "/proc/1/ns/net"].iter().any(|host| {
+        std::fs::metadata(host).is_ok_and(|h| h.dev() == ns.dev() && h.ino() == ns.ino())
+    })
 }
 
 /// Run `f` on a fresh thread that has entered the namespace `ns`.
@@ -213,6 +228,22 @@ pub fn run_in<T: Send + 'static>(
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
+/// /etc/netns/NAME, refused when it is a symlink (writing or removing through one would
+/// reach wherever it points, as root).
+fn etc_dir(name: &str) -> io::Result<PathBuf> {
+    let dir = Path::new(NETNS_ETC_DIR).join(name);
+    if dir
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is a symlink; not following it", dir.display()),
+        ));
+    }
+    Ok(dir)
+}
+
 /// Write /etc/netns/NAME/resolv.conf (the gateways of the container's networks) and
 /// /etc/netns/NAME/hosts, atomically, so `ip netns exec NAME` resolves through the agent.
 pub fn write_etc(
@@ -221,7 +252,7 @@ pub fn write_etc(
     hostname: &str,
     own: &[IpAddr],
 ) -> io::Result<()> {
-    let dir = Path::new(NETNS_ETC_DIR).join(name);
+    let dir = etc_dir(name)?;
     std::fs::create_dir_all(&dir)?;
     let mut resolv = String::from("# written by attach-agent\n");
     for ns in nameservers {
@@ -237,4 +268,17 @@ pub fn write_etc(
     // Regenerated from the state at every start: atomic, but not worth two fsyncs each.
     crate::durable::replace(&dir.join("resolv.conf"), resolv.as_bytes(), Flush::None)?;
     crate::durable::replace(&dir.join("hosts"), hosts.as_bytes(), Flush::None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hosts_namespace_is_refused_when_opened() {
+        let e = open(Path::new("/proc/self/ns/net")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("host's own"), "{e}");
+        assert!(is_host_netns(Path::new("/proc/thread-self/ns/net")));
+    }
 }

@@ -34,7 +34,54 @@ fn invalid(path: &Path, e: impl std::fmt::Display) -> std::io::Error {
 }
 
 /// Every `*.json` object of a directory; temp files of an interrupted write are removed.
-fn read_objects<T: serde::de::DeserializeOwned>(dir: &Path) -> std::io::Result<Vec<T>> {
+/// What a state file must hold beyond what decodes: names that become paths and interface
+/// names are checked like API input, as a file edited or damaged by hand must not reach the
+/// file system or the kernel either.
+pub trait Loaded {
+    fn check(&self) -> Result<(), String>;
+}
+
+impl Loaded for Network {
+    fn check(&self) -> Result<(), String> {
+        if !crate::names::is_valid_name(&self.name) {
+            return Err(format!("invalid network name {:?}", self.name));
+        }
+        if !crate::names::is_valid_ifname(&self.bridge) {
+            return Err(format!("invalid bridge name {:?}", self.bridge));
+        }
+        Ok(())
+    }
+}
+
+impl Loaded for Container {
+    fn check(&self) -> Result<(), String> {
+        if !crate::names::is_valid_name(&self.name) {
+            return Err(format!("invalid container name {:?}", self.name));
+        }
+        if !crate::names::is_valid_hostname(&self.hostname) {
+            return Err(format!("invalid hostname {:?}", self.hostname));
+        }
+        if self.owns_netns && self.netns != crate::kernel::netns::named_path(&self.name) {
+            return Err(format!(
+                "namespace {} is not the agent's /run/netns/{}",
+                self.netns.display(),
+                self.name
+            ));
+        }
+        for e in &self.endpoints {
+            if let Some(a) = &e.attached {
+                for n in [&a.ifname, &a.host_veth] {
+                    if !crate::names::is_valid_ifname(n) {
+                        return Err(format!("invalid interface name {n:?}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_objects<T: serde::de::DeserializeOwned + Loaded>(dir: &Path) -> std::io::Result<Vec<T>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -47,7 +94,9 @@ fn read_objects<T: serde::de::DeserializeOwned>(dir: &Path) -> std::io::Result<V
             continue;
         }
         let bytes = std::fs::read(&path)?;
-        out.push(serde_json::from_slice(&bytes).map_err(|e| invalid(&path, e))?);
+        let object: T = serde_json::from_slice(&bytes).map_err(|e| invalid(&path, e))?;
+        object.check().map_err(|e| invalid(&path, e))?;
+        out.push(object);
     }
     Ok(out)
 }
@@ -70,6 +119,12 @@ impl StateDir {
         match std::fs::read(&self.legacy) {
             Ok(bytes) => {
                 state = serde_json::from_slice(&bytes).map_err(|e| invalid(&self.legacy, e))?;
+                for c in state.containers.values() {
+                    c.check().map_err(|e| invalid(&self.legacy, e))?;
+                }
+                for n in state.networks.values() {
+                    n.check().map_err(|e| invalid(&self.legacy, e))?;
+                }
                 tracing::info!(path = %self.legacy.display(), "migrating to one file per object");
                 for c in state.containers.values() {
                     self.write(&self.containers, &c.id, c)?;

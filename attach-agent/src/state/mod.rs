@@ -82,7 +82,7 @@ mod tests {
             hostname: id.into(),
             image: "busybox".into(),
             created: String::new(),
-            netns: PathBuf::from(format!("/run/netns/{id}")),
+            netns: PathBuf::from(format!("/run/netns/ctr-{id}")),
             owns_netns: true,
             state: RunState::Running,
             state_since: String::new(),
@@ -114,6 +114,45 @@ mod tests {
 
     fn ips(p: &Pool) -> Vec<String> {
         p.allocated.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn names_in_state_files_are_checked_before_they_become_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path()).unwrap();
+        let mut state = State::default();
+        let mut evil = container("a", &[]);
+        evil.name = "../../etc".into();
+        evil.netns = "/run/netns/../../etc".into();
+        state.containers.insert(cid("a"), evil);
+        store
+            .persist(&state, &[Changed::Container(&cid("a"))])
+            .unwrap();
+        let e = store.load().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("invalid container name"), "{e}");
+        // A namespace path that is not the agent's for an owned namespace, and a bridge name
+        // that is no interface name.
+        let mut other = container("a", &[]);
+        other.netns = "/proc/1/ns/net".into();
+        state.containers.insert(cid("a"), other);
+        store
+            .persist(&state, &[Changed::Container(&cid("a"))])
+            .unwrap();
+        let e = store.load().unwrap_err();
+        assert!(e.to_string().contains("is not the agent's"), "{e}");
+        state.containers.clear();
+        store
+            .persist(&state, &[Changed::Container(&cid("a"))])
+            .unwrap();
+        let mut n = network("n1", "10.1.0.0/24");
+        n.bridge = "../../x".into();
+        state.networks.insert(nid("n1"), n);
+        store
+            .persist(&state, &[Changed::Network(&nid("n1"))])
+            .unwrap();
+        let e = store.load().unwrap_err();
+        assert!(e.to_string().contains("invalid bridge name"), "{e}");
     }
 
     #[test]
