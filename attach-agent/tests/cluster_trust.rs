@@ -64,6 +64,36 @@ fn a_hostile_store_is_ignored_and_logged() {
         .is_some(),
         "{a} does not resolve {b}"
     );
+    // A runtime asking for a MAC of its own on the overlay is refused (other hosts believe an
+    // overlay endpoint only with Docker's MAC for its address).
+    let cni_ns = h.name("cni");
+    common::cluster::sh(&["ip", "netns", "add", &cni_ns]);
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": net, "type": "attach-agent-cni",
+        "socket": h.socket(0).display().to_string(),
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attach-agent-cni"))
+        .env_clear()
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "a".repeat(64))
+        .env("CNI_NETNS", format!("/run/netns/{cni_ns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", "MAC=02:00:00:00:00:01")
+        .env("CNI_PATH", "/nonexistent")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        conf.to_string().as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("MAC address cannot be chosen"), "{text}");
+
     let before = tunnel_entries(&h, 0);
     assert!(
         before.iter().any(|l| l.contains(&ip_b.to_string())),
