@@ -182,18 +182,27 @@ async fn a_source_on_the_wrong_interface_gets_no_container_names() {
     let b = block();
     let up = upstream(Behaviour::NxDomain).await;
     let s = server(&config(&[up.addr]));
-    // This network's containers sit behind a bridge with another interface index than lo:
-    // a query claiming one of its addresses but arriving on lo is spoofed.
-    let spec = NetworkSpec {
-        bridge_ifindex: Some(999_999),
+    let lo = nix_ifindex("lo");
+    // Network alpha's listener is bound to lo (its "bridge"); network beta's containers sit
+    // behind another bridge. A query claiming a beta address but arriving on lo is spoofed.
+    let alpha = NetworkSpec {
+        bridge_ifindex: Some(lo),
         ..net_spec("na", "alpha")
     };
-    let gw = add_net(&s, &spec, ip(b, 1)).await;
+    let gw = add_net(&s, &alpha, ip(b, 1)).await;
+    let beta = NetworkSpec {
+        bridge_ifindex: Some(999_999),
+        ..net_spec("nb", "beta")
+    };
+    s.table().add_network(&beta).unwrap();
     s.table()
         .upsert_endpoint(&endpoint("na", "web000000000", "web", v4(b, 2)))
         .unwrap();
     s.table()
-        .upsert_endpoint(&endpoint("na", "client000000", "client", v4(b, 3)))
+        .upsert_endpoint(&endpoint("nb", "client000000", "client", v4(b, 3)))
+        .unwrap();
+    s.table()
+        .upsert_endpoint(&endpoint("na", "client000000", "client", v4(b, 4)))
         .unwrap();
     let m = ask(gw, ip(b, 3), "web", RecordType::A).await;
     assert_eq!(rcode(&m), ResponseCode::NXDomain);
@@ -201,12 +210,11 @@ async fn a_source_on_the_wrong_interface_gets_no_container_names() {
     let m = ask(gw, ip(b, 3), "example.com", RecordType::A).await;
     assert_eq!(rcode(&m), ResponseCode::NXDomain);
     assert_eq!(up.count(), 0, "an untrusted source is not forwarded either");
-    // The same network with the right interface (lo) answers.
-    let lo = nix_ifindex("lo");
+    // The same address behind the right interface (lo) is the container, and answered.
     s.table()
         .add_network(&NetworkSpec {
             bridge_ifindex: Some(lo),
-            ..spec
+            ..beta
         })
         .unwrap();
     assert_eq!(
