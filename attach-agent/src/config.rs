@@ -23,6 +23,8 @@ pub enum ConfigError {
     },
     #[error("link_prefix {0:?}: 1 to 6 letters or digits (interface names are at most 15)")]
     LinkPrefix(String),
+    #[error("link_prefix {prefix:?} would match the host's own interfaces ({like}…): links with the prefix that the state does not know are deleted at start")]
+    HostLinkPrefix { prefix: String, like: &'static str },
     #[error("cluster store {0:?}: etcd://HOST:PORT[,HOST:PORT...] (or http://), or https:// / etcds:// for TLS")]
     StoreScheme(String),
     #[error("cluster {0}: needs a TLS store (https:// or etcds://)")]
@@ -38,6 +40,57 @@ pub enum ConfigError {
     #[error(transparent)]
     Dns(#[from] resolver::config::ConfigError),
 }
+
+/// Name families of interfaces hosts, runtimes and VPNs make. A `link_prefix` that one of these
+/// starts with, or that starts with one of them, is refused: the start-up sweep deletes every
+/// link with the prefix that the state does not know.
+const HOST_LINK_NAMES: &[&str] = &[
+    "eth",
+    "en",
+    "em",
+    "wl",
+    "ww",
+    "ib",
+    "sl",
+    "usb",
+    "lo",
+    "br",
+    "bond",
+    "team",
+    "vlan",
+    "veth",
+    "tun",
+    "tap",
+    "dummy",
+    "docker",
+    "virbr",
+    "vxlan",
+    "geneve",
+    "gre",
+    "gretap",
+    "erspan",
+    "ip6",
+    "sit",
+    "ipip",
+    "wg",
+    "tailscale",
+    "zt",
+    "ppp",
+    "cni",
+    "podman",
+    "flannel",
+    "cali",
+    "cilium",
+    "weave",
+    "kube",
+    "lxc",
+    "lxd",
+    "vnet",
+    "macvtap",
+    "nlmon",
+    "ovs",
+    "genev",
+];
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/attach-agent/attach-agent.sock";
@@ -219,6 +272,16 @@ impl AgentConfig {
         if p.is_empty() || p.len() > 6 || !p.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(ConfigError::LinkPrefix(p.clone()));
         }
+        let lower = p.to_ascii_lowercase();
+        if let Some(like) = HOST_LINK_NAMES
+            .iter()
+            .find(|h| h.starts_with(&lower) || lower.starts_with(**h))
+        {
+            return Err(ConfigError::HostLinkPrefix {
+                prefix: p.clone(),
+                like,
+            });
+        }
         if self.cluster.etcd_endpoints()?.is_some() && self.cluster.advertise_addr.is_none() {
             return Err(ConfigError::NoAdvertiseAddr);
         }
@@ -245,11 +308,33 @@ mod tests {
 
     #[test]
     fn bad_prefix_is_rejected() {
-        let c = AgentConfig {
-            link_prefix: "much-too-long".into(),
-            ..AgentConfig::default()
+        let with = |p: &str| {
+            AgentConfig {
+                link_prefix: p.into(),
+                ..AgentConfig::default()
+            }
+            .validate()
         };
-        assert!(c.validate().is_err());
+        assert!(with("much-too-long").is_err());
+        for host in [
+            "eth", "en", "e", "wlan0", "docker", "br", "b", "veth", "lo", "ETH", "vx",
+        ] {
+            let e = with(host).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::HostLinkPrefix { .. } | ConfigError::LinkPrefix(_)
+                ),
+                "{host}: {e}"
+            );
+        }
+        assert!(with("en")
+            .unwrap_err()
+            .to_string()
+            .contains("host's own interfaces"));
+        for ok in ["aag", "x123a", "bcg", "mh1"] {
+            assert!(with(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -93,3 +93,46 @@ fn sigkill_and_restart_lose_nothing() {
     assert_eq!(env.addrs_in(&a, "eth0"), [format!("{}/24", env.ip(1, 2))]);
     assert_eq!(env.getent(&c, "alpha"), [env.ip(1, 2)]);
 }
+
+#[test]
+fn a_bad_state_file_is_set_aside_and_the_rest_starts() {
+    let mut env = Env::new();
+    let web = env.name("web");
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "front"]);
+    env.ok(&["run", "--name", &web, "--network", "front", "busybox"]);
+    env.kill_daemon();
+    // A torn file and one whose name would become a path: neither stops the start.
+    let containers = env.state_dir().join("containers");
+    let junk = containers.join(format!("{}.json", "e".repeat(64)));
+    std::fs::write(&junk, b"{\"id\": \"").unwrap();
+    let evil_id = "f".repeat(64);
+    let good: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::fs::read_dir(&containers)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p != &junk)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut evil = good.clone();
+    evil["id"] = evil_id.clone().into();
+    evil["name"] = "../../../etc".into();
+    std::fs::write(
+        containers.join(format!("{evil_id}.json")),
+        serde_json::to_vec(&evil).unwrap(),
+    )
+    .unwrap();
+    env.start_daemon();
+    assert_eq!(env.getent(&web, &web), vec![env.ip(1, 2)]);
+    let ls = env.ok(&["container", "ls", "-a", "-q"]);
+    assert_eq!(ls.trim().lines().count(), 1, "{ls}");
+    let aside: Vec<String> = std::fs::read_dir(&containers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+}

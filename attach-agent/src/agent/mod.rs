@@ -120,7 +120,15 @@ impl Agent {
     /// Load the state, reconcile it with the kernel, and serve DNS for every network.
     pub async fn open(cfg: AgentConfig) -> Result<Agent> {
         let store = StateDir::new(&cfg.state_dir).map_err(AgentError::io("state directory"))?;
-        let state = store.load().map_err(AgentError::io("loading state"))?;
+        let (state, aside) = store
+            .load_report()
+            .map_err(AgentError::io("loading state"))?;
+        tracing::info!(
+            networks = state.networks.len(),
+            containers = state.containers.len(),
+            set_aside = aside.len(),
+            "state loaded"
+        );
         let dns = Server::new(&cfg.dns, resolver::Table::new())?;
         let host = Netlink::host()?;
         let cluster = overlay::join(&cfg.cluster).await?;

@@ -39,9 +39,15 @@ fn invalid(path: &Path, e: impl std::fmt::Display) -> std::io::Error {
 /// file system or the kernel either.
 pub trait Loaded {
     fn check(&self) -> Result<(), String>;
+    /// The id its file is named by.
+    fn id(&self) -> &str;
 }
 
 impl Loaded for Network {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
     fn check(&self) -> Result<(), String> {
         if !crate::names::is_valid_name(&self.name) {
             return Err(format!("invalid network name {:?}", self.name));
@@ -54,6 +60,10 @@ impl Loaded for Network {
 }
 
 impl Loaded for Container {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
     fn check(&self) -> Result<(), String> {
         if !crate::names::is_valid_name(&self.name) {
             return Err(format!("invalid container name {:?}", self.name));
@@ -81,7 +91,42 @@ impl Loaded for Container {
     }
 }
 
-fn read_objects<T: serde::de::DeserializeOwned + Loaded>(dir: &Path) -> std::io::Result<Vec<T>> {
+/// One object from its file: read, decoded, checked, and named by its own id.
+fn read_object<T: serde::de::DeserializeOwned + Loaded>(path: &Path) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let object: T = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    object.check()?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if stem != object.id() {
+        return Err(format!("it holds object {}", object.id()));
+    }
+    Ok(object)
+}
+
+/// Move a file that cannot be loaded out of the way (`NAME.corrupt-UNIXTIME`, kept for a
+/// look), so one bad file costs its own object, not the start.
+fn set_aside(path: &Path, why: &str) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".corrupt-{secs}"));
+    let to = path.with_file_name(name);
+    std::fs::rename(path, &to)?;
+    if let Some(dir) = path.parent() {
+        durable::sync_dir(dir)?;
+    }
+    tracing::error!(file = %path.display(), moved_to = %to.display(), why, "a state file cannot be loaded; set aside");
+    Ok(to)
+}
+
+fn read_objects<T: serde::de::DeserializeOwned + Loaded>(
+    dir: &Path,
+    aside: &mut Vec<PathBuf>,
+) -> std::io::Result<Vec<T>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -93,10 +138,10 @@ fn read_objects<T: serde::de::DeserializeOwned + Loaded>(dir: &Path) -> std::io:
         if !name.ends_with(".json") {
             continue;
         }
-        let bytes = std::fs::read(&path)?;
-        let object: T = serde_json::from_slice(&bytes).map_err(|e| invalid(&path, e))?;
-        object.check().map_err(|e| invalid(&path, e))?;
-        out.push(object);
+        match read_object(&path) {
+            Ok(object) => out.push(object),
+            Err(why) => aside.push(set_aside(&path, &why)?),
+        }
     }
     Ok(out)
 }
@@ -115,6 +160,13 @@ impl StateDir {
 
     /// The saved state (empty on first start), with the derived parts rebuilt.
     pub fn load(&self) -> std::io::Result<State> {
+        Ok(self.load_report()?.0)
+    }
+
+    /// [`StateDir::load`], and the files set aside because they could not be loaded (each
+    /// logged: unreadable, not JSON, names that fail their checks, named for another id).
+    pub fn load_report(&self) -> std::io::Result<(State, Vec<PathBuf>)> {
+        let mut aside = Vec::new();
         let mut state = State::default();
         match std::fs::read(&self.legacy) {
             Ok(bytes) => {
@@ -137,17 +189,17 @@ impl StateDir {
                 std::fs::remove_file(&self.legacy)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                for n in read_objects::<Network>(&self.networks)? {
+                for n in read_objects::<Network>(&self.networks, &mut aside)? {
                     state.networks.insert(n.id.clone(), n);
                 }
-                for c in read_objects::<Container>(&self.containers)? {
+                for c in read_objects::<Container>(&self.containers, &mut aside)? {
                     state.containers.insert(c.id.clone(), c);
                 }
             }
             Err(e) => return Err(e),
         }
         derive(&mut state);
-        Ok(state)
+        Ok((state, aside))
     }
 
     /// Make the files of `changed` objects match `state` (written, or removed when the object

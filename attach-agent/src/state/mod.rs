@@ -117,42 +117,68 @@ mod tests {
     }
 
     #[test]
-    fn names_in_state_files_are_checked_before_they_become_paths() {
+    fn bad_state_files_are_set_aside_and_the_rest_loads() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateDir::new(dir.path()).unwrap();
         let mut state = State::default();
+        state
+            .networks
+            .insert(nid("n1"), network("n1", "10.1.0.0/24"));
+        state.containers.insert(
+            cid("good"),
+            container("good", &[("n1", Some([10, 1, 0, 2]))]),
+        );
+        // Names that would become paths, a namespace that is not the agent's for one it owns,
+        // a bridge name that is no interface name.
         let mut evil = container("a", &[]);
         evil.name = "../../etc".into();
         evil.netns = "/run/netns/../../etc".into();
         state.containers.insert(cid("a"), evil);
-        store
-            .persist(&state, &[Changed::Container(&cid("a"))])
-            .unwrap();
-        let e = store.load().unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
-        assert!(e.to_string().contains("invalid container name"), "{e}");
-        // A namespace path that is not the agent's for an owned namespace, and a bridge name
-        // that is no interface name.
-        let mut other = container("a", &[]);
+        let mut other = container("b", &[]);
         other.netns = "/proc/1/ns/net".into();
-        state.containers.insert(cid("a"), other);
-        store
-            .persist(&state, &[Changed::Container(&cid("a"))])
-            .unwrap();
-        let e = store.load().unwrap_err();
-        assert!(e.to_string().contains("is not the agent's"), "{e}");
-        state.containers.clear();
-        store
-            .persist(&state, &[Changed::Container(&cid("a"))])
-            .unwrap();
-        let mut n = network("n1", "10.1.0.0/24");
+        state.containers.insert(cid("b"), other);
+        let mut n = network("n2", "10.2.0.0/24");
         n.bridge = "../../x".into();
-        state.networks.insert(nid("n1"), n);
+        state.networks.insert(nid("n2"), n);
         store
-            .persist(&state, &[Changed::Network(&nid("n1"))])
+            .persist(
+                &state,
+                &[
+                    Changed::Network(&nid("n1")),
+                    Changed::Network(&nid("n2")),
+                    Changed::Container(&cid("good")),
+                    Changed::Container(&cid("a")),
+                    Changed::Container(&cid("b")),
+                ],
+            )
             .unwrap();
-        let e = store.load().unwrap_err();
-        assert!(e.to_string().contains("invalid bridge name"), "{e}");
+        // Not JSON; and a file named for another object than the one it holds.
+        let junk = dir.path().join(format!("containers/{}.json", cid("junk")));
+        std::fs::write(&junk, b"{\"half").unwrap();
+        let good = dir.path().join(format!("containers/{}.json", cid("good")));
+        let misnamed = dir.path().join(format!("containers/{}.json", cid("copy")));
+        std::fs::copy(&good, &misnamed).unwrap();
+
+        let (loaded, aside) = store.load_report().unwrap();
+        assert_eq!(aside.len(), 5, "{aside:?}");
+        assert_eq!(loaded.networks.keys().collect::<Vec<_>>(), vec![&nid("n1")]);
+        assert_eq!(
+            loaded.containers.keys().collect::<Vec<_>>(),
+            vec![&cid("good")]
+        );
+        assert!(loaded.networks[&nid("n1")]
+            .v4
+            .allocated
+            .contains(&"10.1.0.2".parse().unwrap()));
+        for p in &aside {
+            assert!(p.exists(), "{p:?}");
+            assert!(p.to_string_lossy().contains(".json.corrupt-"), "{p:?}");
+        }
+        assert!(!junk.exists() && !misnamed.exists());
+        // What was set aside stays aside: the next load is clean.
+        let (again, aside) = store.load_report().unwrap();
+        assert!(aside.is_empty());
+        assert_eq!(again.containers.len(), 1);
     }
 
     #[test]
