@@ -136,3 +136,34 @@ fn a_bad_state_file_is_set_aside_and_the_rest_starts() {
         .collect();
     assert_eq!(aside.len(), 2, "{aside:?}");
 }
+
+#[test]
+fn a_network_that_cannot_be_served_does_not_stop_the_others() {
+    let mut env = Env::new();
+    let (a, b) = (env.name("a"), env.name("b"));
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "front"]);
+    env.ok(&["network", "create", "--subnet", &env.subnet(2), "back"]);
+    env.ok(&["run", "--name", &a, "--network", "front", "busybox"]);
+    env.ok(&["run", "--name", &b, "--network", "back", "busybox"]);
+    env.kill_daemon();
+    // Port 53 of front's gateway taken by someone else while the agent is down (the bridge
+    // and its address stay, as after a crash).
+    let squatter =
+        std::net::UdpSocket::bind((env.ip(1, 1).parse::<std::net::Ipv4Addr>().unwrap(), 53))
+            .expect("bind front's gateway:53");
+    let log = env.dir().join("restart.log");
+    env.start_daemon_logging_to("info", &log);
+    // back is served; front is reported, not fatal.
+    assert_eq!(env.getent(&b, &b), vec![env.ip(2, 2)]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("cannot bring a network up") && text.contains("network=front"),
+        "{text}"
+    );
+    assert!(text.contains("reconciled with the kernel"), "{text}");
+    assert!(text.contains("networks_failed=1"), "{text}");
+    // Both containers are still there.
+    let ls = env.ok(&["container", "ls", "-q"]);
+    assert_eq!(ls.trim().lines().count(), 2, "{ls}");
+    drop(squatter);
+}

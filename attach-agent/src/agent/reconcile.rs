@@ -11,7 +11,9 @@ impl Agent {
     /// when not, leftovers with our prefix removed.
     pub(super) async fn reconcile(&self) -> Result<()> {
         let mut state = self.inner.state.lock().await;
-        self.bring_up_networks(&mut state).await?;
+        let (nets_up, nets_failed) = self.bring_up_networks(&mut state).await;
+        let mut kept = 0;
+        let mut failed = 0;
         let running: Vec<ContainerId> = state
             .containers
             .values()
@@ -21,7 +23,9 @@ impl Agent {
         let mut keep_veths = Vec::new();
         let mut reattached = Vec::new();
         for cid in &running {
-            let c = state.container(cid)?.clone();
+            let Ok(c) = state.container(cid).cloned() else {
+                continue;
+            };
             if !c.owns_netns && !netns::is_netns(&c.netns) {
                 // Its runtime's namespace died meanwhile: ended after reconcile, not rebuilt.
                 continue;
@@ -32,12 +36,31 @@ impl Agent {
             }
             for ep in &c.endpoints {
                 let Some(a) = &ep.attached else { continue };
-                if self.still_plumbed(&c, a).await? {
+                // Each endpoint on its own: one that cannot be looked at or registered is
+                // reported and kept as it is (its veth is not swept), the others go on.
+                let plumbed = match self.still_plumbed(&c, a).await {
+                    Ok(p) => p,
+                    Err(err) => {
+                        tracing::error!(container = %c.name, network = %ep.network_id, error = %err, "cannot check an attachment; leaving it as it is");
+                        keep_veths.push(a.host_veth.clone());
+                        failed += 1;
+                        continue;
+                    }
+                };
+                if plumbed {
                     keep_veths.push(a.host_veth.clone());
-                    self.inner
+                    match self
+                        .inner
                         .dns
                         .table()
-                        .upsert_endpoint(&endpoint_spec(&c, ep, a.v4, a.v6))?;
+                        .upsert_endpoint(&endpoint_spec(&c, ep, a.v4, a.v6))
+                    {
+                        Ok(_) => kept += 1,
+                        Err(err) => {
+                            tracing::error!(container = %c.name, network = %ep.network_id, error = %err, "cannot register an endpoint");
+                            failed += 1;
+                        }
+                    }
                     continue;
                 }
                 // Gone (reboot, or someone deleted it): recreate with the same addresses.
@@ -46,6 +69,7 @@ impl Agent {
                 match self.reattach(&mut state, cid, &ep.network_id, a).await {
                     Ok(veth) => keep_veths.push(veth),
                     Err(err) => {
+                        failed += 1;
                         tracing::error!(container = %c.name, error = %err, "cannot re-attach")
                     }
                 }
@@ -54,12 +78,21 @@ impl Agent {
         self.sweep_leftovers(&state, &keep_veths).await?;
         let changed: Vec<Changed> = reattached.iter().map(Changed::Container).collect();
         self.persist(&state, &changed)?;
+        tracing::info!(
+            networks_up = nets_up,
+            networks_failed = nets_failed,
+            endpoints_adopted = kept,
+            endpoints_recreated = reattached.len(),
+            endpoints_failed = failed,
+            "reconciled with the kernel"
+        );
         Ok(())
     }
 
     /// Bridges, tunnels and DNS listeners of the networks this host serves: every local one,
-    /// and the global ones it has endpoints on.
-    async fn bring_up_networks(&self, state: &mut State) -> Result<()> {
+    /// and the global ones it has endpoints on. Each on its own: one that fails (port 53 of its
+    /// gateway taken, say) is reported and the others are served. (Up, failed.)
+    async fn bring_up_networks(&self, state: &mut State) -> (usize, usize) {
         let nets: Vec<Network> = state
             .networks
             .values()
@@ -71,13 +104,18 @@ impl Agent {
             })
             .cloned()
             .collect();
+        let mut failed = 0;
         for net in &nets {
-            self.bring_up_network(net).await?;
+            if let Err(e) = self.bring_up_network(net).await {
+                tracing::error!(network = %net.name, error = %e, "cannot bring a network up; serving the others");
+                failed += 1;
+                continue;
+            }
             if net.is_global() {
                 state.joined.insert(net.id.clone());
             }
         }
-        Ok(())
+        (nets.len() - failed, failed)
     }
 
     /// Whether an attachment's veth is still there, both ends.
