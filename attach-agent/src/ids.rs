@@ -151,6 +151,13 @@ id_type!(
     EndpointId,
     "endpoint"
 );
+id_type!(
+    /// This agent's own id, made at its first start and kept in its state directory: the mark
+    /// on every link it makes, so that two agents on one host (or an agent and anything else
+    /// using the same name prefix) never take each other's links for leftovers.
+    InstanceId,
+    "instance"
+);
 
 #[cfg(test)]
 mod tests {

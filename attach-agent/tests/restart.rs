@@ -37,34 +37,44 @@ fn sigkill_and_restart_lose_nothing() {
     let inspect = env.inspect_network("n1");
 
     env.kill_daemon();
-    // While it is down, a leftover veth with our prefix appears (a crash between kernel work and
-    // the state write): the restart must remove it.
+    // While it is down, a leftover veth with our prefix and our mark appears (a crash between
+    // kernel work and the state write): the restart must remove it. One with the prefix but
+    // without the mark is not the agent's (made by hand, or by another agent): it stays.
     let orphan = format!("{}0000000", env.prefix);
-    let st = std::process::Command::new("ip")
-        .args([
-            "link",
-            "add",
-            &orphan,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{orphan}p"),
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let foreign = format!("{}0000001", env.prefix);
+    for (veth, alias) in [
+        (&orphan, env.link_mark()),
+        (&foreign, "by hand".to_string()),
+    ] {
+        let st = std::process::Command::new("ip")
+            .args(["link", "add", veth, "type", "veth", "peer", "name"])
+            .arg(format!("{veth}p"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = std::process::Command::new("ip")
+            .args(["link", "set", veth, "alias", &alias])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
     env.start_daemon();
 
     // DNS answers right after the restart, from inside the namespaces.
     assert_eq!(env.getent(&b, "alpha"), [env.ip(1, 2)]);
     assert_eq!(env.getent(&a, &b), [env.ip(1, 3)]);
     assert_eq!(env.ip_of(&b, "n2"), env.ip(2, 50));
+    let mut expected = links.clone();
+    expected.extend([foreign.clone(), format!("{foreign}p")]);
+    expected.sort();
     assert_eq!(
         env.links(),
-        links,
-        "bridges and veths adopted, the orphan removed"
+        expected,
+        "bridges and veths adopted, the orphan removed, the unmarked veth left"
     );
+    let _ = std::process::Command::new("ip")
+        .args(["link", "delete", &foreign])
+        .status();
     let after = env.inspect_network("n1");
     assert_eq!(after["Containers"], inspect["Containers"]);
     assert_eq!(after["Id"], inspect["Id"]);
@@ -166,4 +176,72 @@ fn a_network_that_cannot_be_served_does_not_stop_the_others() {
     let ls = env.ok(&["container", "ls", "-q"]);
     assert_eq!(ls.trim().lines().count(), 2, "{ls}");
     drop(squatter);
+}
+
+/// Two agents on one host with different state directories and the same link prefix: the
+/// restart of either sweeps only its own leftovers, never the other's bridges and veths (it
+/// once took every link with its prefix that its state did not know for a crash's leftover).
+#[test]
+fn two_agents_with_one_prefix_leave_each_others_links_alone() {
+    let mut first = Env::new();
+    let mut second = Env::sharing_prefix_with(&first);
+    let (a, b) = (first.name("a"), second.name("b"));
+    first.ok(&["network", "create", "--subnet", &first.subnet(1), "left"]);
+    first.ok(&[
+        "run",
+        "--name",
+        &a,
+        "--network",
+        "left",
+        "--alias",
+        "aa",
+        "busybox",
+    ]);
+    second.ok(&["network", "create", "--subnet", &second.subnet(1), "right"]);
+    second.ok(&[
+        "run",
+        "--name",
+        &b,
+        "--network",
+        "right",
+        "--alias",
+        "bb",
+        "busybox",
+    ]);
+    let links = first.links();
+    assert_eq!(
+        links.len(),
+        4,
+        "two bridges, two host-side veths: {links:?}"
+    );
+    let each_serves_its_own = |first: &Env, second: &Env| {
+        assert_eq!(first.getent(&a, "aa"), [first.ip(1, 2)]);
+        assert_eq!(second.getent(&b, "bb"), [second.ip(1, 2)]);
+        assert_eq!(
+            first.addrs_in(&a, "eth0"),
+            [format!("{}/24", first.ip(1, 2))]
+        );
+        assert_eq!(
+            second.addrs_in(&b, "eth0"),
+            [format!("{}/24", second.ip(1, 2))]
+        );
+    };
+    each_serves_its_own(&first, &second);
+
+    for restart_first in [true, false] {
+        let env = if restart_first {
+            &mut first
+        } else {
+            &mut second
+        };
+        env.kill_daemon();
+        env.start_daemon();
+        assert_eq!(first.links(), links, "restarted the first: {restart_first}");
+        each_serves_its_own(&first, &second);
+    }
+    // Still working after both restarts: each agent connects on its own bridge.
+    let c = second.name("c");
+    second.ok(&["run", "--name", &c, "--network", "right", "busybox"]);
+    assert_eq!(second.getent(&c, "bb"), [second.ip(1, 2)]);
+    assert_eq!(first.links().len(), 5);
 }

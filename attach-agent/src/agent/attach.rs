@@ -345,6 +345,7 @@ impl Agent {
                 &plan.ifname,
                 plan.mac,
                 plan.mtu,
+                &self.inner.mark,
             )
             .await?;
         let index = inside

@@ -36,7 +36,7 @@ use crate::cluster::Cluster;
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, NetworkId};
-use crate::kernel::netlink::Netlink;
+use crate::kernel::netlink::{LinkMark, Netlink};
 use crate::state::{Changed, Container, Endpoint, State, StateDir};
 use attach::AttachPlan;
 pub use overlay::{Withdrawn, OVERLAY_MTU};
@@ -50,6 +50,8 @@ struct Inner {
     store: StateDir,
     dns: Server,
     host: Netlink,
+    /// What every link this agent makes carries (from its [`crate::ids::InstanceId`]).
+    mark: LinkMark,
     cfg: AgentConfig,
     /// Set when the agent joined a cluster store (global networks).
     cluster: Option<Cluster>,
@@ -120,6 +122,9 @@ impl Agent {
     /// Load the state, reconcile it with the kernel, and serve DNS for every network.
     pub async fn open(cfg: AgentConfig) -> Result<Agent> {
         let store = StateDir::new(&cfg.state_dir).map_err(AgentError::io("state directory"))?;
+        let instance = store
+            .instance_id()
+            .map_err(AgentError::io("this agent's instance id"))?;
         let (state, aside) = store
             .load_report()
             .map_err(AgentError::io("loading state"))?;
@@ -127,6 +132,7 @@ impl Agent {
             networks = state.networks.len(),
             containers = state.containers.len(),
             set_aside = aside.len(),
+            %instance,
             "state loaded"
         );
         let dns = Server::new(&cfg.dns, resolver::Table::new())?;
@@ -139,6 +145,7 @@ impl Agent {
                 store,
                 dns,
                 host,
+                mark: LinkMark::of(&instance),
                 cfg,
                 cluster,
             }),

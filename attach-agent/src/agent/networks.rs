@@ -87,7 +87,7 @@ impl Agent {
         let index = self
             .inner
             .host
-            .ensure_bridge(&net.bridge, net.bridge_mac, &addrs)
+            .ensure_bridge(&net.bridge, net.bridge_mac, &addrs, &self.inner.mark)
             .await?;
         if let Some(vni) = net.vni {
             self.bring_up_tunnel(net, vni, index).await?;

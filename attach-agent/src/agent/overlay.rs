@@ -241,7 +241,14 @@ impl Agent {
         let cluster = self.need_cluster()?;
         let port = self.config().cluster.vxlan_port;
         self.host()
-            .ensure_vxlan(&self.vxlan_name(&net.id), vni, cluster.host(), port, bridge)
+            .ensure_vxlan(
+                &self.vxlan_name(&net.id),
+                vni,
+                cluster.host(),
+                port,
+                bridge,
+                &self.inner.mark,
+            )
             .await?;
         Ok(())
     }

@@ -49,6 +49,15 @@ impl Agent {
                 };
                 if plumbed {
                     keep_veths.push(a.host_veth.clone());
+                    // Made by an earlier version (no mark yet), or marked already: ours.
+                    if let Err(err) = self
+                        .inner
+                        .host
+                        .set_mark(&a.host_veth, &self.inner.mark)
+                        .await
+                    {
+                        tracing::warn!(veth = %a.host_veth, error = %err, "cannot mark an adopted veth");
+                    }
                     match self
                         .inner
                         .dns
@@ -157,8 +166,9 @@ impl Agent {
             })
     }
 
-    /// Remove the links with our prefix that nothing in the state explains: leftovers of a
-    /// crash between kernel work and the state write.
+    /// Remove the links with our mark that nothing in the state explains: leftovers of a
+    /// crash between kernel work and the state write. A link with our prefix but without our
+    /// mark is someone else's (another agent's, or made by hand) and is left alone.
     async fn sweep_leftovers(&self, state: &State, keep_veths: &[String]) -> Result<()> {
         let prefix = &self.inner.cfg.link_prefix;
         let bridges: Vec<String> = state
@@ -170,11 +180,19 @@ impl Agent {
                     .chain(n.is_global().then(|| self.vxlan_name(&n.id)))
             })
             .collect();
-        for name in self.inner.host.link_names().await? {
-            let ours = name.starts_with(prefix.as_str());
-            if ours && !bridges.contains(&name) && !keep_veths.contains(&name) {
+        for link in self.inner.host.links().await? {
+            let name = &link.name;
+            if !name.starts_with(prefix.as_str())
+                || bridges.contains(name)
+                || keep_veths.contains(name)
+            {
+                continue;
+            }
+            if link.is_marked(&self.inner.mark) {
                 tracing::info!(link = %name, "removing leftover link");
-                let _ = self.inner.host.delete_link(&name).await;
+                let _ = self.inner.host.delete_link(name).await;
+            } else {
+                tracing::debug!(link = %name, alias = ?link.alias, "leaving a link with this prefix that is not this agent's");
             }
         }
         Ok(())

@@ -47,6 +47,40 @@ impl NetlinkError {
 
 type Result<T> = std::result::Result<T, NetlinkError>;
 
+/// Whose a link is: the agent writes it into the `ifalias` of every link it makes, and the
+/// start-up sweep deletes only links that carry its own. Names alone cannot say it: a second
+/// agent with the same prefix, or anything else naming links alike, would lose its links to
+/// the first agent's restart. (`ifalias` because the kernel keeps it for every kind of link
+/// and `ip link` shows it; it is set just after the link is made, as the kernel ignores it in
+/// the creating request.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkMark(String);
+
+impl LinkMark {
+    /// The mark of the agent whose id is `id`.
+    pub fn of(id: &crate::ids::InstanceId) -> LinkMark {
+        LinkMark(format!("attach-agent:{id}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A link as the sweep sees it.
+#[derive(Debug, Clone)]
+pub struct LinkInfo {
+    pub name: String,
+    /// Its `ifalias`, if it has one.
+    pub alias: Option<String>,
+}
+
+impl LinkInfo {
+    pub fn is_marked(&self, mark: &LinkMark) -> bool {
+        self.alias.as_deref() == Some(mark.as_str())
+    }
+}
+
 /// A link's name, from its message.
 fn if_name(l: &netlink_packet_route::link::LinkMessage) -> Option<String> {
     l.attributes.iter().find_map(|a| match a {
@@ -127,6 +161,11 @@ impl Netlink {
 
     /// Names of every link in this namespace.
     pub async fn link_names(&self) -> Result<Vec<String>> {
+        Ok(self.links().await?.into_iter().map(|l| l.name).collect())
+    }
+
+    /// Every link in this namespace, with its mark.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
         let links: Vec<_> = self
             .handle
             .link()
@@ -135,16 +174,43 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(kernel("list links"))?;
-        Ok(links.iter().filter_map(if_name).collect())
+        Ok(links
+            .iter()
+            .filter_map(|l| {
+                let alias = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfAlias(s) => Some(s.clone()),
+                    _ => None,
+                });
+                Some(LinkInfo {
+                    name: if_name(l)?,
+                    alias,
+                })
+            })
+            .collect())
     }
 
-    /// Make sure bridge `name` exists with MAC `mac`, carries `addrs` (no DAD) and is up.
-    /// An existing bridge is adopted (agent restart). Returns its index.
+    /// Put `mark` on link `name` (one made just now, or adopted at start).
+    pub async fn set_mark(&self, name: &str, mark: &LinkMark) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_name(name)
+                    .alias(mark.as_str().to_string())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(kernel(format!("mark link {name}")))
+    }
+
+    /// Make sure bridge `name` exists with MAC `mac`, carries `addrs` (no DAD), `mark` and
+    /// is up. An existing bridge is adopted (agent restart). Returns its index.
     pub async fn ensure_bridge(
         &self,
         name: &str,
         mac: [u8; 6],
         addrs: &[(IpAddr, u8)],
+        mark: &LinkMark,
     ) -> Result<u32> {
         // A fixed MAC: otherwise the bridge takes the lowest of its ports' MACs and changes as
         // containers come and go, which flushes every neighbour's ARP entry for it.
@@ -156,6 +222,7 @@ impl Netlink {
             .set(
                 LinkUnspec::new_with_index(index)
                     .address(mac.to_vec())
+                    .alias(mark.as_str().to_string())
                     .up()
                     .build(),
             )
@@ -214,6 +281,8 @@ impl Netlink {
     /// Create a veth pair: `host_name` here, a port of `bridge` and up; its peer created
     /// directly inside `ns` as `peer_name` with MAC `peer_mac` (never visible in the host).
     /// `mtu`: both ends (an overlay's tunnel header needs room); `None`: the kernel's default.
+    /// The host end carries `mark`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn add_veth(
         &self,
         host_name: &str,
@@ -222,6 +291,7 @@ impl Netlink {
         peer_name: &str,
         peer_mac: [u8; 6],
         mtu: Option<u32>,
+        mark: &LinkMark,
     ) -> Result<()> {
         let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer_name.to_string())
@@ -243,7 +313,8 @@ impl Netlink {
             .add(msg)
             .execute()
             .await
-            .map_err(kernel(format!("add veth {host_name}")))
+            .map_err(kernel(format!("add veth {host_name}")))?;
+        self.set_mark(host_name, mark).await
     }
 
     /// Bring a link up.
@@ -299,7 +370,7 @@ impl Netlink {
     /// learning (remote MACs come only from [`Netlink::add_remote`]) and ARP answered from its
     /// neighbour entries (`proxy`), so nothing is flooded across the tunnel: ARP for the
     /// gateway, which every host's bridge carries, stays on the local bridge. A port of
-    /// `bridge`, up. Returns its index.
+    /// `bridge`, up, carrying `mark`. Returns its index.
     pub async fn ensure_vxlan(
         &self,
         name: &str,
@@ -307,6 +378,7 @@ impl Netlink {
         local: IpAddr,
         port: u16,
         bridge: u32,
+        mark: &LinkMark,
     ) -> Result<u32> {
         let index = self
             .add_or_adopt(name, || {
@@ -328,6 +400,7 @@ impl Netlink {
             .set(
                 LinkUnspec::new_with_index(index)
                     .controller(bridge)
+                    .alias(mark.as_str().to_string())
                     .up()
                     .build(),
             )

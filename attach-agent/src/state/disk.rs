@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::model::{derive, Container, Network, State};
 use crate::durable::{self, Flush};
-use crate::ids::{ContainerId, NetworkId};
+use crate::ids::{ContainerId, InstanceId, NetworkId};
 
 /// An object whose file a change touched.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +24,8 @@ pub struct StateDir {
     containers: PathBuf,
     /// The single file of earlier versions, migrated at the first load.
     legacy: PathBuf,
+    /// This agent's [`InstanceId`], one line.
+    instance: PathBuf,
 }
 
 fn invalid(path: &Path, e: impl std::fmt::Display) -> std::io::Error {
@@ -152,10 +154,33 @@ impl StateDir {
             networks: dir.join("networks"),
             containers: dir.join("containers"),
             legacy: dir.join("state.json"),
+            instance: dir.join("instance-id"),
         };
         std::fs::create_dir_all(&store.networks)?;
         std::fs::create_dir_all(&store.containers)?;
         Ok(store)
+    }
+
+    /// This agent's id: the one saved here, or a fresh one saved durably on first start. A
+    /// file that holds anything else is an error, never replaced: a new id would disown every
+    /// link the agent made.
+    pub fn instance_id(&self) -> std::io::Result<InstanceId> {
+        match std::fs::read_to_string(&self.instance) {
+            Ok(text) => InstanceId::parse(text.trim()).map_err(|e| invalid(&self.instance, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = InstanceId::random();
+                durable::replace(
+                    &self.instance,
+                    format!("{id}\n").as_bytes(),
+                    Flush::FileAndDir,
+                )?;
+                Ok(id)
+            }
+            Err(e) => Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", self.instance.display()),
+            )),
+        }
     }
 
     /// The saved state (empty on first start), with the derived parts rebuilt.

@@ -284,4 +284,26 @@ mod tests {
         let again = store.load().unwrap();
         assert_eq!(again.containers[&cid("a")], loaded.containers[&cid("a")]);
     }
+
+    #[test]
+    fn the_instance_id_is_made_once_and_a_damaged_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::new(dir.path()).unwrap();
+        let id = store.instance_id().unwrap();
+        assert_eq!(
+            StateDir::new(dir.path()).unwrap().instance_id().unwrap(),
+            id
+        );
+        std::fs::write(dir.path().join("instance-id"), "../../etc\n").unwrap();
+        let e = store.instance_id().unwrap_err();
+        assert!(
+            e.to_string().contains("instance-id: invalid instance id"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("instance-id")).unwrap(),
+            "../../etc\n",
+            "never replaced"
+        );
+    }
 }

@@ -139,6 +139,23 @@ impl Env {
         }
     }
 
+    /// A second agent's environment (its own state directory, socket and addresses) that
+    /// names its links with `other`'s prefix, as two agents started with the same
+    /// `link_prefix` on one host do. Its daemon is running.
+    pub fn sharing_prefix_with(other: &Env) -> Env {
+        let mut env = Env::without_daemon();
+        env.prefix = other.prefix.clone();
+        env.start_daemon();
+        env
+    }
+
+    /// The mark this environment's agent puts on its links (`ip link` shows it as the alias).
+    pub fn link_mark(&self) -> String {
+        let id = std::fs::read_to_string(self.state_dir().join("instance-id"))
+            .expect("the agent keeps its instance id in its state directory");
+        format!("attach-agent:{}", id.trim())
+    }
+
     /// A container name unique to this test (it names a namespace on the host).
     pub fn name(&self, n: &str) -> String {
         format!("{}-{n}", self.prefix)
