@@ -21,6 +21,8 @@ pub enum Flush {
 
 /// Replace `path` with `bytes`: written to a temp file beside it (a name starting with `.`,
 /// which readers of a directory skip), flushed as `flush` says, then renamed over `path`.
+/// On failure (a full disk, say) the temp file is removed and `path` is as it was; the error
+/// names `path`.
 pub fn replace(path: &Path, bytes: &[u8], flush: Flush) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -28,21 +30,44 @@ pub fn replace(path: &Path, bytes: &[u8], flush: Flush) -> std::io::Result<()> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    {
+    let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         if flush != Flush::None {
             f.sync_all()?;
         }
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("writing {}: {}", path.display(), bare(&e)),
+        ));
     }
-    std::fs::rename(&tmp, path)?;
     if flush == Flush::FileAndDir {
         sync_dir(dir)?;
     }
     Ok(())
 }
 
+/// An error's message without std's " (os error N)" tail: "No space left on device".
+fn bare(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
 /// Flush a directory, so that the names written into it are on disk.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("flushing {}: {}", dir.display(), bare(&e)),
+            )
+        })
 }

@@ -1,7 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::request::{check_endpoint, EndpointRequest};
-use super::{endpoint_spec, mac_for, Agent, Cleanup, Withdrawn, OVERLAY_MTU};
+use super::{endpoint_spec, mac_for, Agent, Cleanup, Freed, Withdrawn, OVERLAY_MTU};
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::kernel::netlink::Netlink;
@@ -103,13 +103,21 @@ impl Agent {
         let net_id = match state.find_network(net_key) {
             Ok(id) => id,
             Err(AgentError::NoSuchNetwork(_)) if force => {
-                // --force: clear what is left of a network that is gone.
+                // --force: clear what is left of a network that is gone. (A rare repair over
+                // every container: the copy for the undo is affordable here.)
+                let before = state.clone();
                 let (cleanup, changed) =
                     self.forget_endpoints(&mut state, |_, e| *e.network_id == *net_key);
                 let changed: Vec<Changed> = changed.iter().map(Changed::Container).collect();
-                self.persist(&state, &changed)?;
-                drop(state);
-                cleanup.run(self).await;
+                if let Err(e) = self.persist(&state, &changed) {
+                    *state = before;
+                    // Files written before the one that failed get their old content back.
+                    if let Err(again) = self.persist(&state, &changed) {
+                        tracing::error!(error = %again, "cannot write back a failed disconnect");
+                    }
+                    return Err(e);
+                }
+                cleanup.run(self, state).await;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -131,15 +139,18 @@ impl Agent {
                 network: state.network(&net_id)?.name.clone(),
             });
         }
+        let undo = state.undo_point(&cid, &[]);
         let cleanup = self.detach(&mut state, &cid, &net_id);
         state
             .container_mut(&cid)?
             .endpoints
             .retain(|e| e.network_id != net_id);
+        if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+            undo.restore(&mut state);
+            return Err(e);
+        }
         self.refresh_etc(&state, &cid);
-        self.persist(&state, &[Changed::Container(&cid)])?;
-        drop(state);
-        cleanup.run(self).await;
+        cleanup.run(self, state).await;
         Ok(())
     }
 
@@ -157,7 +168,7 @@ impl Agent {
                 changed.push(cid.clone());
             }
             for e in gone {
-                self.inner.dns.table().remove_endpoint(&e.network_id, &cid);
+                cleanup.records.push((e.network_id.clone(), cid.clone()));
                 if let Some(a) = &e.attached {
                     cleanup.veths.push(a.host_veth.clone());
                     if self.inner.cluster.is_some() {
@@ -424,7 +435,8 @@ impl Agent {
         self.leave_if_idle(state, &plan.net_id).await;
     }
 
-    /// Undo an attachment in the table and IPAM at once; the veth goes in the cleanup.
+    /// End an attachment in the state; its records, veth and addresses go in the cleanup,
+    /// for when the change is on disk.
     pub(super) fn detach(
         &self,
         state: &mut State,
@@ -432,7 +444,7 @@ impl Agent {
         net_id: &NetworkId,
     ) -> Cleanup {
         let mut cleanup = Cleanup::default();
-        self.inner.dns.table().remove_endpoint(net_id, cid);
+        cleanup.records.push((net_id.clone(), cid.clone()));
         let Some(c) = state.containers.get_mut(cid) else {
             return cleanup;
         };
@@ -441,8 +453,13 @@ impl Agent {
         };
         let endpoint_id = ep.endpoint_id.clone();
         if let Some(a) = ep.attached.take() {
-            if let Some(n) = state.networks.get_mut(net_id) {
-                n.release(a.v4, a.v6);
+            if let Some(n) = state.networks.get(net_id) {
+                cleanup.freed.push(Freed {
+                    network_id: net_id.clone(),
+                    v4: a.v4,
+                    v6: a.v6,
+                    veth: Some(a.host_veth.clone()),
+                });
                 if n.is_global() {
                     cleanup.leave.push(net_id.clone());
                     cleanup.withdrawn.push(Withdrawn {

@@ -93,7 +93,9 @@ impl Agent {
             .iter()
             .map(|e| e.network_id.clone())
             .collect();
-        let undo = state.undo_point(&cid, &nets);
+        // The container only: what attach took from the networks' pools comes back through
+        // the detach below (after the veths are gone), not by restoring copies of the pools.
+        let undo = state.undo_point(&cid, &[]);
         let mut started = Ok(());
         for net_id in &nets {
             started = self.attach(&mut state, &cid, net_id).await;
@@ -119,8 +121,8 @@ impl Agent {
                 cleanup.extend(self.detach(&mut state, &cid, n));
             }
             undo.restore(&mut state);
-            drop(state);
-            cleanup.run(self).await;
+            self.refresh_etc(&state, &cid);
+            cleanup.run(self, state).await;
             return Err(e);
         }
         Ok(())
@@ -139,13 +141,19 @@ impl Agent {
     pub async fn stop(&self, key: &str) -> Result<()> {
         let mut state = self.inner.state.lock().await;
         let cid = state.find_container(key)?;
-        let cleanup = self.stop_locked(&mut state, &cid)?;
-        drop(state);
-        cleanup.run(self).await;
+        let undo = state.undo_point(&cid, &[]);
+        let cleanup = self.stop_in_memory(&mut state, &cid)?;
+        if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+            undo.restore(&mut state);
+            return Err(e);
+        }
+        self.refresh_etc(&state, &cid);
+        cleanup.run(self, state).await;
         Ok(())
     }
 
-    pub(super) fn stop_locked(&self, state: &mut State, cid: &ContainerId) -> Result<Cleanup> {
+    /// Stop in the state only: the caller saves, then runs the cleanup (or restores).
+    fn stop_in_memory(&self, state: &mut State, cid: &ContainerId) -> Result<Cleanup> {
         let mut cleanup = Cleanup::default();
         if !state.container(cid)?.state.is_up() {
             return Ok(cleanup);
@@ -162,8 +170,6 @@ impl Agent {
         let c = state.container_mut(cid)?;
         c.state = RunState::Exited;
         c.state_since = now_rfc3339();
-        self.refresh_etc(state, cid);
-        self.persist(state, &[Changed::Container(cid)])?;
         Ok(cleanup)
     }
 
@@ -177,14 +183,19 @@ impl Agent {
         let mut state = self.inner.state.lock().await;
         let cid = state.find_container(key)?;
         let c = state.container_mut(&cid)?;
-        match (pause, c.state) {
+        let was = c.state;
+        match (pause, was) {
             (true, RunState::Running) => c.state = RunState::Paused,
-            (true, RunState::Paused) => {}
+            (true, RunState::Paused) => return Ok(()),
             (true, _) => return Err(AgentError::NotRunning(cid.to_string())),
             (false, RunState::Paused) => c.state = RunState::Running,
             (false, _) => return Err(AgentError::NotPaused(cid.to_string())),
         }
-        self.persist(&state, &[Changed::Container(&cid)])
+        let saved = self.persist(&state, &[Changed::Container(&cid)]);
+        if saved.is_err() {
+            state.container_mut(&cid)?.state = was;
+        }
+        saved
     }
 
     /// Remove a container (`force`: stop it first), and its namespace if the agent made it.
@@ -194,14 +205,17 @@ impl Agent {
         if state.container(&cid)?.state.is_up() && !force {
             return Err(AgentError::RemoveRunning(cid.to_string()));
         }
-        let cleanup = self.stop_locked(&mut state, &cid)?;
+        let undo = state.undo_point(&cid, &[]);
+        let cleanup = self.stop_in_memory(&mut state, &cid)?;
         let c = state
             .containers
             .remove(&cid)
             .ok_or_else(|| AgentError::NoSuchContainer(cid.to_string()))?;
-        self.persist(&state, &[Changed::Container(&cid)])?;
-        drop(state);
-        cleanup.run(self).await;
+        if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+            undo.restore(&mut state);
+            return Err(e);
+        }
+        cleanup.run(self, state).await;
         if let Some(name) = c.netns_name() {
             if let Err(e) = netns::remove_named(name) {
                 tracing::warn!(container = %c.name, error = %e, "cannot remove namespace");

@@ -63,28 +63,77 @@ pub struct Agent {
     inner: Arc<Inner>,
 }
 
-/// Work left for after the lock: host-side veths to delete (each takes its peer), and
-/// endpoints of global networks to withdraw from the cluster store with their addresses.
+/// What a detaching change leaves to do once it is on disk. An operation changes only memory
+/// (the state) until its write succeeds; the table, the kernel and the pools follow in
+/// [`Cleanup::run`], so a failed write is undone by restoring the state alone and dropping
+/// the cleanup. In order: records out of the table (under the lock, so no later connect's
+/// records are touched), host-side veths deleted (each takes its peer) after the lock, then the
+/// addresses they held freed, endpoints of global networks withdrawn from the cluster store,
+/// global networks left when idle.
 #[derive(Debug, Default)]
 #[must_use]
 pub(crate) struct Cleanup {
+    /// Endpoints whose records leave the table.
+    pub(crate) records: Vec<(NetworkId, ContainerId)>,
     pub(crate) veths: Vec<String>,
+    /// Addresses that become free once the veth that held them is gone (never before: a
+    /// connect in between would get the same address and MAC while the old veth still
+    /// answers for them).
+    pub(crate) freed: Vec<Freed>,
     pub(crate) withdrawn: Vec<Withdrawn>,
     /// Global networks this host may have no endpoint on any more: taken down if so.
     pub(crate) leave: Vec<NetworkId>,
 }
 
+/// An endpoint's addresses, to give back to its network's pools after `veth` is deleted.
+#[derive(Debug)]
+pub(crate) struct Freed {
+    pub(crate) network_id: NetworkId,
+    pub(crate) v4: Ipv4Addr,
+    pub(crate) v6: Option<std::net::Ipv6Addr>,
+    /// The host-side veth that held them; `None` when it is gone already.
+    pub(crate) veth: Option<String>,
+}
+
 impl Cleanup {
     fn extend(&mut self, other: Cleanup) {
+        self.records.extend(other.records);
         self.veths.extend(other.veths);
+        self.freed.extend(other.freed);
         self.withdrawn.extend(other.withdrawn);
         self.leave.extend(other.leave);
     }
 
-    async fn run(self, agent: &Agent) {
+    /// The veths went with their namespace: nothing to delete, the addresses are free.
+    fn veths_already_gone(&mut self) {
+        self.veths.clear();
+        for f in &mut self.freed {
+            f.veth = None;
+        }
+    }
+
+    /// Do it all, the change being on disk; `state` is the lock the change was made under.
+    async fn run(self, agent: &Agent, state: tokio::sync::MutexGuard<'_, State>) {
+        for (net, cid) in &self.records {
+            agent.inner.dns.table().remove_endpoint(net, cid);
+        }
+        drop(state);
+        let mut kept = Vec::new();
         for v in self.veths {
             if let Err(e) = agent.inner.host.delete_link(&v).await {
-                tracing::warn!(veth = %v, error = %e, "cannot delete veth");
+                tracing::warn!(veth = %v, error = %e, "cannot delete veth; its addresses stay taken until the next start");
+                kept.push(v);
+            }
+        }
+        if !self.freed.is_empty() {
+            let mut state = agent.state().lock().await;
+            for f in &self.freed {
+                if f.veth.as_ref().is_some_and(|v| kept.contains(v)) {
+                    continue;
+                }
+                if let Some(n) = state.networks.get_mut(&f.network_id) {
+                    n.release(f.v4, f.v6);
+                }
             }
         }
         for w in self.withdrawn {

@@ -166,21 +166,29 @@ impl Agent {
         let mut state = self.inner.state.lock().await;
         let net_id = state.find_network(&req.network)?;
         let cid = container_id_of(&req.runtime_id);
-        let mut cleanup = Cleanup::default();
+        // Taken before anything changes: a failed ADD puts the container back as it was,
+        // stale endpoints included (their cleanup runs only when the ADD is saved).
+        let undo = state.undo_point(&cid, &[]);
+        let mut stale = Cleanup::default();
         let known = state.containers.contains_key(&cid);
         if known {
             if let Some(existing) = self.existing_attachment(&state, &cid, &net_id, &req)? {
                 return Ok(existing);
             }
-            cleanup = self.drop_stale_endpoints(&mut state, &cid, &net_id, &req.netns)?;
+            stale = self.drop_stale_endpoints(&mut state, &cid, &net_id, &req.netns)?;
         } else if let Some(other) = state.containers.values().find(|c| c.name == name) {
             return Err(AgentError::ContainerExists {
                 name,
                 id: other.id.to_string(),
             });
         }
-        let undo = state.undo_point(&cid, std::slice::from_ref(&net_id));
-        let ep = runtime_endpoint(&state, &net_id, &req)?;
+        let ep = match runtime_endpoint(&state, &net_id, &req) {
+            Ok(ep) => ep,
+            Err(e) => {
+                undo.restore(&mut state);
+                return Err(e);
+            }
+        };
         if known {
             let c = state.container_mut(&cid)?;
             c.netns = req.netns.clone();
@@ -196,19 +204,18 @@ impl Agent {
             Err(e) => Err(e),
         };
         if let Err(e) = attached {
-            cleanup.extend(self.detach(&mut state, &cid, &net_id));
+            // The new attachment's veth and addresses go; the stale ones stay as saved.
+            let failed = self.detach(&mut state, &cid, &net_id);
             if known {
                 undo.restore(&mut state);
             } else {
                 state.containers.remove(&cid);
             }
-            drop(state);
-            cleanup.run(self).await;
+            failed.run(self, state).await;
             return Err(e);
         }
         let result = self.attachment_of(&state, &cid, &net_id);
-        drop(state);
-        cleanup.run(self).await;
+        stale.run(self, state).await;
         result
     }
 
@@ -322,8 +329,7 @@ impl Agent {
             return Ok(());
         }
         let cleanup = self.forget_runtime_endpoint(&mut state, &cid, &net_id)?;
-        drop(state);
-        cleanup.run(self).await;
+        cleanup.run(self, state).await;
         Ok(())
     }
 
@@ -335,38 +341,24 @@ impl Agent {
         cid: &ContainerId,
         net_id: &NetworkId,
     ) -> Result<Cleanup> {
-        let undo = state.undo_point(cid, std::slice::from_ref(net_id));
+        let undo = state.undo_point(cid, &[]);
         let cleanup = self.detach(state, cid, net_id);
         let c = state.container_mut(cid)?;
         c.endpoints.retain(|e| e.network_id != *net_id);
-        if c.endpoints.is_empty() {
+        let last = c.endpoints.is_empty();
+        if last {
             state.containers.remove(cid);
-        } else {
-            self.refresh_etc(state, cid);
         }
         if let Err(e) = self.persist(state, &[Changed::Container(cid)]) {
-            // Nothing is lost: the veth stays (it is in `cleanup`, which is dropped), and the
-            // attachment is as it was.
+            // Nothing is lost: the records, the veth and the addresses are untouched (they
+            // are in `cleanup`, which is dropped), and the attachment is as it was.
             undo.restore(state);
-            let _ = self.reattach_records(state, cid, net_id);
             return Err(e);
         }
+        if !last {
+            self.refresh_etc(state, cid);
+        }
         Ok(cleanup)
-    }
-
-    /// Put an attachment's records back in the table after an undo.
-    fn reattach_records(&self, state: &State, cid: &ContainerId, net_id: &NetworkId) -> Result<()> {
-        let c = state.container(cid)?;
-        let Some(ep) = c.endpoint(net_id) else {
-            return Ok(());
-        };
-        let Some(a) = &ep.attached else {
-            return Ok(());
-        };
-        // The pools came back with the undo; the table needs the records again.
-        let spec = super::endpoint_spec(c, ep, a.v4, a.v6);
-        self.inner.dns.table().upsert_endpoint(&spec)?;
-        Ok(())
     }
 
     /// CNI CHECK: the attachment exists as the runtime expects, both ends of its veth present.
@@ -416,12 +408,22 @@ impl Agent {
             })
             .map(|c| c.id.clone())
             .collect();
+        // Each one all or nothing: those saved before a failed write are cleaned up all the same.
         let mut cleanup = Cleanup::default();
+        let mut failed = None;
         for cid in &gone {
-            cleanup.extend(self.forget_runtime_endpoint(&mut state, cid, &net_id)?);
+            match self.forget_runtime_endpoint(&mut state, cid, &net_id) {
+                Ok(c) => cleanup.extend(c),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        drop(state);
-        cleanup.run(self).await;
-        Ok(gone.len())
+        cleanup.run(self, state).await;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(gone.len()),
+        }
     }
 }

@@ -55,10 +55,7 @@ impl Agent {
             return;
         }
         match self.end_dead_attachment(&mut state, &cid, &net_id) {
-            Ok(cleanup) => {
-                drop(state);
-                cleanup.run(self).await;
-            }
+            Ok(cleanup) => cleanup.run(self, state).await,
             Err(e) => {
                 tracing::error!(container = %cid, error = %e, "cannot forget the attachment of a dead namespace")
             }
@@ -89,8 +86,7 @@ impl Agent {
                 }
             }
         }
-        drop(state);
-        cleanup.run(self).await;
+        cleanup.run(self, state).await;
     }
 
     /// End one attachment of a container whose namespace died: a runtime's container loses
@@ -107,17 +103,21 @@ impl Agent {
         let mut cleanup = if runtime_owned {
             self.forget_runtime_endpoint(state, cid, net_id)?
         } else {
+            let undo = state.undo_point(cid, &[]);
             let cleanup = self.detach(state, cid, net_id);
             let c = state.container_mut(cid)?;
             if c.endpoints.iter().all(|e| e.attached.is_none()) {
                 c.state = RunState::Exited;
                 c.state_since = crate::clock::now_rfc3339();
             }
-            self.persist(state, &[Changed::Container(cid)])?;
+            if let Err(e) = self.persist(state, &[Changed::Container(cid)]) {
+                undo.restore(state);
+                return Err(e);
+            }
             cleanup
         };
         // Nothing to delete: the kernel took the veth with the namespace.
-        cleanup.veths.clear();
+        cleanup.veths_already_gone();
         Ok(cleanup)
     }
 }
