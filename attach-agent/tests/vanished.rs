@@ -56,3 +56,76 @@ fn a_container_whose_namespace_dies_leaves_dns_and_frees_its_address() {
     env.ok(&["run", "--name", &next, "--network", &net, "busybox"]);
     assert_eq!(env.dig(&client, &[&next]), env.ip(1, 3));
 }
+
+/// The host-side link whose index `container`'s `eth0` is paired with.
+fn host_veth_of(env: &Env, container: &str) -> String {
+    let peer = env.exec(container, &["cat", "/sys/class/net/eth0/iflink"]);
+    let peer = peer.stdout.trim().to_string();
+    env.links()
+        .into_iter()
+        .find(|l| {
+            std::fs::read_to_string(format!("/sys/class/net/{l}/ifindex"))
+                .is_ok_and(|i| i.trim() == peer)
+        })
+        .unwrap_or_else(|| panic!("no host link with index {peer} for {container}"))
+}
+
+/// Wait (at most 5 s) until `ok` holds; say what was awaited otherwise.
+fn soon(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ok() {
+        assert!(Instant::now() < deadline, "not within 5 s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ip link del` on a network's bridge, then on a running container's host-side veth, behind
+/// the agent's back: each is made again at once (not at the next restart), the containers
+/// reach each other over it, and DNS answers from the new bridge.
+#[test]
+fn links_deleted_behind_the_agents_back_are_made_again() {
+    let env = Env::new();
+    let (a, b) = (env.name("a"), env.name("b"));
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "front"]);
+    env.ok(&["run", "--name", &a, "--network", "front", "busybox"]);
+    env.ok(&["run", "--name", &b, "--network", "front", "busybox"]);
+    let bridge = env.links().into_iter().find(|l| l.contains('-')).unwrap();
+    let pings = |from: &str, to: String| {
+        env.exec(from, &["busybox", "ping", "-c", "1", "-W", "1", &to])
+            .code
+            == 0
+    };
+    assert!(pings(&a, env.ip(1, 3)));
+
+    let del = |link: &str| {
+        let st = std::process::Command::new("ip")
+            .args(["link", "del", link])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip link del {link}");
+    };
+    del(&bridge);
+    soon("the bridge is made again", || {
+        std::path::Path::new("/sys/class/net")
+            .join(&bridge)
+            .exists()
+    });
+    soon("a reaches b over the new bridge", || {
+        pings(&a, env.ip(1, 3))
+    });
+    soon("DNS answers on the new bridge", || {
+        env.getent(&a, &b) == [env.ip(1, 3)]
+    });
+
+    let veth = host_veth_of(&env, &a);
+    del(&veth);
+    soon("a has its address again", || {
+        env.addrs_in(&a, "eth0") == [format!("{}/24", env.ip(1, 2))]
+    });
+    soon("b reaches a again", || pings(&b, env.ip(1, 2)));
+    assert_eq!(env.getent(&b, &a), [env.ip(1, 2)]);
+    assert_eq!(env.ip_of(&a, "front"), env.ip(1, 2));
+    // Saved: a restart adopts what was made again.
+    let links = env.links();
+    assert_eq!(links.len(), 3, "{links:?}");
+}

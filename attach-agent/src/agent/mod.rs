@@ -14,7 +14,8 @@
 //! - `reconcile`: at start, make the kernel and the table match the saved state;
 //! - `overlay` and `mirror`: global networks, this host's side of the cluster store;
 //! - `runtime`: containers a runtime owns and attaches through CNI (ADD, DEL, CHECK, GC);
-//! - `vanished`: attachments whose namespace died without a word, ended from link events.
+//! - `vanished`: attachments whose namespace died without a word, ended from link events;
+//! - `repair`: links deleted behind the agent's back, made again from the same events.
 
 mod attach;
 mod containers;
@@ -22,6 +23,7 @@ mod mirror;
 mod networks;
 mod overlay;
 mod reconcile;
+mod repair;
 pub mod request;
 mod runtime;
 mod vanished;

@@ -140,7 +140,7 @@ impl Agent {
 
     /// Attach an endpoint again with the addresses it had (`was`), as if they were static for
     /// this once. The new host-side veth's name.
-    async fn reattach(
+    pub(super) async fn reattach(
         &self,
         state: &mut State,
         cid: &ContainerId,

@@ -27,7 +27,7 @@ impl Agent {
                     Ok(mut gone) => {
                         while let Some(name) = gone.next().await {
                             if name.starts_with(agent.inner.cfg.link_prefix.as_str()) {
-                                agent.veth_gone(&name).await;
+                                agent.link_deleted(&name).await;
                             }
                         }
                         tracing::warn!("link events ended; subscribing again");
@@ -40,21 +40,15 @@ impl Agent {
         });
     }
 
-    /// The host-side veth `name` is gone: if it was an attachment's and its container's
-    /// namespace is gone too, the attachment ends.
-    async fn veth_gone(&self, name: &str) {
-        let mut state = self.inner.state.lock().await;
-        let Some((cid, net_id)) = attachment_with_veth(&state, name) else {
-            return; // ours, deleted by a disconnect or stop, or not an attachment at all
-        };
-        let alive = state
-            .container(&cid)
-            .is_ok_and(|c| netns::is_netns(&c.netns));
-        if alive {
-            tracing::warn!(veth = %name, container = %cid, "a veth was deleted behind the agent's back; its namespace is still there");
-            return;
-        }
-        match self.end_dead_attachment(&mut state, &cid, &net_id) {
+    /// The host-side veth of the attachment (`cid`, `net_id`) went with its container's
+    /// namespace: the attachment ends.
+    pub(super) async fn veth_gone(
+        &self,
+        mut state: tokio::sync::MutexGuard<'_, State>,
+        cid: &ContainerId,
+        net_id: &NetworkId,
+    ) {
+        match self.end_dead_attachment(&mut state, cid, net_id) {
             Ok(cleanup) => cleanup.run(self, state).await,
             Err(e) => {
                 tracing::error!(container = %cid, error = %e, "cannot forget the attachment of a dead namespace")
@@ -123,7 +117,7 @@ impl Agent {
 }
 
 /// The (container, network) whose attachment's host-side veth is `name`.
-fn attachment_with_veth(state: &State, name: &str) -> Option<(ContainerId, NetworkId)> {
+pub(super) fn attachment_with_veth(state: &State, name: &str) -> Option<(ContainerId, NetworkId)> {
     state.containers.values().find_map(|c| {
         c.endpoints.iter().find_map(|e| {
             e.attached

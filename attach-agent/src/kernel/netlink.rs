@@ -124,6 +124,8 @@ impl Netlink {
     /// The names of links deleted from the host's namespace from now on, as the kernel
     /// announces them (RTM_DELLINK on the link multicast group): how the agent learns, at once
     /// and without polling, that a container's namespace died and took its veth with it.
+    /// Only real deletions: the bridge module also sends RTM_DELLINK (family `AF_BRIDGE`)
+    /// for a port that merely left its bridge, as all of them do when the bridge is deleted.
     pub fn deleted_links() -> Result<futures::stream::BoxStream<'static, String>> {
         use futures::StreamExt;
         use rtnetlink::packet_core::NetlinkPayload;
@@ -134,7 +136,12 @@ impl Netlink {
         Ok(messages
             .filter_map(|(msg, _)| async move {
                 match msg.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => if_name(&l),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l))
+                        if l.header.interface_family
+                            == netlink_packet_route::AddressFamily::Unspec =>
+                    {
+                        if_name(&l)
+                    }
                     _ => None,
                 }
             })
@@ -315,6 +322,21 @@ impl Netlink {
             .await
             .map_err(kernel(format!("add veth {host_name}")))?;
         self.set_mark(host_name, mark).await
+    }
+
+    /// Make link `name` a port of `bridge`, up (a veth whose bridge was made again).
+    pub async fn enslave(&self, name: &str, bridge: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_name(name)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(kernel(format!("add {name} to its bridge")))
     }
 
     /// Bring a link up.

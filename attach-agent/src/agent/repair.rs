@@ -1,0 +1,122 @@
+//! Links deleted behind the agent's back (`ip link del` on a bridge, a tunnel or a veth by an
+//! operator or another tool): seen at once from the kernel's link events, and made again, so
+//! DNS and the containers' connectivity come back without waiting for a restart.
+//!
+//! - a network's bridge: made again with its addresses and MAC, its DNS listeners moved to
+//!   the new bridge, and every attached endpoint's host-side veth (which the kernel released,
+//!   not deleted) added to it again; a global network's tunnel is made again too;
+//! - a global network's VXLAN device: made again, with every remote endpoint's entries;
+//! - a host-side veth whose container's namespace is alive: the attachment is made again with
+//!   the same addresses (the kernel deleted the peer with it). Whose namespace died: see
+//!   `vanished`.
+//!
+//! The agent's own deletions (disconnect, network removal) are never taken for these: by the
+//! time their event arrives, the state no longer names the link.
+
+use super::Agent;
+use crate::cluster::layout::EndpointRecord;
+use crate::ids::{ContainerId, NetworkId};
+use crate::kernel::netns;
+use crate::state::{Changed, Network, State};
+
+impl Agent {
+    /// The link `name` (with our prefix) was deleted: rebuild what the state says it was.
+    pub(super) async fn link_deleted(&self, name: &str) {
+        let mut state = self.inner.state.lock().await;
+        if let Some(net) = self.served_network_with_link(&state, name) {
+            tracing::warn!(link = %name, network = %net.name, "a link was deleted behind the agent's back; making it again");
+            self.rebuild_network(&mut state, &net).await;
+            return;
+        }
+        let Some((cid, net_id)) = super::vanished::attachment_with_veth(&state, name) else {
+            return; // ours, deleted by a disconnect or stop, or not an attachment at all
+        };
+        let alive = state
+            .container(&cid)
+            .is_ok_and(|c| netns::is_netns(&c.netns));
+        if alive {
+            tracing::warn!(veth = %name, container = %cid, "a veth was deleted behind the agent's back; attaching again");
+            self.rebuild_attachment(&mut state, &cid, &net_id).await;
+            return;
+        }
+        self.veth_gone(state, &cid, &net_id).await;
+    }
+
+    /// The network (served on this host) whose bridge or VXLAN device is `name`.
+    fn served_network_with_link(&self, state: &State, name: &str) -> Option<Network> {
+        state
+            .networks
+            .values()
+            .filter(|n| !n.is_global() || state.joined.contains(&n.id))
+            .find(|n| n.bridge == name || (n.is_global() && self.vxlan_name(&n.id) == name))
+            .cloned()
+    }
+
+    /// Bridge (and tunnel) made again, DNS listeners on the new bridge, ports added back,
+    /// remote endpoints' tunnel entries put back.
+    async fn rebuild_network(&self, state: &mut State, net: &Network) {
+        if let Err(e) = self.bring_up_network(net).await {
+            tracing::error!(network = %net.name, error = %e, "cannot make a deleted link again");
+            return;
+        }
+        let bridge = match self.inner.host.index_of(&net.bridge).await {
+            Ok(Some(i)) => i,
+            other => {
+                tracing::error!(network = %net.name, result = ?other.map(|_| ()), "the bridge made again is not there");
+                return;
+            }
+        };
+        let veths: Vec<String> = state
+            .containers
+            .values()
+            .filter_map(|c| c.endpoint(&net.id)?.attached.as_ref())
+            .map(|a| a.host_veth.clone())
+            .collect();
+        let mut ports = 0;
+        for v in &veths {
+            match self.inner.host.enslave(v, bridge).await {
+                Ok(()) => ports += 1,
+                Err(e) => {
+                    tracing::warn!(veth = %v, error = %e, "cannot add a veth to its bridge again")
+                }
+            }
+        }
+        if net.is_global() {
+            let remotes: Vec<EndpointRecord> = state
+                .remote
+                .values()
+                .filter(|r| r.network_id == net.id)
+                .cloned()
+                .collect();
+            for rec in &remotes {
+                if let Err(e) = self.tunnel_entries(rec, true).await {
+                    tracing::warn!(container = %rec.container_name, error = %e, "cannot put a remote endpoint's tunnel entries back");
+                }
+            }
+        }
+        tracing::info!(network = %net.name, ports, "network links made again");
+    }
+
+    /// An attachment whose host-side veth (and so its peer) was deleted, its namespace alive:
+    /// attached again with the same addresses, and saved (the veth has a new name).
+    async fn rebuild_attachment(&self, state: &mut State, cid: &ContainerId, net_id: &NetworkId) {
+        let Some(was) = state
+            .container(cid)
+            .ok()
+            .and_then(|c| c.endpoint(net_id)?.attached.clone())
+        else {
+            return;
+        };
+        match self.reattach(state, cid, net_id, &was).await {
+            Ok(veth) => {
+                if let Err(e) = self.persist(state, &[Changed::Container(cid)]) {
+                    tracing::error!(container = %cid, error = %e, "cannot save an attachment made again");
+                }
+                tracing::info!(container = %cid, network = %net_id, %veth, "attached again");
+            }
+            Err(e) => {
+                tracing::error!(container = %cid, network = %net_id, error = %e, "cannot attach again")
+            }
+        }
+    }
+}
