@@ -39,24 +39,32 @@ fn sigkill_and_restart_lose_nothing() {
     env.kill_daemon();
     // While it is down, a leftover veth with our prefix and our mark appears (a crash between
     // kernel work and the state write): the restart must remove it. One with the prefix but
-    // without the mark is not the agent's (made by hand, or by another agent): it stays.
+    // another mark is not the agent's (made by hand, or by another agent): it stays. One with
+    // the agent's group and no alias yet (a crash between the request that makes a link and
+    // the one that marks it) is the agent's, and goes.
     let orphan = format!("{}0000000", env.prefix);
     let foreign = format!("{}0000001", env.prefix);
+    let unmarked = format!("{}0000002", env.prefix);
+    let group = env.link_group().to_string();
     for (veth, alias) in [
-        (&orphan, env.link_mark()),
-        (&foreign, "by hand".to_string()),
+        (&orphan, Some(env.link_mark())),
+        (&foreign, Some("by hand".to_string())),
+        (&unmarked, None),
     ] {
         let st = std::process::Command::new("ip")
-            .args(["link", "add", veth, "type", "veth", "peer", "name"])
+            .args(["link", "add", veth, "group", &group, "type", "veth"])
+            .args(["peer", "name"])
             .arg(format!("{veth}p"))
             .status()
             .unwrap();
         assert!(st.success());
-        let st = std::process::Command::new("ip")
-            .args(["link", "set", veth, "alias", &alias])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        if let Some(alias) = alias {
+            let st = std::process::Command::new("ip")
+                .args(["link", "set", veth, "alias", &alias])
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
     }
     env.start_daemon();
 
@@ -214,6 +222,25 @@ fn two_agents_with_one_prefix_leave_each_others_links_alone() {
         4,
         "two bridges, two host-side veths: {links:?}"
     );
+    // Each link carries its agent's mark, as its alias and as its group.
+    let sys = |l: &str, f: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{l}/{f}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    for l in &links {
+        let owner = [&first, &second]
+            .into_iter()
+            .find(|e| sys(l, "ifalias") == e.link_mark())
+            .unwrap_or_else(|| panic!("{l} has no agent's mark: {:?}", sys(l, "ifalias")));
+        assert_eq!(
+            sys(l, "netdev_group"),
+            owner.link_group().to_string(),
+            "{l}"
+        );
+    }
+    assert_ne!(first.link_mark(), second.link_mark());
     let each_serves_its_own = |first: &Env, second: &Env| {
         assert_eq!(first.getent(&a, "aa"), [first.ip(1, 2)]);
         assert_eq!(second.getent(&b, "bb"), [second.ip(1, 2)]);
@@ -244,4 +271,8 @@ fn two_agents_with_one_prefix_leave_each_others_links_alone() {
     second.ok(&["run", "--name", &c, "--network", "right", "busybox"]);
     assert_eq!(second.getent(&c, "bb"), [second.ip(1, 2)]);
     assert_eq!(first.links().len(), 5);
+    // Both stopped before either sweeps the prefix they share (a running agent would make
+    // its links again as the other's clean-up deletes them).
+    first.kill_daemon();
+    second.kill_daemon();
 }

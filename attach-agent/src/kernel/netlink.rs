@@ -51,19 +51,34 @@ type Result<T> = std::result::Result<T, NetlinkError>;
 /// start-up sweep deletes only links that carry its own. Names alone cannot say it: a second
 /// agent with the same prefix, or anything else naming links alike, would lose its links to
 /// the first agent's restart. (`ifalias` because the kernel keeps it for every kind of link
-/// and `ip link` shows it; it is set just after the link is made, as the kernel ignores it in
-/// the creating request.)
+/// and `ip link` shows it.) The kernel ignores `ifalias` in the request that creates a link, so
+/// it is set by a second request; the creating request carries the link's group
+/// (`IFLA_GROUP`, which the kernel does take at creation) derived from the same id, so a link
+/// left by a crash between the two requests is still known for this agent's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkMark(String);
+pub struct LinkMark {
+    alias: String,
+    group: u32,
+}
 
 impl LinkMark {
     /// The mark of the agent whose id is `id`.
     pub fn of(id: &crate::ids::InstanceId) -> LinkMark {
-        LinkMark(format!("attach-agent:{id}"))
+        // 31 bits of the id (iproute2 takes groups up to 2^31 - 1: `ip link show group N`
+        // lists them), and never group 0, every link's default.
+        let group = (u32::from_str_radix(&id[..8], 16).unwrap_or(0) & 0x7fff_ffff).max(1);
+        LinkMark {
+            alias: format!("attach-agent:{id}"),
+            group,
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.alias
+    }
+
+    pub fn group(&self) -> u32 {
+        self.group
     }
 }
 
@@ -73,11 +88,18 @@ pub struct LinkInfo {
     pub name: String,
     /// Its `ifalias`, if it has one.
     pub alias: Option<String>,
+    /// Its group (`IFLA_GROUP`; 0 by default).
+    pub group: u32,
 }
 
 impl LinkInfo {
+    /// Whether the agent with `mark` made it: its alias, or, without one (a crash just after
+    /// the link was made), its group.
     pub fn is_marked(&self, mark: &LinkMark) -> bool {
-        self.alias.as_deref() == Some(mark.as_str())
+        match self.alias.as_deref() {
+            Some(a) => a == mark.as_str(),
+            None => self.group == mark.group,
+        }
     }
 }
 
@@ -188,9 +210,18 @@ impl Netlink {
                     LinkAttribute::IfAlias(s) => Some(s.clone()),
                     _ => None,
                 });
+                let group = l
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        LinkAttribute::Group(g) => Some(*g),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
                 Some(LinkInfo {
                     name: if_name(l)?,
                     alias,
+                    group,
                 })
             })
             .collect())
@@ -222,7 +253,12 @@ impl Netlink {
         // A fixed MAC: otherwise the bridge takes the lowest of its ports' MACs and changes as
         // containers come and go, which flushes every neighbour's ARP entry for it.
         let index = self
-            .add_or_adopt(name, || LinkBridge::new(name).address(mac.to_vec()).build())
+            .add_or_adopt(name, || {
+                LinkBridge::new(name)
+                    .address(mac.to_vec())
+                    .append_extra_attribute(LinkAttribute::Group(mark.group()))
+                    .build()
+            })
             .await?;
         self.handle
             .link()
@@ -307,6 +343,7 @@ impl Netlink {
         let mut msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(host_name.to_string())
             .controller(bridge)
+            .append_extra_attribute(LinkAttribute::Group(mark.group()))
             .up();
         if let Some(m) = mtu {
             peer = peer.mtu(m);
@@ -414,7 +451,10 @@ impl Netlink {
                     IpAddr::V4(a) => b.local(a),
                     IpAddr::V6(a) => b.local6(a),
                 };
-                b.controller(bridge).up().build()
+                b.controller(bridge)
+                    .append_extra_attribute(LinkAttribute::Group(mark.group()))
+                    .up()
+                    .build()
             })
             .await?;
         self.handle

@@ -156,6 +156,14 @@ impl Env {
         format!("attach-agent:{}", id.trim())
     }
 
+    /// The link group this environment's agent creates its links in (the mark of a link
+    /// left by a crash before its alias was set).
+    pub fn link_group(&self) -> u32 {
+        let mark = self.link_mark();
+        let id = mark.trim_start_matches("attach-agent:");
+        (u32::from_str_radix(&id[..8], 16).unwrap() & 0x7fff_ffff).max(1)
+    }
+
     /// A container name unique to this test (it names a namespace on the host).
     pub fn name(&self, n: &str) -> String {
         format!("{}-{n}", self.prefix)
