@@ -130,6 +130,11 @@ pub struct ClusterConfig {
     pub vxlan_port: u16,
     /// Seconds a store operation is retried (members failing) before it is an error.
     pub retry_for: u64,
+    /// Seconds a host may be gone from the store (its `hosts/` record expired with its lease)
+    /// before any other host releases the address claims it left, one transaction each; 0:
+    /// never. Claims carry no lease so that a host back within this time finds its
+    /// containers' addresses still its own; one back later may find them given to others.
+    pub claim_grace: u64,
     /// TLS (`https://` or `etcds://` stores): the CA that signed the members' certificates;
     /// none: the system's roots are not used, so a TLS store needs it.
     pub ca_file: Option<PathBuf>,
@@ -156,6 +161,7 @@ impl Default for ClusterConfig {
             lease_ttl: 10,
             vxlan_port: 4789,
             retry_for: 15,
+            claim_grace: 3600,
             ca_file: None,
             cert_file: None,
             key_file: None,

@@ -61,6 +61,9 @@ pub fn config(args: &DaemonArgs) -> Result<AgentConfig, ConfigError> {
     if let Some(t) = args.cluster_lease_ttl {
         c.cluster.lease_ttl = t;
     }
+    if let Some(g) = args.cluster_claim_grace {
+        c.cluster.claim_grace = g;
+    }
     let cl = &mut c.cluster;
     cl.ca_file = args.cluster_ca.clone().or(cl.ca_file.take());
     cl.cert_file = args.cluster_cert.clone().or(cl.cert_file.take());

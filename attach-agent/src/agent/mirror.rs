@@ -21,6 +21,14 @@ use crate::error::Result;
 use crate::ids::{EndpointId, NetworkId};
 use crate::state::{Changed, Network, State};
 
+/// How often the mirror looks for claims of hosts gone longer than the claim grace.
+const ORPHAN_CHECK: Duration = Duration::from_secs(1);
+
+/// Hosts that hold claims but have no `hosts/` record, and since when this agent has seen
+/// them so.
+#[derive(Default)]
+struct Orphans(BTreeMap<IpAddr, std::time::Instant>);
+
 /// Tunnel entries to add or remove, collected while a batch of changes updates the table and
 /// applied after it: the names of a whole batch (a dead host's lease: all its endpoints at
 /// once) change together, not one netlink round trip apart.
@@ -37,17 +45,37 @@ impl Agent {
     }
 
     /// Load the store, make this host match it, publish this host's endpoints, and follow
-    /// the store from then on (a task), keeping the lease alive (another).
+    /// the store from then on (a task), keeping the lease alive (another). A store that does
+    /// not answer does not hold the start: this host serves what its state remembers, and
+    /// the task loads and catches up when a member answers.
     pub(crate) async fn start_mirror(&self) -> Result<()> {
         let cluster = self.need_cluster()?.clone();
-        let view = cluster.load().await?;
-        {
-            let mut state = self.state().lock().await;
-            self.sync_view(&mut state, &view).await;
-        }
-        self.notify();
+        let view = if cluster.is_joined() {
+            match cluster.load().await {
+                Ok(view) => {
+                    let mut state = self.state().lock().await;
+                    self.sync_view(&mut state, &view).await;
+                    drop(state);
+                    self.notify();
+                    Some(view)
+                }
+                Err(StoreError::Unavailable(why)) => {
+                    tracing::warn!(%why, "cannot load the cluster store; catching up when it answers");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
         let agent = self.clone();
-        tokio::spawn(async move { agent.follow(view).await });
+        tokio::spawn(async move {
+            let view = match view {
+                Some(v) => v,
+                None => agent.reload(agent.mirror_cluster()).await,
+            };
+            agent.follow(view).await
+        });
         let agent = self.clone();
         let mut lease = cluster.lease_changes();
         tokio::spawn(async move {
@@ -63,6 +91,10 @@ impl Agent {
     /// kept up to date: what each record is checked against (networks, claims, host leases).
     pub(super) async fn follow(&self, mut view: View) {
         let cluster = self.mirror_cluster().clone();
+        let grace = Duration::from_secs(self.config().cluster.claim_grace);
+        let mut orphans = Orphans::default();
+        let mut tick = tokio::time::interval(ORPHAN_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let revision = view.revision;
             let mut stream = match cluster.watch(revision).await {
@@ -80,7 +112,15 @@ impl Agent {
                     continue;
                 }
             };
-            while let Some(item) = stream.next().await {
+            loop {
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    _ = tick.tick(), if !grace.is_zero() => {
+                        self.release_orphans(&view, &mut orphans, grace).await;
+                        continue;
+                    }
+                };
+                let Some(item) = item else { break };
                 match item {
                     Ok(batch) => {
                         tracing::debug!(
@@ -112,6 +152,46 @@ impl Agent {
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Release the claims of hosts gone from the store (no `hosts/` record) for longer than
+    /// `grace`, one transaction each. A host's absence is timed from when this agent first saw
+    /// it, so an agent that just started waits the whole grace itself.
+    async fn release_orphans(&self, view: &View, orphans: &mut Orphans, grace: Duration) {
+        let cluster = self.mirror_cluster();
+        let me = cluster.host();
+        let now = std::time::Instant::now();
+        let absent: BTreeSet<IpAddr> = view
+            .claims
+            .values()
+            .map(|c| c.host)
+            .filter(|h| *h != me && !view.hosts.contains_key(h))
+            .collect();
+        orphans.0.retain(|h, _| absent.contains(h));
+        for h in &absent {
+            orphans.0.entry(*h).or_insert(now);
+        }
+        let due: Vec<(&(NetworkId, IpAddr), &Claim)> = view
+            .claims
+            .iter()
+            .filter(|(_, c)| {
+                orphans
+                    .0
+                    .get(&c.host)
+                    .is_some_and(|since| now.duration_since(*since) >= grace)
+            })
+            .collect();
+        for ((net, ip), claim) in due {
+            match cluster.release_orphan(net, *ip, claim).await {
+                Ok(true) => {
+                    tracing::info!(network = %net, %ip, host = %claim.host, grace_s = grace.as_secs(), "released the address claim of a host gone for longer than the claim grace")
+                }
+                Ok(false) => {} // the host came back, or another host released it first
+                Err(e) => {
+                    tracing::warn!(network = %net, %ip, error = %e, "cannot release a gone host's claim")
+                }
+            }
         }
     }
 

@@ -34,6 +34,9 @@ use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::ipam::{self, IpamError, Pool};
 use crate::state::{Changed, Driver, Network, State};
 
+/// How long the start waits for a member of the cluster store before starting without it.
+const START_PROBE: Duration = Duration::from_secs(3);
+
 /// MTU inside overlay networks: 1500 less VXLAN's 50 bytes of outer headers.
 pub const OVERLAY_MTU: u32 = 1450;
 
@@ -61,9 +64,37 @@ pub async fn join(cfg: &ClusterConfig) -> Result<Option<Cluster>> {
     let host = cfg
         .advertise_addr
         .ok_or(crate::config::ConfigError::NoAdvertiseAddr)?;
-    let store = EtcdStore::connect(&members, &security, Duration::from_secs(cfg.retry_for)).await?;
-    let cluster = Cluster::join(Arc::new(store), host, Duration::from_secs(cfg.lease_ttl)).await?;
-    tracing::info!(store = ?members, tls = security.tls(), user = ?cfg.username, %host, lease = cluster.lease(), "joined the cluster");
+    let retry_for = Duration::from_secs(cfg.retry_for);
+    let mut store = EtcdStore::open(&members, &security, retry_for)?;
+    // A short look at start: with every member down the agent starts all the same (on the
+    // global networks its state remembers) rather than after the whole retry time.
+    let ttl = Duration::from_secs(cfg.lease_ttl);
+    let answered = match store.probe(retry_for.min(START_PROBE)).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Unavailable(why)) => Err(why),
+        Err(e) => return Err(e.into()),
+    };
+    let store: Arc<dyn crate::cluster::ClusterStore> = Arc::new(store);
+    let joined = match answered {
+        Ok(()) => Cluster::join(store.clone(), host, ttl)
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable(why) => Ok(why),
+                e => Err(e),
+            }),
+        Err(why) => Err(Ok(why)),
+    };
+    let cluster = match joined {
+        Ok(c) => {
+            tracing::info!(store = ?members, tls = security.tls(), user = ?cfg.username, %host, lease = c.lease(), "joined the cluster");
+            c
+        }
+        Err(Ok(why)) => {
+            tracing::warn!(store = ?members, %why, "no cluster store member answers; starting on the global networks the state remembers, joining when one answers");
+            Cluster::offline(store, host, ttl)
+        }
+        Err(Err(e)) => return Err(e.into()),
+    };
     Ok(Some(cluster))
 }
 

@@ -112,6 +112,10 @@ pub struct DaemonArgs {
     /// Seconds this host's records outlive it in the cluster store.
     #[arg(long)]
     pub cluster_lease_ttl: Option<u64>,
+    /// Seconds a host may be gone from the cluster store before others release its address
+    /// claims (0: never).
+    #[arg(long)]
+    pub cluster_claim_grace: Option<u64>,
     /// Log filter (tracing's EnvFilter syntax), e.g. info or attach_agent=debug; RUST_LOG when
     /// not given. Logs go to stderr, without colour unless it is a terminal.
     #[arg(long, env = "RUST_LOG", default_value = resolver::logging::DEFAULT_FILTER)]

@@ -315,6 +315,36 @@ impl EtcdStore {
         security: &Security,
         retry_for: Duration,
     ) -> Result<EtcdStore> {
+        let mut store = EtcdStore::open(endpoints, security, retry_for)?;
+        store.probe(retry_for).await?;
+        Ok(store)
+    }
+
+    /// Ask the store once whether it answers and takes this host's settings (a token taken
+    /// for the user, one read), trying the members for at most `within`: `Unavailable` when
+    /// none answered, a setting's error when one refused this host.
+    pub async fn probe(&mut self, within: Duration) -> Result<()> {
+        let retry_for = std::mem::replace(&mut self.retry_for, within);
+        let answered = async {
+            if self.user.is_some() {
+                self.authenticate().await?;
+            }
+            self.snapshot("/attach-agent/v1/version-probe")
+                .await
+                .map(|_| ())
+        }
+        .await;
+        self.retry_for = retry_for;
+        answered
+    }
+
+    /// The client of the members at `endpoints`, its files read and checked; nothing is sent
+    /// (connections are made at the first call: see [`EtcdStore::probe`]).
+    pub fn open(
+        endpoints: &[String],
+        security: &Security,
+        retry_for: Duration,
+    ) -> Result<EtcdStore> {
         let tls =
             match &security.ca_file {
                 None => None,
@@ -381,7 +411,7 @@ impl EtcdStore {
                 "no cluster store member given".into(),
             ));
         }
-        let store = EtcdStore {
+        Ok(EtcdStore {
             members,
             current: AtomicUsize::new(0),
             retry_for,
@@ -389,13 +419,7 @@ impl EtcdStore {
             user,
             have_cert: security.identity.is_some(),
             tls: security.tls(),
-        };
-        if store.user.is_some() {
-            store.authenticate().await?;
-        }
-        // One read to know a member answers now, not at the first operation.
-        store.snapshot("/attach-agent/v1/version-probe").await?;
-        Ok(store)
+        })
     }
 
     /// Get a token for the user (etcd's simple tokens expire after minutes of disuse, JWTs

@@ -29,6 +29,10 @@ pub use trust::Refused;
 /// The first VXLAN id handed out (Docker's overlay driver starts at 4096 too).
 pub const FIRST_VNI: u32 = 4096;
 
+/// The lease of a host that has none yet: it started while no member answered. Nothing is
+/// ever put on it (etcd would take 0 for "no lease", and the key would never expire).
+pub const NO_LEASE: LeaseId = 0;
+
 /// Everything under the layout's root at one revision, decoded and checked: only records
 /// [`trust`] accepts are in it.
 #[derive(Debug, Clone, Default)]
@@ -187,6 +191,19 @@ impl Cluster {
         ttl: Duration,
     ) -> Result<Cluster, StoreError> {
         let lease = store.grant(ttl).await?;
+        let c = Cluster::new(store, host, ttl, lease);
+        c.announce_host().await?;
+        Ok(c)
+    }
+
+    /// A membership for a host whose store does not answer now: no lease yet; it takes one
+    /// (announcing the host, and telling [`Cluster::lease_changes`] watchers to publish) as
+    /// soon as a member answers.
+    pub fn offline(store: Arc<dyn ClusterStore>, host: IpAddr, ttl: Duration) -> Cluster {
+        Cluster::new(store, host, ttl, NO_LEASE)
+    }
+
+    fn new(store: Arc<dyn ClusterStore>, host: IpAddr, ttl: Duration, lease: LeaseId) -> Cluster {
         let c = Cluster {
             inner: Arc::new(Inner {
                 store,
@@ -206,8 +223,20 @@ impl Cluster {
             .keeper
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keeper);
-        c.announce_host().await?;
-        Ok(c)
+        c
+    }
+
+    /// Whether this host has a lease (it has reached the store since it started).
+    pub fn is_joined(&self) -> bool {
+        self.lease() != NO_LEASE
+    }
+
+    /// The lease to put records on: the current one, or a first one taken now.
+    async fn live_lease(&self) -> Result<LeaseId, StoreError> {
+        if !self.is_joined() {
+            self.replace_lease(NO_LEASE).await?;
+        }
+        Ok(self.lease())
     }
 
     /// Stop renewing the lease, as a host that died would: its records go when it expires.
@@ -425,7 +454,7 @@ impl Cluster {
                 ops,
             )
         };
-        let lease = self.lease();
+        let lease = self.live_lease().await?;
         let done = match attempt(lease).await {
             Err(StoreError::LeaseExpired(_)) => {
                 self.replace_lease(lease).await?;
@@ -481,7 +510,7 @@ impl Cluster {
                 ],
             )
         };
-        let lease = self.lease();
+        let lease = self.live_lease().await?;
         match put(lease).await {
             Err(StoreError::LeaseExpired(_)) => {
                 self.replace_lease(lease).await?;
@@ -498,7 +527,11 @@ impl Cluster {
         if self.lease() != old {
             return Ok(()); // replaced meanwhile
         }
-        tracing::warn!(lease = old, "cluster lease lost; taking a new one");
+        if old == NO_LEASE {
+            tracing::info!("a cluster store member answers; joining");
+        } else {
+            tracing::warn!(lease = old, "cluster lease lost; taking a new one");
+        }
         let l = self.inner.store.grant(self.inner.ttl).await?;
         self.inner.lease.store(l, Ordering::Relaxed);
         if let Err(e) = self.announce_host().await {
@@ -506,6 +539,28 @@ impl Cluster {
         }
         self.inner.generation.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    /// Release a claim another host left: only if it still holds exactly `claim` and that
+    /// host's record is still absent (one transaction: a host that came back meanwhile, or
+    /// another releaser that was quicker, makes it a no-op). Whether it was released.
+    pub async fn release_orphan(
+        &self,
+        net: &NetworkId,
+        ip: IpAddr,
+        claim: &Claim,
+    ) -> Result<bool, StoreError> {
+        let key = layout::claim(net, ip);
+        self.inner
+            .store
+            .txn(
+                vec![
+                    Cond::ValueIs(key.clone(), layout::encode(claim)),
+                    Cond::Absent(layout::host(claim.host)),
+                ],
+                vec![Op::Delete(key)],
+            )
+            .await
     }
 
     pub async fn withdraw(&self, net: &NetworkId, ep: &EndpointId) -> Result<(), StoreError> {
@@ -525,6 +580,12 @@ impl Cluster {
                 tokio::time::sleep(period).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let c = Cluster { inner };
+                if !c.is_joined() {
+                    if let Err(e) = c.replace_lease(NO_LEASE).await {
+                        tracing::debug!(error = %e, "still no cluster store member answers");
+                    }
+                    continue;
+                }
                 match c.inner.store.keep_alive(c.lease()).await {
                     Ok(()) => {}
                     Err(StoreError::LeaseExpired(old)) => {

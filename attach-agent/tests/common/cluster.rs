@@ -37,10 +37,17 @@ pub struct Hosts {
     pub dir: tempfile::TempDir,
     pub etcd: Vec<Option<Child>>,
     pub agents: Vec<Option<Child>>,
+    /// More `attach-agent daemon` flags, for every agent.
+    pub agent_args: Vec<String>,
 }
 
 impl Hosts {
     pub fn new() -> Hosts {
+        Hosts::with_agent_args(&[])
+    }
+
+    /// [`Hosts::new`], every agent started with `args` too.
+    pub fn with_agent_args(args: &[&str]) -> Hosts {
         let (prefix, octet) = claim_prefix();
         let etcd = etcd_binary();
         let h = Hosts {
@@ -49,6 +56,7 @@ impl Hosts {
             dir: tempfile::tempdir().unwrap(),
             etcd: (0..HOSTS).map(|_| None).collect(),
             agents: (0..HOSTS).map(|_| None).collect(),
+            agent_args: args.iter().map(|a| a.to_string()).collect(),
         };
         // The underlay: a bridge in this namespace without an address (so no route here
         // changes), and one veth per host namespace.
@@ -228,6 +236,7 @@ impl Hosts {
             .args(self.store_flags(i))
             .args(["--advertise-addr", &self.host_ip(i)])
             .args(["--cluster-lease-ttl", &LEASE_TTL.to_string()])
+            .args(&self.agent_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -296,6 +305,13 @@ impl Hosts {
     /// The overlay's gateway: every host's bridge carries it.
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, self.octet, 4, 1)
+    }
+
+    /// The id of `network` as host `i` shows it.
+    pub fn network_id(&self, i: usize, network: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(i, &["network", "inspect", network])).unwrap();
+        v[0]["Id"].as_str().unwrap_or_default().to_string()
     }
 
     pub fn ip_of(&self, i: usize, container: &str, network: &str) -> Ipv4Addr {
