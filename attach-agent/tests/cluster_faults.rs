@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{etcd_binary, until, Hosts, HOSTS, LEASE_TTL};
-use common::{Answer, Asker};
+use common::{report, Answer, Asker};
 
 /// Every member stopped, host 0's agent restarted: it starts, serves DNS for its local network
 /// and for its own endpoint on the global one from its state, and once the members are back
@@ -58,9 +58,10 @@ fn an_agent_starts_with_every_member_down_and_catches_up() {
     }
     let t = Instant::now();
     h.start_agent(0);
+    let offline_start = t.elapsed();
     eprintln!(
         "host 0's agent answered {:.1} s after its start with no member up",
-        t.elapsed().as_secs_f64()
+        offline_start.as_secs_f64()
     );
     assert!(
         h.full_log(0).contains("no cluster store member answers"),
@@ -100,9 +101,15 @@ fn an_agent_starts_with_every_member_down_and_catches_up() {
         "host 0's endpoint was not published again:\n{}",
         h.log(0)
     );
+    let caught_up = t.elapsed();
     // And it connects on the global network again.
     let c0b = h.name("c0b");
     h.ok(0, &["run", "--name", &c0b, "--network", &ov, "busybox"]);
+    report(serde_json::json!({
+        "test": "store_down_at_start",
+        "api_answering_after_s": offline_start.as_secs_f64(),
+        "caught_up_after_s": caught_up.as_secs_f64(),
+    }));
 }
 
 /// Host 2 dies and never comes back: its endpoint leaves with its lease, and once its host
@@ -215,4 +222,10 @@ fn claims_of_a_host_gone_longer_than_the_grace_are_released() {
         ],
     );
     assert_eq!(h.ip_of(0, &c0, &ov).to_string(), held);
+    report(serde_json::json!({
+        "test": "claim_grace",
+        "lease_ttl_s": LEASE_TTL,
+        "grace_s": GRACE,
+        "released_after_s": took.as_secs_f64(),
+    }));
 }

@@ -86,6 +86,7 @@ fn sigkill_during_a_connect_storm_loses_nothing() {
 
     let (mut acked, mut unknown, mut kept_unknown) = (0u64, 0u64, 0u64);
     let (mut failures, mut restart_ms) = (Vec::new(), Vec::new());
+    let mut lost: Vec<String> = Vec::new();
     for round in 0..ROUNDS {
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
@@ -138,11 +139,15 @@ fn sigkill_during_a_connect_storm_loses_nothing() {
         for ((ci, ni), want) in exp.iter_mut() {
             let is = attached.contains_key(&(*ci, *ni));
             match want {
-                Some(w) => assert_eq!(
-                    *w, is,
-                    "round {round}: {} on {}: acknowledged {}, found {}",
-                    names[*ci], NETWORKS[*ni], w, is
-                ),
+                Some(w) if *w != is => {
+                    // Counted (and shown after the report), then taken as it is to go on.
+                    lost.push(format!(
+                        "round {round}: {} on {}: acknowledged {}, found {}",
+                        names[*ci], NETWORKS[*ni], w, is
+                    ));
+                    *want = Some(is);
+                }
+                Some(_) => {}
                 None => {
                     unknown += 1;
                     kept_unknown += u64::from(is);
@@ -200,10 +205,11 @@ fn sigkill_during_a_connect_storm_loses_nothing() {
         "acknowledged": acked,
         "cut_by_kill": unknown,
         "cut_kept": kept_unknown,
-        "lost": 0,
+        "lost": lost.len(),
         "restart_ms_median": restart_ms[restart_ms.len() / 2],
         "restart_ms_max": restart_ms[restart_ms.len() - 1],
     }));
+    assert!(lost.is_empty(), "acknowledged changes lost: {lost:#?}");
     assert!(
         acked >= ROUNDS as u64,
         "the storm hardly ran: {acked} acknowledged calls in {ROUNDS} rounds"

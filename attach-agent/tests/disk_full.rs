@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::Env;
+use common::{report, Env};
 
 /// A small tmpfs mounted on a directory of the test's own, unmounted on drop (also when the
 /// test fails).
@@ -161,6 +161,7 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
         ("containers", vec!["container", "restart", &db]),
         ("containers", vec!["container", "pause", &web]),
     ];
+    let mut unchanged = 0;
     for (dir, args) in &attempts {
         let msg = env.fails(args);
         let file = format!("writing {state_dir}/{dir}/");
@@ -171,7 +172,14 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
         assert_eq!(seen(), before, "{args:?} changed something on a full disk");
         let ns = std::path::Path::new("/run/netns").join(&new);
         assert!(!ns.exists(), "{args:?} left a namespace behind");
+        unchanged += 1;
     }
+    report(serde_json::json!({
+        "test": "disk_full",
+        "operations_tried": attempts.len(),
+        "failed_and_changed_nothing": unchanged,
+        "state_files": before.files.len(),
+    }));
 
     // Space again: everything works, and the agent's memory was never off.
     std::fs::remove_file(&filler).unwrap();

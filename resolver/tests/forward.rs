@@ -283,7 +283,29 @@ async fn local_names_keep_answering_while_every_upstream_is_black_holed() {
         .unwrap();
     let prober = Prober::start(gw, ip(b, 3), "local", v4(b, 10));
     // 2,000 external questions that will all hang upstream (and past the in-flight cap).
-    let sock = tokio::net::UdpSocket::bind((ip(b, 2), 0)).await.unwrap();
+    // What the asker gets back, read as it comes (a socket buffer left unread would drop
+    // most of it), until 1.5 s after the last send, before the forward timeout: the rest hang.
+    let sock = std::sync::Arc::new(tokio::net::UdpSocket::bind((ip(b, 2), 0)).await.unwrap());
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let reader = {
+        let sock = sock.clone();
+        tokio::spawn(async move {
+            let mut replies: std::collections::BTreeMap<String, u64> = Default::default();
+            let mut buf = vec![0u8; 65535];
+            loop {
+                let got = tokio::select! {
+                    r = sock.recv_from(&mut buf) => r,
+                    _ = done_rx.changed() => break,
+                };
+                let Ok((n, _)) = got else { break };
+                let code = hickory_proto::op::Message::from_vec(&buf[..n])
+                    .map(|m| format!("{:?}", m.metadata.response_code))
+                    .unwrap_or_else(|_| "undecodable".into());
+                *replies.entry(code).or_default() += 1;
+            }
+            replies
+        })
+    };
     for i in 0..2000 {
         let q = question(&format!("q{i}.blackhole.example"), RecordType::A);
         sock.send_to(&q.to_vec().unwrap(), gw).await.unwrap();
@@ -292,6 +314,8 @@ async fn local_names_keep_answering_while_every_upstream_is_black_holed() {
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    done_tx.send(true).unwrap();
+    let replies = reader.await.unwrap();
     let seen = prober.stop().await;
     // One asker, so its own cap is what it reaches first.
     let refused = s
@@ -299,9 +323,12 @@ async fn local_names_keep_answering_while_every_upstream_is_black_holed() {
         .stats()
         .refused_asker_cap
         .load(std::sync::atomic::Ordering::Relaxed);
+    let answered: u64 = replies.values().sum();
     report(serde_json::json!({
         "test": "blackhole",
-        "hung_forwards": 2000,
+        "sent": 2000,
+        "replies_by_rcode": replies,
+        "hanging": 2000 - answered,
         "refused_asker_cap": refused,
         "prober_answered": seen.answered,
         "prober_failed": seen.failed,
@@ -311,6 +338,15 @@ async fn local_names_keep_answering_while_every_upstream_is_black_holed() {
     assert!(seen.answered > 50, "{seen:?}");
     assert!(seen.worst < Duration::from_millis(100), "{seen:?}");
     assert!(refused > 0, "the cap was reached and answered REFUSED");
+    assert_eq!(
+        replies.get("Refused").copied().unwrap_or(0),
+        refused,
+        "every REFUSED the server counted reached the asker: {replies:?}"
+    );
+    assert!(
+        2000 - answered <= c.max_inflight_per_client as u64,
+        "at most the asker's cap hangs: {replies:?}"
+    );
 }
 
 /// The cache-poisoning query of issue 16: labels `www2` + `bank.com` (a dot inside a label)
