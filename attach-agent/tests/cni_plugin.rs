@@ -245,3 +245,45 @@ fn the_plugin_follows_the_cni_spec() {
     assert_eq!((code, e["code"].as_u64()), (1, Some(50)), "{e}");
     env.start_daemon();
 }
+
+/// A runtime that restarts a container into a new namespace without a DEL (podman does): the
+/// ADD replaces the old attachment, takes the same static address, and its name answers.
+#[test]
+fn an_add_into_a_new_namespace_replaces_the_old_attachment() {
+    let env = Env::new();
+    let net = env.name("net");
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), &net]);
+    let client = env.name("client");
+    env.ok(&["run", "--name", &client, "--network", &net, "busybox"]);
+    let (old, new) = (ProcessNetns::new(), ProcessNetns::new());
+    let c = conf(&env, "1.0.0", &net);
+    let name = env.name("pr");
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAME={name};IP={}", env.ip(1, 60));
+    let (code, r) = plugin("ADD", "runtime-r", &old.path(), "eth0", &args, &c);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(env.getent(&client, &name), [env.ip(1, 60)]);
+
+    let (code, r) = plugin("ADD", "runtime-r", &new.path(), "eth0", &args, &c);
+    assert_eq!(code, 0, "the same static address again: {r}");
+    assert_eq!(r["ips"][0]["address"], format!("{}/24", env.ip(1, 60)));
+    assert_eq!(
+        env.getent(&client, &name),
+        [env.ip(1, 60)],
+        "its name answers"
+    );
+    let links_in = |ns: &ProcessNetns| {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", ns.path()))
+            .args(["ip", "-o", "link", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        !links_in(&old).contains("eth0"),
+        "the old attachment's veth is gone"
+    );
+    assert!(links_in(&new).contains("eth0"));
+    assert_eq!(plugin("DEL", "runtime-r", &new.path(), "eth0", "", &c).0, 0);
+    assert!(env.getent(&client, &name).is_empty());
+}

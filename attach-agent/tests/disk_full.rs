@@ -117,10 +117,14 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
         "front",
         "busybox",
     ]);
+    let (paused, spare) = (env.name("paused"), env.name("spare"));
+    env.ok(&["run", "--name", &paused, "--network", "back", "busybox"]);
+    env.ok(&["container", "pause", &paused]);
+    env.ok(&["container", "create", "--name", &spare, "busybox"]);
     let seen = || Seen {
         files: files(&env.state_dir()),
         networks: env.ok(&["network", "inspect", "front", "back"]),
-        containers: env.ok(&["container", "inspect", &web, &db, &idle]),
+        containers: env.ok(&["container", "inspect", &web, &db, &idle, &paused]),
         links: env.links(),
         inside: [&web, &db].iter().map(|c| env.links_in(c)).collect(),
         dns: vec![
@@ -160,6 +164,7 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
         ("containers", vec!["container", "stop", &web]),
         ("containers", vec!["container", "restart", &db]),
         ("containers", vec!["container", "pause", &web]),
+        ("containers", vec!["container", "unpause", &paused]),
     ];
     let mut unchanged = 0;
     for (dir, args) in &attempts {
@@ -181,6 +186,11 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
         "state_files": before.files.len(),
     }));
 
+    // A removal needs no space: it succeeds on the full disk, wholly.
+    env.ok(&["container", "rm", "-f", &spare]);
+    assert_ne!(env.cli(&["container", "inspect", &spare]).code, 0);
+    assert!(!std::path::Path::new("/run/netns").join(&spare).exists());
+
     // Space again: everything works, and the agent's memory was never off.
     std::fs::remove_file(&filler).unwrap();
     env.ok(&["network", "connect", "back", &web]);
@@ -198,7 +208,8 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
     // db's address is free again only now that its veth is gone: the next container gets it.
     assert_eq!(env.ip_of(&new, "front"), env.ip(1, 3));
     env.ok(&["network", "create", "--subnet", &env.subnet(3), "third"]);
-    env.ok(&["container", "rm", "-f", &web, &db, &idle, &new]);
+    env.ok(&["container", "unpause", &paused]);
+    env.ok(&["container", "rm", "-f", &web, &db, &idle, &new, &paused]);
     env.ok(&["network", "rm", "front", "back", "third"]);
     env.kill_daemon();
     drop(disk);

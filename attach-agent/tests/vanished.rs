@@ -84,7 +84,7 @@ fn soon(what: &str, ok: impl Fn() -> bool) {
 /// reach each other over it, and DNS answers from the new bridge.
 #[test]
 fn links_deleted_behind_the_agents_back_are_made_again() {
-    let env = Env::new();
+    let mut env = Env::new();
     let (a, b) = (env.name("a"), env.name("b"));
     env.ok(&["network", "create", "--subnet", &env.subnet(1), "front"]);
     env.ok(&["run", "--name", &a, "--network", "front", "busybox"]);
@@ -117,6 +117,9 @@ fn links_deleted_behind_the_agents_back_are_made_again() {
         env.getent(&a, &b) == [env.ip(1, 3)]
     });
 
+    // a on a second network too: the default route is still eth0's (its first network's).
+    env.ok(&["network", "create", "--subnet", &env.subnet(2), "back"]);
+    env.ok(&["network", "connect", "back", &a]);
     let veth = host_veth_of(&env, &a);
     del(&veth);
     soon("a has its address again", || {
@@ -125,7 +128,18 @@ fn links_deleted_behind_the_agents_back_are_made_again() {
     soon("b reaches a again", || pings(&b, env.ip(1, 2)));
     assert_eq!(env.getent(&b, &a), [env.ip(1, 2)]);
     assert_eq!(env.ip_of(&a, "front"), env.ip(1, 2));
-    // Saved: a restart adopts what was made again.
+    // Its default route came back with it.
+    let routes = env.exec(&a, &["ip", "route", "show", "default"]).stdout;
+    assert!(
+        routes.contains(&format!("via {}", env.ip(1, 1))),
+        "{routes}"
+    );
+    // Saved: a restart adopts what was made again, nothing recreated or swept.
     let links = env.links();
-    assert_eq!(links.len(), 3, "{links:?}");
+    assert_eq!(links.len(), 5, "{links:?}");
+    env.kill_daemon();
+    env.start_daemon();
+    assert_eq!(env.links(), links);
+    assert_eq!(env.addrs_in(&a, "eth0"), [format!("{}/24", env.ip(1, 2))]);
+    assert_eq!(env.getent(&b, &a), [env.ip(1, 2)]);
 }

@@ -462,8 +462,9 @@ fn render(
          compared byte for byte, with both inspects, the links and DNS). In {} rounds of a \
          connect sent while a disconnect was in flight, the departing address was given {} \
          times. With every etcd member down the agent's API answered {} s after its start and it \
-         had caught up {} s after it; a dead host's claim was released {} s after its death \
-         (lease TTL {} s, claim grace {} s).",
+         had caught up {} s after its start (the members were started again once it answered); a \
+         dead host's claim was released {} s after its death and {} s after its host record \
+         went with its lease (lease TTL {} s, claim grace {} s).",
         num(d, "failed_and_changed_nothing"),
         num(d, "operations_tried"),
         num(d, "state_files"),
@@ -471,7 +472,8 @@ fn render(
         num(n, "departing_address_given"),
         num(o, "api_answering_after_s"),
         num(o, "caught_up_after_s"),
-        num(g, "released_after_s"),
+        num(g, "released_after_death_s"),
+        num(g, "released_after_record_gone_s"),
         num(g, "lease_ttl_s"),
         num(g, "grace_s"),
     );
@@ -487,6 +489,9 @@ fn render(
          `fuzz/seeds`). {}\n\n| target | seconds | executions | coverage (edges) | crashes |\n|---|---:|---:|---:|---:|",
         if fuzz_seconds > 0 {
             "Run as part of this report."
+        } else if fuzz.trim().is_empty() {
+            "Not run by this report, and no earlier `fuzz/run` left figures on this machine \
+             (`cargo xtask reliability-report --fuzz-seconds N` runs them): no rows."
         } else {
             "Figures from the last `fuzz/run` on this machine (not rerun by this report)."
         }

@@ -229,7 +229,14 @@ impl Agent {
         let endpoint_id = ep.endpoint_id.clone();
         let link_local = ep.link_local.clone();
         let (want_ifname, want_mac) = (ep.ifname.clone(), ep.mac);
-        let first = !c.endpoints.iter().any(|e| e.attached.is_some());
+        // The default route is the first attached endpoint's (in connect order): this one's
+        // when none before it is attached (also when one after it is, as when this one is
+        // attached again after its veth was deleted).
+        let first = !c
+            .endpoints
+            .iter()
+            .take_while(|e| e.network_id != *net_id)
+            .any(|e| e.attached.is_some());
         let lo_up = first && !c.owns_netns;
         let netns_path = c.netns.clone();
         // The namespace first (a missing one fails before any address is taken).

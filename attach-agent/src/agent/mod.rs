@@ -114,6 +114,39 @@ impl Cleanup {
         }
     }
 
+    /// Whether there is nothing to do.
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.veths.is_empty()
+            && self.freed.is_empty()
+            && self.withdrawn.is_empty()
+            && self.leave.is_empty()
+    }
+
+    /// The records, veths and addresses now, under the lock (the change being on disk), for
+    /// an operation that goes on to use what they free; the rest (the store's part) is left.
+    async fn run_holding(mut self, agent: &Agent, state: &mut State) -> Cleanup {
+        for (net, cid) in self.records.drain(..) {
+            agent.inner.dns.table().remove_endpoint(&net, &cid);
+        }
+        let mut kept = Vec::new();
+        for v in self.veths.drain(..) {
+            if let Err(e) = agent.inner.host.delete_link(&v).await {
+                tracing::warn!(veth = %v, error = %e, "cannot delete veth; its addresses stay taken until the next start");
+                kept.push(v);
+            }
+        }
+        for f in self.freed.drain(..) {
+            if f.veth.as_ref().is_some_and(|v| kept.contains(v)) {
+                continue;
+            }
+            if let Some(n) = state.networks.get_mut(&f.network_id) {
+                n.release(f.v4, f.v6);
+            }
+        }
+        self
+    }
+
     /// Do it all, the change being on disk; `state` is the lock the change was made under.
     async fn run(self, agent: &Agent, state: tokio::sync::MutexGuard<'_, State>) {
         for (net, cid) in &self.records {

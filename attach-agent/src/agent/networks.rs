@@ -136,10 +136,6 @@ impl Agent {
         if attached {
             return Err(AgentError::ActiveEndpoints(net.name));
         }
-        if net.is_global() {
-            // Endpoints of any host keep it; the store decides, atomically.
-            self.remove_global_network(&net).await?;
-        }
         let before = state.clone();
         state.networks.remove(id);
         state.remote.retain(|(n, _), _| n != id);
@@ -147,10 +143,23 @@ impl Agent {
         for c in state.containers.values_mut() {
             c.endpoints.retain(|e| e.network_id != id);
         }
-        // One file: endpoints configured on a removed network are dropped at load.
+        // One file: endpoints configured on a removed network are dropped at load. Saved
+        // before a global network leaves the store, which cannot be undone: a write that fails
+        // changes nothing anywhere. (A crash in between: the mirror brings the network back
+        // from the store at the next start.)
         if let Err(e) = self.persist(state, &[Changed::Network(id)]) {
             *state = before;
             return Err(e);
+        }
+        if net.is_global() {
+            // Endpoints of any host keep it; the store decides, atomically.
+            if let Err(e) = self.remove_global_network(&net).await {
+                *state = before;
+                if let Err(again) = self.persist(state, &[Changed::Network(id)]) {
+                    tracing::error!(network = %net.name, error = %again, "cannot write back a network the store kept");
+                }
+                return Err(e);
+            }
         }
         self.tear_down_network(&net).await;
         tracing::info!(network = %net.name, "network removed");

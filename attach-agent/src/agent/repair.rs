@@ -115,7 +115,56 @@ impl Agent {
                 tracing::info!(container = %cid, network = %net_id, %veth, "attached again");
             }
             Err(e) => {
-                tracing::error!(container = %cid, network = %net_id, error = %e, "cannot attach again")
+                // Not attached any more, then: its names go, and the file says so too (its
+                // addresses went back to the pools with the failed attempt).
+                tracing::error!(container = %cid, network = %net_id, error = %e, "cannot attach again; the endpoint is left detached");
+                self.inner.dns.table().remove_endpoint(net_id, cid);
+                self.refresh_etc(state, cid);
+                if let Err(e) = self.persist(state, &[Changed::Container(cid)]) {
+                    tracing::error!(container = %cid, error = %e, "cannot save a detached endpoint");
+                }
+            }
+        }
+    }
+
+    /// After link events were lost: every served network's bridge (and tunnel) and every
+    /// attached veth whose namespace lives is looked at, and what is missing is made again.
+    pub(super) async fn repair_missing_links(&self) {
+        let mut state = self.inner.state.lock().await;
+        let nets: Vec<Network> = state
+            .networks
+            .values()
+            .filter(|n| !n.is_global() || state.joined.contains(&n.id))
+            .cloned()
+            .collect();
+        for net in &nets {
+            let mut names = vec![net.bridge.clone()];
+            if net.is_global() {
+                names.push(self.vxlan_name(&net.id));
+            }
+            for name in names {
+                if let Ok(None) = self.inner.host.index_of(&name).await {
+                    tracing::warn!(link = %name, network = %net.name, "a link went missing while link events were lost; making it again");
+                    self.rebuild_network(&mut state, net).await;
+                    break;
+                }
+            }
+        }
+        let attached: Vec<(ContainerId, NetworkId, String)> = state
+            .containers
+            .values()
+            .filter(|c| c.state.is_up() && netns::is_netns(&c.netns))
+            .flat_map(|c| {
+                c.endpoints.iter().filter_map(|e| {
+                    let a = e.attached.as_ref()?;
+                    Some((c.id.clone(), e.network_id.clone(), a.host_veth.clone()))
+                })
+            })
+            .collect();
+        for (cid, net_id, veth) in attached {
+            if let Ok(None) = self.inner.host.index_of(&veth).await {
+                tracing::warn!(%veth, container = %cid, "a veth went missing while link events were lost; attaching again");
+                self.rebuild_attachment(&mut state, &cid, &net_id).await;
             }
         }
     }

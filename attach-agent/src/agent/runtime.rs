@@ -166,26 +166,35 @@ impl Agent {
         let mut state = self.inner.state.lock().await;
         let net_id = state.find_network(&req.network)?;
         let cid = container_id_of(&req.runtime_id);
-        // Taken before anything changes: a failed ADD puts the container back as it was,
-        // stale endpoints included (their cleanup runs only when the ADD is saved).
-        let undo = state.undo_point(&cid, &[]);
         let mut stale = Cleanup::default();
         let known = state.containers.contains_key(&cid);
         if known {
             if let Some(existing) = self.existing_attachment(&state, &cid, &net_id, &req)? {
                 return Ok(existing);
             }
-            stale = self.drop_stale_endpoints(&mut state, &cid, &net_id, &req.netns)?;
+            // The endpoints this ADD replaces end first, as an operation of their own (saved,
+            // then their records, veths and addresses gone), so the new attachment may take
+            // the same names and the same static address.
+            let before = state.undo_point(&cid, &[]);
+            let dropped = self.drop_stale_endpoints(&mut state, &cid, &net_id, &req.netns)?;
+            if !dropped.is_empty() {
+                if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
+                    before.restore(&mut state);
+                    return Err(e);
+                }
+                stale = dropped.run_holding(self, &mut state).await;
+            }
         } else if let Some(other) = state.containers.values().find(|c| c.name == name) {
             return Err(AgentError::ContainerExists {
                 name,
                 id: other.id.to_string(),
             });
         }
+        let undo = state.undo_point(&cid, &[]);
         let ep = match runtime_endpoint(&state, &net_id, &req) {
             Ok(ep) => ep,
             Err(e) => {
-                undo.restore(&mut state);
+                stale.run(self, state).await;
                 return Err(e);
             }
         };
@@ -204,8 +213,10 @@ impl Agent {
             Err(e) => Err(e),
         };
         if let Err(e) = attached {
-            // The new attachment's veth and addresses go; the stale ones stay as saved.
-            let failed = self.detach(&mut state, &cid, &net_id);
+            // The new attachment's records, veth and addresses go (the replaced ones went
+            // already).
+            let mut failed = self.detach(&mut state, &cid, &net_id);
+            failed.extend(stale);
             if known {
                 undo.restore(&mut state);
             } else {

@@ -36,6 +36,7 @@ impl Agent {
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 agent.sweep_vanished().await;
+                agent.repair_missing_links().await;
             }
         });
     }

@@ -273,8 +273,12 @@ impl StateDir {
 }
 
 fn remove(dir: &Path, id: &str) -> std::io::Result<()> {
-    match std::fs::remove_file(dir.join(format!("{id}.json"))) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+    let path = dir.join(format!("{id}.json"));
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(
+            e.kind(),
+            format!("removing {}: {e}", path.display()),
+        )),
         _ => Ok(()),
     }
 }
