@@ -494,10 +494,8 @@ impl EtcdStore {
     /// connections a member closes at once is most likely talking to a TLS member.
     fn fail(&self, what: &str, s: &Status) -> StoreError {
         let e = failure(what, s, self.have_cert);
-        let all = chain(s);
-        let closed = all.contains("broken pipe") || all.contains("connection reset");
         match e {
-            StoreError::Unavailable(detail) if !self.tls && closed => setting(
+            StoreError::Unavailable(detail) if !self.tls && closed_by_member(s) => setting(
                 STORE_SETTING,
                 format!(
                     "{detail} (a member that speaks TLS needs an https:// store and --cluster-ca)"
@@ -541,6 +539,8 @@ impl EtcdStore {
         // Members in a row that refused this host's settings (a certificate, say): one member
         // with a rotated certificate is moved past, every member refusing is the answer.
         let mut refusing = 0;
+        // The most telling failure so far (see the end of the loop).
+        let mut closed: Option<Status> = None;
         loop {
             let i = self.current.load(Ordering::Relaxed) % n;
             let member = &self.members[i];
@@ -572,6 +572,9 @@ impl EtcdStore {
                 }
                 Err(e) if transient(&e) && Instant::now() + pause < deadline => {
                     tracing::debug!(what, member = %member.name, error = %e, "cluster store call failed; trying the next member");
+                    if closed_by_member(&e) {
+                        closed = Some(e);
+                    }
                     // Move on, unless another call moved already.
                     let _ = self.current.compare_exchange(
                         i,
@@ -585,10 +588,20 @@ impl EtcdStore {
                         pause = (pause * 2).min(Duration::from_millis(500));
                     }
                 }
+                // Of the failures, the one that says the most: a member closing the connection
+                // at once (a plain client talking to a TLS member) rather than whatever the
+                // last attempt happened to meet.
+                Err(e) if transient(&e) && !closed_by_member(&e) => return Err(closed.unwrap_or(e)),
                 Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// Whether a call failed because the member closed the connection at once.
+fn closed_by_member(s: &Status) -> bool {
+    let all = chain(s);
+    all.contains("broken pipe") || all.contains("connection reset")
 }
 
 fn compare(c: &Cond) -> Compare {
