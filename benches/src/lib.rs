@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 pub use test_support::docker_engine;
+pub mod kernel_floor;
 pub mod namespaced;
 pub mod netavark;
 pub mod netns;

@@ -43,3 +43,39 @@ impl Drop for Sweep {
         sweep(self.0);
     }
 }
+
+/// How many network namespaces the kernel holds (live or waiting for its cleanup), from
+/// /proc/slabinfo's `net_namespace` cache; `None` where the kernel does not show it.
+pub fn namespaces_held() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("net_namespace "))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Wait (at most two minutes) until the kernel has finished cleaning up the namespaces a run
+/// deleted, so that the next measurement does not pay for the last one's teardown (namespace
+/// cleanup runs later, in the kernel's own workers, holding the lock every link change needs):
+/// until the namespaces it holds are down to `baseline` or have stopped falling for two
+/// seconds (the slab's count is approximate). How long it waited.
+pub fn settle(baseline: Option<usize>) -> std::time::Duration {
+    use std::time::{Duration, Instant};
+    let t = Instant::now();
+    let Some(base) = baseline else {
+        std::thread::sleep(Duration::from_secs(5));
+        return t.elapsed();
+    };
+    let (mut low, mut since) = (usize::MAX, Instant::now());
+    while let Some(n) = namespaces_held() {
+        if n <= base
+            || since.elapsed() >= Duration::from_secs(2)
+            || t.elapsed() > Duration::from_secs(120)
+        {
+            break;
+        }
+        if n < low {
+            (low, since) = (n, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.elapsed()
+}

@@ -1,6 +1,7 @@
 //! The agent's connect path: N running containers connected one at a time over its API, each
-//! call timed, each name asked right after its connect returned; beside it netavark 1.4's
-//! setup of the same number of namespaces.
+//! call timed, each name asked right after its connect returned; beside it the kernel's floor
+//! for the same work on the same bridge sizes (`bench::kernel_floor`) and netavark 1.4's setup
+//! of the same number of namespaces.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +21,23 @@ pub(crate) struct AgentFigures {
     pub(crate) answered_at_once: u32,
     /// netavark 1.4 `setup` on as many fresh namespaces, when installed.
     pub(crate) netavark: Option<Timings>,
+    /// The kernel's own work for as many connects onto one bridge.
+    pub(crate) kernel_floor: Timings,
+    /// p50 of the first and of the last tenth of the connects (the bridge nearly empty, then
+    /// nearly full): how each grows with the number of containers.
+    pub(crate) connect_tenths_p50_ms: (f64, f64),
+    pub(crate) floor_tenths_p50_ms: (f64, f64),
+}
+
+/// The p50 of the first and of the last tenth of `ms` (in the order they were taken).
+fn tenths(ms: &[f64]) -> (f64, f64) {
+    let k = (ms.len() / 10).max(1);
+    let p50 = |part: &[f64]| {
+        let mut v = part.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (p50(&ms[..k]), p50(&ms[ms.len() - k..]))
 }
 
 /// Per-call times of one kind of operation, done one at a time.
@@ -68,6 +86,8 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
     // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "--agent needs root");
     let bin = agent_binary(exe_dir);
+    // Each phase starts once the kernel has cleaned up after the one before.
+    let baseline = bench::netns::namespaces_held();
     let work = dir.join("agent");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
@@ -81,26 +101,41 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
         .enable_all()
         .build()
         .unwrap();
-    let figures = rt.block_on(connect_one_at_a_time(&socket, n));
+    let (times, total, answered) = rt.block_on(connect_one_at_a_time(&socket, n));
     drop(daemon);
+    let waited = bench::netns::settle(baseline);
+    eprintln!(
+        "kernel floor on {n} namespaces (after {:.1} s of the kernel's cleanup)...",
+        waited.as_secs_f64()
+    );
+    let floor = bench::kernel_floor::floor_times(n);
+    // Its rate from the timed work alone (opening each namespace's socket is not the floor's).
+    let floor_total = floor.iter().sum::<f64>() / 1e3;
     let netavark = bench::netavark::available().then(|| {
-        eprintln!("netavark setup on {n} namespaces...");
+        let waited = bench::netns::settle(baseline);
+        eprintln!(
+            "netavark setup on {n} namespaces (after {:.1} s of the kernel's cleanup)...",
+            waited.as_secs_f64()
+        );
         let all = Instant::now();
         let times = bench::netavark::setup_times(n, &work);
         Timings::of(times, all.elapsed().as_secs_f64())
     });
     AgentFigures {
         containers: n,
-        connect: figures.0,
-        answered_at_once: figures.1,
+        connect_tenths_p50_ms: tenths(&times),
+        floor_tenths_p50_ms: tenths(&floor),
+        connect: Timings::of(times, total),
+        answered_at_once: answered,
         netavark,
+        kernel_floor: Timings::of(floor, floor_total),
     }
 }
 
 /// Over the API at `socket`: a network, `n` running containers, then each connected to the
 /// network in turn, timed, and its name asked of the network's DNS right after. The timings and
 /// how many names answered at once.
-async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Timings, u32) {
+async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Vec<f64>, f64, u32) {
     use attach_agent::cli::client::Client;
     use hyper::Method;
     let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
@@ -187,5 +222,5 @@ async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Timings, u32) {
             .await;
     }
     let _ = client.raw(Method::DELETE, "/networks/bench", None).await;
-    (Timings::of(times, total), answered)
+    (times, total, answered)
 }

@@ -83,23 +83,52 @@ pub(crate) fn connect_table(a: &AgentFigures) -> String {
     );
     let _ = writeln!(
         s,
-        "| operation | mean | p50 | p99 | containers/s | vs netavark (mean) |"
+        "| operation | mean | p50 | p99 | containers/s | vs kernel floor (p50 / p99) | vs netavark (mean) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
-    let mut row = |label: &str, t: &Timings, ratio: String| {
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let f = &a.kernel_floor;
+    let mut row = |label: &str, t: &Timings, netavark: String| {
         let _ = writeln!(
             s,
-            "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {ratio} |",
-            t.mean_ms, t.p50_ms, t.p99_ms, t.per_second
+            "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.2}x / {:.2}x | {netavark} |",
+            t.mean_ms,
+            t.p50_ms,
+            t.p99_ms,
+            t.per_second,
+            t.p50_ms / f.p50_ms,
+            t.p99_ms / f.p99_ms
         );
     };
-    let ratio = a.netavark.as_ref().map_or("-".to_string(), |n| {
-        format!("{:.2}x", a.connect.mean_ms / n.mean_ms)
-    });
-    row("attach-agent connect (API call)", &a.connect, ratio);
+    let ratio = |t: &Timings| {
+        a.netavark.as_ref().map_or("-".to_string(), |n| {
+            format!("{:.2}x", t.mean_ms / n.mean_ms)
+        })
+    };
+    row(
+        "attach-agent connect (API call)",
+        &a.connect,
+        ratio(&a.connect),
+    );
+    row(
+        "kernel floor (the same requests, one socket per namespace)",
+        f,
+        ratio(f),
+    );
     if let Some(n) = &a.netavark {
         row("netavark 1.4 setup (process per call)", n, "1.00x".into());
     }
+    let (c0, c1) = a.connect_tenths_p50_ms;
+    let (f0, f1) = a.floor_tenths_p50_ms;
+    let _ = writeln!(
+        s,
+        "\nGrowth with the bridge's ports (p50 of the first and the last tenth of the connects): \
+         attach-agent {c0:.2} → {c1:.2} ms ({:.2}x), kernel floor {f0:.2} → {f1:.2} ms ({:.2}x); \
+         agent/floor {:.2}x → {:.2}x.",
+        c1 / c0,
+        f1 / f0,
+        c0 / f0,
+        c1 / f1
+    );
     let _ = writeln!(
         s,
         "\nAnswered on the first query right after connect returned: {}/{}.",
