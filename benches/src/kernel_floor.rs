@@ -42,11 +42,8 @@ fn handle_in(ns: &File, rt: &tokio::runtime::Handle) -> Handle {
     let (fd, rt2) = (ns.try_clone().unwrap(), rt.clone());
     let (conn, handle) = std::thread::spawn(move || {
         // SAFETY: setns with an fd this thread owns; the thread ends right after.
-        assert_eq!(
-            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns"
-        );
+        let entered = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns");
         let _enter = rt2.enter();
         let (conn, handle, _) = rtnetlink::new_connection().expect("netlink socket");
         (conn, handle)
