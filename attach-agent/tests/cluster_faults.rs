@@ -8,30 +8,31 @@ use std::time::{Duration, Instant};
 use common::cluster::{etcd_binary, until, Hosts, HOSTS, LEASE_TTL};
 use common::{report, Answer, Asker};
 
+/// A global network (10.X.4.0/22) made on host 0, once every host has it; its name.
+fn global_network(h: &Hosts) -> String {
+    let ov = h.name("ov");
+    let subnet = format!("10.{}.4.0/22", h.octet);
+    h.ok(
+        0,
+        &[
+            "network", "create", "--driver", "overlay", "--subnet", &subnet, &ov,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (1..HOSTS).any(|i| !h.ok(i, &["network", "ls"]).contains(&ov)) {
+        assert!(Instant::now() < deadline, "not every host saw {ov}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ov
+}
+
 /// Every member stopped, host 0's agent restarted: it starts, serves DNS for its local network
 /// and for its own endpoint on the global one from its state, and once the members are back
 /// it catches up (host 1's endpoint resolves there) and publishes again (host 1 resolves it).
 #[test]
 fn an_agent_starts_with_every_member_down_and_catches_up() {
     let mut h = Hosts::new();
-    let ov = h.name("ov");
-    h.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "--driver",
-            "overlay",
-            "--subnet",
-            &format!("10.{}.4.0/22", h.octet),
-            &ov,
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !h.ok(1, &["network", "ls"]).contains(&ov) {
-        assert!(Instant::now() < deadline, "host 1 never saw {ov}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ov = global_network(&h);
     let (c0, c1, l0) = (h.name("c0"), h.name("c1"), h.name("l0"));
     h.ok(
         0,
@@ -119,24 +120,7 @@ fn an_agent_starts_with_every_member_down_and_catches_up() {
 fn claims_of_a_host_gone_longer_than_the_grace_are_released() {
     const GRACE: u64 = 2;
     let mut h = Hosts::with_agent_args(&["--cluster-claim-grace", &GRACE.to_string()]);
-    let ov = h.name("ov");
-    h.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "--driver",
-            "overlay",
-            "--subnet",
-            &format!("10.{}.4.0/22", h.octet),
-            &ov,
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (1..HOSTS).any(|i| !h.ok(i, &["network", "ls"]).contains(&ov)) {
-        assert!(Instant::now() < deadline, "not every host saw {ov}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ov = global_network(&h);
     let held = format!("10.{}.4.50", h.octet);
     let (c1, c2) = (h.name("c1"), h.name("c2"));
     h.ok(1, &["run", "--name", &c1, "--network", &ov, "busybox"]);
