@@ -91,7 +91,7 @@ struct Seen {
 #[test]
 fn a_full_disk_changes_nothing_and_freed_space_heals() {
     let mut env = Env::without_daemon();
-    let disk = SmallDisk::mount(&env.state_dir(), "256k");
+    let disk = SmallDisk::mount(&env.state_dir(), "2m");
     env.start_daemon();
     let (web, db, idle) = (env.name("web"), env.name("db"), env.name("idle"));
     env.ok(&["network", "create", "--subnet", &env.subnet(1), "front"]);

@@ -1,11 +1,13 @@
 //! The state directory: one file per object (`STATE_DIR/networks/ID.json`,
-//! `STATE_DIR/containers/ID.json`), each replaced atomically and flushed before a change is
-//! acknowledged, and loaded (with what is derived rebuilt) at start.
+//! `STATE_DIR/containers/ID.json`), each replaced atomically, made durable by the change's
+//! record in `STATE_DIR/journal` before the change is acknowledged (see [`super::journal`]),
+//! and loaded (with what is derived rebuilt) at start.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::journal::{Entry, Journal, Kind};
 use super::model::{derive, Container, Network, State};
 use crate::durable::{self, Flush};
 use crate::ids::{ContainerId, InstanceId, NetworkId};
@@ -17,11 +19,15 @@ pub enum Changed<'a> {
     Container(&'a ContainerId),
 }
 
-/// Where the state lives.
-#[derive(Debug, Clone)]
+/// Where the state lives. Cheap to clone.
+#[derive(Clone)]
 pub struct StateDir {
     networks: PathBuf,
     containers: PathBuf,
+    journal: Journal,
+    /// Held across writing a change's files and taking its record, so that records are in
+    /// the order the files were written in.
+    order: std::sync::Arc<std::sync::Mutex<()>>,
     /// The single file of earlier versions, migrated at the first load.
     legacy: PathBuf,
     /// This agent's [`InstanceId`], one line.
@@ -149,16 +155,27 @@ fn read_objects<T: serde::de::DeserializeOwned + Loaded>(
 }
 
 impl StateDir {
+    /// The state directory at `dir` (made when missing), with the changes of its journal
+    /// that did not reach the files before a crash written into them.
     pub fn new(dir: &Path) -> std::io::Result<StateDir> {
-        let store = StateDir {
-            networks: dir.join("networks"),
-            containers: dir.join("containers"),
+        let (networks, containers) = (dir.join("networks"), dir.join("containers"));
+        std::fs::create_dir_all(&networks)?;
+        std::fs::create_dir_all(&containers)?;
+        let (journal, replayed) = Journal::open(&dir.join("journal"), &networks, &containers)?;
+        if replayed > 0 {
+            tracing::info!(
+                changes = replayed,
+                "state files brought up to date from the journal"
+            );
+        }
+        Ok(StateDir {
+            networks,
+            containers,
+            journal,
+            order: Default::default(),
             legacy: dir.join("state.json"),
             instance: dir.join("instance-id"),
-        };
-        std::fs::create_dir_all(&store.networks)?;
-        std::fs::create_dir_all(&store.containers)?;
-        Ok(store)
+        })
     }
 
     /// This agent's id: the one saved here, or a fresh one saved durably on first start. A
@@ -230,38 +247,70 @@ impl StateDir {
     /// Make the files of `changed` objects match `state` (written, or removed when the object
     /// is gone), durably, before the change is acknowledged.
     pub fn persist(&self, state: &State, changed: &[Changed<'_>]) -> std::io::Result<()> {
-        let (mut nets, mut ctrs) = (false, false);
+        let mut entries = Vec::with_capacity(changed.len());
         for c in changed {
-            match *c {
-                Changed::Network(id) => {
-                    nets = true;
-                    match state.networks.get(id) {
-                        Some(n) => self.write(&self.networks, id, n)?,
-                        None => remove(&self.networks, id)?,
-                    }
-                }
-                Changed::Container(id) => {
-                    ctrs = true;
-                    match state.containers.get(id) {
-                        Some(c) => self.write(&self.containers, id, c)?,
-                        None => remove(&self.containers, id)?,
-                    }
-                }
-            }
+            entries.push(match *c {
+                Changed::Network(id) => Entry {
+                    kind: Kind::Network,
+                    id: id.to_string(),
+                    bytes: state.networks.get(id).map(encode).transpose()?,
+                },
+                Changed::Container(id) => Entry {
+                    kind: Kind::Container,
+                    id: id.to_string(),
+                    bytes: state.containers.get(id).map(encode).transpose()?,
+                },
+            });
         }
-        if nets {
-            durable::sync_dir(&self.networks)?;
-        }
-        if ctrs {
-            durable::sync_dir(&self.containers)?;
-        }
-        Ok(())
+        self.save(&entries)
     }
 
-    /// One container's file, durably (file and directory flushed).
+    /// One container's file, durably.
     pub fn write_container(&self, c: &Container) -> std::io::Result<()> {
-        self.write(&self.containers, &c.id, c)?;
-        durable::sync_dir(&self.containers)
+        self.save(&[Entry {
+            kind: Kind::Container,
+            id: c.id.to_string(),
+            bytes: Some(encode(c)?),
+        }])
+    }
+
+    fn dir_of(&self, kind: Kind) -> &Path {
+        match kind {
+            Kind::Network => &self.networks,
+            Kind::Container => &self.containers,
+        }
+    }
+
+    /// Write the files of a change, then make it durable: by its journal record, flushed with
+    /// those of concurrent changes; or, for a change too big for a record, file by file (each
+    /// flushed, then the directories) once the journal's records are all in their files.
+    fn save(&self, entries: &[Entry]) -> std::io::Result<()> {
+        let order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let big = Journal::too_big(entries);
+        if big {
+            self.journal.settle()?;
+        }
+        let flush = if big { Flush::File } else { Flush::None };
+        let mut files = Vec::with_capacity(entries.len());
+        for e in entries {
+            let path = self.dir_of(e.kind).join(format!("{}.json", e.id));
+            match &e.bytes {
+                Some(b) => durable::replace(&path, b, flush)?,
+                None => remove(&path)?,
+            }
+            files.push(path);
+        }
+        if big {
+            for kind in [Kind::Network, Kind::Container] {
+                if entries.iter().any(|e| e.kind == kind) {
+                    durable::sync_dir(self.dir_of(kind))?;
+                }
+            }
+            return Ok(());
+        }
+        let seq = self.journal.enqueue(entries, &files)?;
+        drop(order);
+        self.journal.wait_durable(seq)
     }
 
     /// One object's file, replaced atomically and flushed (the directory is flushed by the
@@ -272,9 +321,12 @@ impl StateDir {
     }
 }
 
-fn remove(dir: &Path, id: &str) -> std::io::Result<()> {
-    let path = dir.join(format!("{id}.json"));
-    match std::fs::remove_file(&path) {
+fn encode(value: &impl Serialize) -> std::io::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(std::io::Error::other)
+}
+
+fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(
             e.kind(),
             format!("removing {}: {e}", path.display()),

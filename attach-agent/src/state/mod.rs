@@ -1,15 +1,16 @@
 //! The persisted model: networks, containers, endpoints, addresses.
 //!
-//! One file per object, each replaced atomically (temp file, fsync, rename, fsync of the
-//! directory) before a change is acknowledged. A connect or disconnect rewrites one small file,
+//! One file per object, each replaced atomically (temp file and rename), and made durable by
+//! the change's record in a write-ahead journal before it is acknowledged. A connect or disconnect rewrites one small file,
 //! whatever the number of containers: the whole-state file this replaces grew with every
 //! container, and so did the time of every connect. What can be derived is not stored: the
 //! pools' allocations come from the attached endpoints at load, and endpoints of a network that
 //! is gone are dropped then, so removing a network is the removal of one file.
 //!
-//! [`model`] is the data; [`disk`] its files.
+//! [`model`] is the data; [`disk`] its files; [`journal`] what makes them durable.
 
 pub mod disk;
+pub mod journal;
 pub mod model;
 
 pub use disk::{Changed, StateDir};
