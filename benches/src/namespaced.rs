@@ -104,20 +104,77 @@ pub fn spawn_agent(
     upstreams: &[&str],
 ) -> (Child, PathBuf) {
     let socket = work.join("agent.sock");
+    let mut cmd = agent_command(bin, work, cpu, prefix, upstreams);
+    cmd.args(["--log", "warn"]);
+    let daemon = cmd.stdin(Stdio::null()).spawn().expect("start the agent");
+    (daemon, socket)
+}
+
+/// [`spawn_agent`], with the agent's phase timings (`attach_agent::timing`) logged to
+/// `log`, for [`phase_means`].
+pub fn spawn_agent_timed(
+    bin: &Path,
+    work: &Path,
+    cpu: &str,
+    prefix: &str,
+    log: &Path,
+) -> (Child, PathBuf) {
+    let socket = work.join("agent.sock");
+    let mut cmd = agent_command(bin, work, cpu, prefix, NO_UPSTREAM);
+    cmd.args(["--log", "warn,attach_agent::timing=debug"]);
+    let daemon = cmd
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("the agent's log"))
+        .spawn()
+        .expect("start the agent");
+    (daemon, socket)
+}
+
+fn agent_command(bin: &Path, work: &Path, cpu: &str, prefix: &str, upstreams: &[&str]) -> Command {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", cpu])
         .arg(bin)
         .arg("daemon")
         .arg("--socket")
-        .arg(&socket)
+        .arg(work.join("agent.sock"))
         .arg("--state-dir")
         .arg(work.join("state"))
-        .args(["--link-prefix", prefix, "--log", "warn"]);
+        .args(["--link-prefix", prefix]);
     for u in upstreams {
         cmd.args(["--upstream", u]);
     }
-    let daemon = cmd.stdin(Stdio::null()).spawn().expect("start the agent");
-    (daemon, socket)
+    cmd
+}
+
+/// The mean of each phase (ms) over the `operation`'s lines of a log written by
+/// [`spawn_agent_timed`], in the order the agent times them.
+pub fn phase_means(log: &Path, operation: &str) -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut sums: Vec<(String, f64, u32)> = Vec::new();
+    for line in text.lines() {
+        if !line.contains(&format!("operation=\"{operation}\"")) {
+            continue;
+        }
+        let Some(laps) = line.split("phases_us=").nth(1) else {
+            continue;
+        };
+        for lap in laps.split_whitespace().next().unwrap_or("").split(',') {
+            let Some((phase, us)) = lap.split_once('=') else {
+                continue;
+            };
+            let Ok(us) = us.parse::<f64>() else { continue };
+            match sums.iter_mut().find(|(p, _, _)| p == phase) {
+                Some(s) => {
+                    s.1 += us;
+                    s.2 += 1;
+                }
+                None => sums.push((phase.to_string(), us, 1)),
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(p, sum, n)| (p, sum / f64::from(n) / 1e3))
+        .collect()
 }
 
 /// Wait until the agent answers on its API.

@@ -27,6 +27,10 @@ pub(crate) struct AgentFigures {
     /// nearly full): how each grows with the number of containers.
     pub(crate) connect_tenths_p50_ms: (f64, f64),
     pub(crate) floor_tenths_p50_ms: (f64, f64),
+    /// Where a connect's time goes inside the agent: each phase's mean (ms), as the agent
+    /// timed it (lock wait, plan: namespace and addresses, kernel work, the durable write's
+    /// remaining wait, commit: table and /etc/netns files).
+    pub(crate) connect_phases_ms: Vec<(String, f64)>,
 }
 
 /// The p50 of the first and of the last tenth of `ms` (in the order they were taken).
@@ -91,8 +95,8 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
     let work = dir.join("agent");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let (child, socket) =
-        namespaced::spawn_agent(&bin, &work, SERVER_CPU, "bca", namespaced::NO_UPSTREAM);
+    let log = work.join("agent.log");
+    let (child, socket) = namespaced::spawn_agent_timed(&bin, &work, SERVER_CPU, "bca", &log);
     let daemon = Server {
         child,
         daemon: None,
@@ -103,6 +107,7 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
         .unwrap();
     let (times, total, answered) = rt.block_on(connect_one_at_a_time(&socket, n));
     drop(daemon);
+    let connect_phases_ms = namespaced::phase_means(&log, "connect");
     let waited = bench::netns::settle(baseline);
     eprintln!(
         "kernel floor on {n} namespaces (after {:.1} s of the kernel's cleanup)...",
@@ -129,6 +134,7 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
         answered_at_once: answered,
         netavark,
         kernel_floor: Timings::of(floor, floor_total),
+        connect_phases_ms,
     }
 }
 

@@ -129,6 +129,21 @@ pub(crate) fn connect_table(a: &AgentFigures) -> String {
         c0 / f0,
         c1 / f1
     );
+    if !a.connect_phases_ms.is_empty() {
+        let phases: Vec<String> = a
+            .connect_phases_ms
+            .iter()
+            .map(|(p, ms)| format!("{p} {ms:.3}"))
+            .collect();
+        let inside: f64 = a.connect_phases_ms.iter().map(|(_, ms)| ms).sum();
+        let _ = writeln!(
+            s,
+            "\nInside the agent, mean ms a connect ({inside:.3} of the API call's {:.3}; the rest is \
+             HTTP and the client): {}.",
+            a.connect.mean_ms,
+            phases.join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "\nAnswered on the first query right after connect returned: {}/{}.",
