@@ -569,3 +569,89 @@ fn an_address_is_free_only_once_its_veth_is_gone() {
         "the address of a veth being deleted went to the racing connect"
     );
 }
+
+/// Connects run side by side (their kernel work and durable writes without the agent's lock):
+/// sixteen containers connected at once each get their own address and answer; four
+/// containers each connected to three networks at once get three interfaces and one default
+/// route each (connects of one container wait for each other); disconnects and removes racing
+/// connects leave nothing behind.
+#[test]
+fn concurrent_connects_are_each_whole() {
+    let env = Env::new();
+    for n in 1..=3 {
+        env.ok(&[
+            "network",
+            "create",
+            "--subnet",
+            &env.subnet(n),
+            &format!("n{n}"),
+        ]);
+    }
+    let many: Vec<String> = (0..16).map(|i| env.name(&format!("c{i}"))).collect();
+    let multi: Vec<String> = (0..4).map(|i| env.name(&format!("m{i}"))).collect();
+    for c in many.iter().chain(&multi) {
+        env.ok(&["run", "--name", c, "busybox"]);
+    }
+    std::thread::scope(|s| {
+        for c in &many {
+            s.spawn(|| env.ok(&["network", "connect", "n1", c]));
+        }
+        for m in &multi {
+            for n in 1..=3 {
+                let env = &env;
+                s.spawn(move || env.ok(&["network", "connect", &format!("n{n}"), m]));
+            }
+        }
+    });
+    let mut addrs: Vec<String> = many.iter().map(|c| env.ip_of(c, "n1")).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), many.len(), "one address each: {addrs:?}");
+    for c in &many {
+        assert_eq!(env.getent(&many[0], c), [env.ip_of(c, "n1")], "{c}");
+    }
+    for m in &multi {
+        let mut ifaces = env.links_in(m);
+        ifaces.sort();
+        assert_eq!(ifaces, ["eth0", "eth1", "eth2", "lo"], "{m}");
+        let routes = env.exec(m, &["ip", "-4", "route", "show", "default"]);
+        assert_eq!(routes.stdout.lines().count(), 1, "{m}: {}", routes.stdout);
+        assert_eq!(env.getent(&many[0], m), [env.ip_of(m, "n1")], "{m}");
+    }
+
+    // Racing: the first half disconnected, the second half removed, while the spare
+    // containers connect.
+    let spare: Vec<String> = (0..8).map(|i| env.name(&format!("s{i}"))).collect();
+    for c in &spare {
+        env.ok(&["run", "--name", c, "busybox"]);
+    }
+    std::thread::scope(|s| {
+        for (i, c) in many.iter().enumerate() {
+            if i < 8 {
+                s.spawn(|| env.ok(&["network", "disconnect", "n1", c]));
+            } else {
+                s.spawn(|| env.ok(&["container", "rm", "-f", c]));
+            }
+        }
+        for c in &spare {
+            s.spawn(|| env.ok(&["network", "connect", "n1", c]));
+        }
+    });
+    let members = env.inspect_network("n1")["Containers"]
+        .as_object()
+        .map_or(0, |m| m.len());
+    assert_eq!(
+        members,
+        spare.len() + multi.len(),
+        "the spares and the four"
+    );
+    for c in &spare {
+        assert_eq!(env.getent(&multi[0], c), [env.ip_of(c, "n1")], "{c}");
+    }
+    for c in &many[..8] {
+        assert!(env.getent(&multi[0], c).is_empty(), "{c} disconnected");
+    }
+    // Host veths: one a connected endpoint, nothing else (bridges have a '-').
+    let veths = env.links().iter().filter(|l| !l.contains('-')).count();
+    assert_eq!(veths, spare.len() + 3 * multi.len());
+}

@@ -76,12 +76,18 @@ pub(crate) struct AttachPlan {
 impl Agent {
     /// Connect a container to a network: at once when it runs, at its next start otherwise.
     /// Returns after the records answer (running container).
+    ///
+    /// Two steps under the state lock, the kernel work and the durable write's flush between
+    /// them without it, so that connects of other containers go on meanwhile (only the
+    /// kernel's own lock orders their veths): the first decides everything (addresses, names),
+    /// records it in the state, writes the container's file and takes its journal record, and
+    /// marks the container pending (its other operations wait); the second makes the
+    /// attachment answer, or undoes it whole.
     pub async fn connect(&self, net_key: &str, ctr_key: &str, req: &EndpointRequest) -> Result<()> {
         let mut timer = PhaseTimer::start();
-        let mut state = self.inner.state.lock().await;
+        let (mut state, cid) = self.lock_container(ctr_key).await?;
         timer.lap("lock");
         let net_id = state.find_network(net_key)?;
-        let cid = state.find_container(ctr_key)?;
         let net = state.network(&net_id)?;
         let c = state.container(&cid)?;
         if c.endpoint(&net_id).is_some() {
@@ -91,51 +97,80 @@ impl Agent {
             });
         }
         let ep = check_endpoint(req, net)?.into_endpoint(net_id.clone());
-        let undo = state.undo_point(&cid, std::slice::from_ref(&net_id));
         let c = state.container_mut(&cid)?;
         c.endpoints.push(ep);
+        let unplanned = |state: &mut State| {
+            if let Some(c) = state.containers.get_mut(&cid) {
+                c.endpoints.retain(|e| e.network_id != net_id);
+            }
+        };
         if !c.state.is_up() {
             // Configured only: attached at the next start.
             if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
-                undo.restore(&mut state);
+                unplanned(&mut state);
                 return Err(e);
             }
             return Ok(());
         }
-        // Running: the durable write of the attachment overlaps the kernel work (a crash in
-        // between leaves a file naming a veth that may not exist: the restart recreates it,
-        // as for any missing veth).
+        // Running. A crash after the file is written leaves it naming a veth that may not
+        // exist: the restart recreates it, as for any missing veth.
         let plan = match self.plan_attach(&mut state, &cid, &net_id).await {
             Ok(plan) => plan,
             Err(e) => {
-                undo.restore(&mut state);
+                unplanned(&mut state);
                 return Err(e);
             }
         };
         timer.lap("plan");
         let saving = self
             .mark_attached(&mut state, &plan)
-            .map(|c| self.persist_in_background(c));
+            .and_then(|c| self.start_container_write(c));
+        let saving = match saving {
+            Ok(saving) => saving,
+            Err(e) => {
+                self.abandon(&mut state, &plan).await;
+                unplanned(&mut state);
+                return Err(e);
+            }
+        };
+        state.pending.insert(cid.clone());
+        drop(state);
+        // The rest runs to its end even if the caller goes away (a client that hangs up):
+        // the container must leave `pending`, and the attachment answer or be undone.
+        let agent = self.clone();
+        tokio::spawn(async move { agent.finish_connect(plan, saving, timer).await })
+            .await
+            .map_err(|e| AgentError::Invalid(format!("connect failed: {e}")))?
+    }
+
+    /// A connect's kernel work and the rest of its durable write (no lock held), then its
+    /// second locked step: see [`Agent::connect`].
+    async fn finish_connect(
+        &self,
+        plan: AttachPlan,
+        saving: impl std::future::Future<Output = Result<()>>,
+        mut timer: PhaseTimer,
+    ) -> Result<()> {
         let plumbed = self.plumb(&plan).await;
         timer.lap("kernel");
-        let saved = match saving {
-            Ok(saving) => saving.await,
-            Err(e) => Err(e),
-        };
+        let saved = saving.await;
         timer.lap("save");
+        let mut state = self.inner.state.lock().await;
+        let cid = plan.cid.clone();
+        self.settle(&mut state, &cid);
         let committed = plumbed
             .and(saved)
             .and_then(|()| self.commit_attach(&mut state, &plan));
         timer.lap("commit");
         timer.report("connect");
         if let Err(e) = committed {
-            undo.restore(&mut state);
+            self.abandon(&mut state, &plan).await;
+            if let Some(c) = state.containers.get_mut(&cid) {
+                c.endpoints.retain(|e| e.network_id != plan.net_id);
+            }
             if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
                 tracing::error!(container = %cid, error = %e, "cannot write back a failed connect");
             }
-            let _ = self.inner.host.delete_link(&plan.host_veth).await;
-            self.release_plan(&plan).await;
-            self.leave_if_idle(&mut state, &plan.net_id).await;
             return Err(e);
         }
         self.inner.changes.send_modify(|n| *n += 1);
@@ -144,7 +179,14 @@ impl Agent {
 
     /// Disconnect: records gone, interface removed, dynamic address freed.
     pub async fn disconnect(&self, net_key: &str, ctr_key: &str, force: bool) -> Result<()> {
-        let mut state = self.inner.state.lock().await;
+        // Once the container (if there is one) has no connect half done.
+        let mut state = loop {
+            let state = self.inner.state.lock().await;
+            match state.find_container(ctr_key) {
+                Ok(cid) if state.pending.contains(&cid) => self.until_settled(state).await,
+                _ => break state,
+            }
+        };
         let net_id = match state.find_network(net_key) {
             Ok(id) => id,
             Err(AgentError::NoSuchNetwork(_)) if force => {

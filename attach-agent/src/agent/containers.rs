@@ -81,8 +81,7 @@ impl Agent {
     /// Start: attach every configured network in order; any failure leaves it stopped with
     /// nothing attached.
     pub async fn start(&self, key: &str) -> Result<()> {
-        let mut state = self.inner.state.lock().await;
-        let cid = state.find_container(key)?;
+        let (mut state, cid) = self.lock_container(key).await?;
         if state.container(&cid)?.state.is_up() {
             return Ok(());
         }
@@ -139,8 +138,7 @@ impl Agent {
 
     /// Stop: records removed, interfaces removed, dynamic addresses freed, settings kept.
     pub async fn stop(&self, key: &str) -> Result<()> {
-        let mut state = self.inner.state.lock().await;
-        let cid = state.find_container(key)?;
+        let (mut state, cid) = self.lock_container(key).await?;
         let undo = state.undo_point(&cid, &[]);
         let cleanup = self.stop_in_memory(&mut state, &cid)?;
         if let Err(e) = self.persist(&state, &[Changed::Container(&cid)]) {
@@ -180,8 +178,7 @@ impl Agent {
 
     /// Pause/unpause: nothing changes in DNS or addressing.
     pub async fn pause(&self, key: &str, pause: bool) -> Result<()> {
-        let mut state = self.inner.state.lock().await;
-        let cid = state.find_container(key)?;
+        let (mut state, cid) = self.lock_container(key).await?;
         let c = state.container_mut(&cid)?;
         let was = c.state;
         match (pause, was) {
@@ -200,8 +197,7 @@ impl Agent {
 
     /// Remove a container (`force`: stop it first), and its namespace if the agent made it.
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
-        let mut state = self.inner.state.lock().await;
-        let cid = state.find_container(key)?;
+        let (mut state, cid) = self.lock_container(key).await?;
         if state.container(&cid)?.state.is_up() && !force {
             return Err(AgentError::RemoveRunning(cid.to_string()));
         }

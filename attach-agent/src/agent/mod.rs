@@ -57,6 +57,8 @@ struct Inner {
     cfg: AgentConfig,
     /// Set when the agent joined a cluster store (global networks).
     cluster: Option<Cluster>,
+    /// Told when a container leaves `State::pending`.
+    settled: tokio::sync::Notify,
 }
 
 /// The agent. Cheap to clone.
@@ -232,6 +234,7 @@ impl Agent {
                 mark: LinkMark::of(&instance),
                 cfg,
                 cluster,
+                settled: tokio::sync::Notify::new(),
             }),
         };
         agent.reconcile().await?;
@@ -274,6 +277,62 @@ impl Agent {
         self.inner.state.lock().await.clone()
     }
 
+    /// The state, once container `key` has no connect between its two locked steps, and the
+    /// container's id: how every operation on one container starts.
+    pub(crate) async fn lock_container(
+        &self,
+        key: &str,
+    ) -> Result<(tokio::sync::MutexGuard<'_, State>, ContainerId)> {
+        loop {
+            let state = self.inner.state.lock().await;
+            let cid = state.find_container(key)?;
+            if !state.pending.contains(&cid) {
+                return Ok((state, cid));
+            }
+            self.until_settled(state).await;
+        }
+    }
+
+    /// The state, once the container with id `cid` (known or not) has no connect between its
+    /// two locked steps.
+    pub(crate) async fn lock_id(&self, cid: &ContainerId) -> tokio::sync::MutexGuard<'_, State> {
+        loop {
+            let state = self.inner.state.lock().await;
+            if !state.pending.contains(cid) {
+                return state;
+            }
+            self.until_settled(state).await;
+        }
+    }
+
+    /// The state, once no container has a connect between its two locked steps: for the
+    /// changes that look at many containers (removing networks, repairs, garbage collection).
+    pub(crate) async fn lock_settled(&self) -> tokio::sync::MutexGuard<'_, State> {
+        loop {
+            let state = self.inner.state.lock().await;
+            if state.pending.is_empty() {
+                return state;
+            }
+            self.until_settled(state).await;
+        }
+    }
+
+    /// Release the lock and wait for the next container to leave `pending`.
+    async fn until_settled(&self, state: tokio::sync::MutexGuard<'_, State>) {
+        let settled = self.inner.settled.notified();
+        tokio::pin!(settled);
+        // Registered before the lock goes, so the next notification cannot be missed.
+        settled.as_mut().enable();
+        drop(state);
+        settled.await;
+    }
+
+    /// Take `cid` out of `pending` (its connect's second locked step) and wake its waiters.
+    pub(crate) fn settle(&self, state: &mut State, cid: &ContainerId) {
+        state.pending.remove(cid);
+        self.inner.settled.notify_waiters();
+    }
+
     /// Persist the objects a change touched, then tell `wait`ers.
     pub(crate) fn persist(&self, state: &State, changed: &[Changed<'_>]) -> Result<()> {
         self.inner
@@ -284,20 +343,25 @@ impl Agent {
         Ok(())
     }
 
-    /// Write one container's file on the blocking pool while the caller goes on; the caller
-    /// awaits the result before acknowledging (and notifies `wait`ers itself).
-    fn persist_in_background(
+    /// Write one container's file and take its journal record now; the returned future
+    /// waits (on the blocking pool) until it is on disk. The caller awaits it before
+    /// acknowledging (and notifies `wait`ers itself).
+    fn start_container_write(
         &self,
         c: &Container,
-    ) -> impl std::future::Future<Output = Result<()>> + use<> {
-        let (store, c) = (self.inner.store.clone(), c.clone());
-        let task = tokio::task::spawn_blocking(move || store.write_container(&c));
-        async move {
+    ) -> Result<impl std::future::Future<Output = Result<()>> + use<>> {
+        let saving = self
+            .inner
+            .store
+            .start_container_write(c)
+            .map_err(AgentError::io("saving state"))?;
+        let task = tokio::task::spawn_blocking(move || saving.wait());
+        Ok(async move {
             task.await
                 .map_err(std::io::Error::other)
                 .and_then(|r| r)
                 .map_err(AgentError::io("saving state"))
-        }
+        })
     }
 
     /// A receiver that sees every saved change (for `wait`).

@@ -118,7 +118,7 @@ impl Agent {
     /// Remove a network without attached endpoints. Stopped containers forget their settings
     /// for it (unlike Docker, whose next start would then fail).
     pub async fn remove_network(&self, key: &str) -> Result<()> {
-        let mut state = self.inner.state.lock().await;
+        let mut state = self.lock_settled().await;
         let id = state.find_network(key)?;
         self.remove_network_locked(&mut state, &id).await
     }
@@ -168,7 +168,7 @@ impl Agent {
 
     /// Remove every network without attached endpoints; their names.
     pub async fn prune_networks(&self) -> Result<Vec<String>> {
-        let mut state = self.inner.state.lock().await;
+        let mut state = self.lock_settled().await;
         // By name, as the Engine lists them.
         let mut idle: Vec<(String, NetworkId)> = state
             .networks

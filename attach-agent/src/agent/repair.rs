@@ -22,7 +22,7 @@ use crate::state::{Changed, Network, State};
 impl Agent {
     /// The link `name` (with our prefix) was deleted: rebuild what the state says it was.
     pub(super) async fn link_deleted(&self, name: &str) {
-        let mut state = self.inner.state.lock().await;
+        let mut state = self.lock_settled().await;
         if let Some(net) = self.served_network_with_link(&state, name) {
             tracing::warn!(link = %name, network = %net.name, "a link was deleted behind the agent's back; making it again");
             self.rebuild_network(&mut state, &net).await;
@@ -130,7 +130,7 @@ impl Agent {
     /// After link events were lost: every served network's bridge (and tunnel) and every
     /// attached veth whose namespace lives is looked at, and what is missing is made again.
     pub(super) async fn repair_missing_links(&self) {
-        let mut state = self.inner.state.lock().await;
+        let mut state = self.lock_settled().await;
         let nets: Vec<Network> = state
             .networks
             .values()

@@ -163,9 +163,9 @@ impl Agent {
         check_netns(&req.netns)?;
         let name = req.name.clone().unwrap_or_else(|| req.runtime_id.clone());
         check_name(&name)?;
-        let mut state = self.inner.state.lock().await;
-        let net_id = state.find_network(&req.network)?;
         let cid = container_id_of(&req.runtime_id);
+        let mut state = self.lock_id(&cid).await;
+        let net_id = state.find_network(&req.network)?;
         let mut stale = Cleanup::default();
         let known = state.containers.contains_key(&cid);
         if known {
@@ -323,7 +323,7 @@ impl Agent {
         network: &str,
         ifname: &str,
     ) -> Result<()> {
-        let mut state = self.inner.state.lock().await;
+        let mut state = self.lock_id(&container_id_of(runtime_id)).await;
         let Some(c) = runtime_container_of(&state, runtime_id) else {
             return Ok(());
         };
@@ -398,7 +398,7 @@ impl Agent {
     /// CNI GC: every runtime attachment on `network` that is not in `valid` (runtime id,
     /// interface) is removed. How many were.
     pub async fn runtime_gc(&self, network: &str, valid: &[(String, String)]) -> Result<usize> {
-        let mut state = self.inner.state.lock().await;
+        let mut state = self.lock_settled().await;
         let net_id = state.find_network(network)?;
         let gone: Vec<ContainerId> = state
             .containers

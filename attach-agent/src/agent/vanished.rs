@@ -60,7 +60,7 @@ impl Agent {
     /// Every attachment whose container's namespace is gone ends (after link events were
     /// lost).
     pub(super) async fn sweep_vanished(&self) {
-        let mut state = self.inner.state.lock().await;
+        let mut state = self.lock_settled().await;
         let dead: Vec<(ContainerId, NetworkId)> = state
             .containers
             .values()

@@ -267,7 +267,13 @@ impl StateDir {
 
     /// One container's file, durably.
     pub fn write_container(&self, c: &Container) -> std::io::Result<()> {
-        self.save(&[Entry {
+        self.start_container_write(c)?.wait()
+    }
+
+    /// One container's file written, its record taken; [`Saving::wait`] for it to be on disk
+    /// (so the caller can do other work meanwhile, without its own lock).
+    pub fn start_container_write(&self, c: &Container) -> std::io::Result<Saving> {
+        self.start_save(&[Entry {
             kind: Kind::Container,
             id: c.id.to_string(),
             bytes: Some(encode(c)?),
@@ -281,10 +287,16 @@ impl StateDir {
         }
     }
 
-    /// Write the files of a change, then make it durable: by its journal record, flushed with
-    /// those of concurrent changes; or, for a change too big for a record, file by file (each
-    /// flushed, then the directories) once the journal's records are all in their files.
+    /// Write the files of a change, then make it durable.
     fn save(&self, entries: &[Entry]) -> std::io::Result<()> {
+        self.start_save(entries)?.wait()
+    }
+
+    /// Write the files of a change and take its journal record, flushed with those of
+    /// concurrent changes when waited for; or, for a change too big for a record, write them
+    /// file by file (each flushed, then the directories) once the journal's records are all in
+    /// their files.
+    fn start_save(&self, entries: &[Entry]) -> std::io::Result<Saving> {
         let order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         let big = Journal::too_big(entries);
         if big {
@@ -306,11 +318,11 @@ impl StateDir {
                     durable::sync_dir(self.dir_of(kind))?;
                 }
             }
-            return Ok(());
+            return Ok(Saving(None));
         }
         let seq = self.journal.enqueue(entries, &files)?;
         drop(order);
-        self.journal.wait_durable(seq)
+        Ok(Saving(Some((self.journal.clone(), seq))))
     }
 
     /// One object's file, replaced atomically and flushed (the directory is flushed by the
@@ -318,6 +330,21 @@ impl StateDir {
     fn write(&self, dir: &Path, id: &str, value: &impl Serialize) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
         durable::replace(&dir.join(format!("{id}.json")), &bytes, Flush::File)
+    }
+}
+
+/// A change whose files are written and whose record is taken: on disk once
+/// [`Saving::wait`] returns.
+#[must_use]
+pub struct Saving(Option<(Journal, u64)>);
+
+impl Saving {
+    /// Block until the change is on disk (a group flush, led by this caller when none runs).
+    pub fn wait(self) -> std::io::Result<()> {
+        match self.0 {
+            Some((journal, seq)) => journal.wait_durable(seq),
+            None => Ok(()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ pub mod disk;
 pub mod journal;
 pub mod model;
 
-pub use disk::{Changed, StateDir};
+pub use disk::{Changed, Saving, StateDir};
 pub use model::{Attached, CniOwner, Container, Driver, Endpoint, Network, RunState, State, Undo};
 
 /// A local network on `subnet` (and `v6`, if given) for unit tests of what reads networks.

@@ -25,6 +25,10 @@ pub struct State {
     /// Global networks built on this host (bridge, tunnel, DNS): those it has endpoints on.
     #[serde(skip)]
     pub joined: std::collections::BTreeSet<NetworkId>,
+    /// Containers with a connect between its two locked steps (its kernel work and durable
+    /// write run without the lock): other operations on them wait (`Agent::lock_container`).
+    #[serde(skip)]
+    pub pending: std::collections::BTreeSet<ContainerId>,
 }
 
 /// Find by full id, exact name, or unique id prefix, in that order: the id, or how many ids
