@@ -46,6 +46,27 @@ impl PhaseTimer {
     }
 }
 
+/// Takes a container out of `State::pending` if its connect ends before doing so itself (a
+/// panic): otherwise every later operation on it, and every one over all containers, would
+/// wait for ever.
+struct Unpend {
+    agent: Agent,
+    cid: Option<ContainerId>,
+}
+
+impl Drop for Unpend {
+    fn drop(&mut self) {
+        if let Some(cid) = self.cid.take() {
+            let agent = self.agent.clone();
+            tokio::spawn(async move {
+                let mut state = agent.inner.state.lock().await;
+                tracing::error!(container = %cid, "a connect ended half done; its container is released");
+                agent.settle(&mut state, &cid);
+            });
+        }
+    }
+}
+
 /// One attachment, decided: see [`Agent::plan_attach`].
 pub(crate) struct AttachPlan {
     pub(crate) cid: ContainerId,
@@ -138,7 +159,11 @@ impl Agent {
         // The rest runs to its end even if the caller goes away (a client that hangs up):
         // the container must leave `pending`, and the attachment answer or be undone.
         let agent = self.clone();
-        tokio::spawn(async move { agent.finish_connect(plan, saving, timer).await })
+        let unpend = Unpend {
+            agent: self.clone(),
+            cid: Some(cid.clone()),
+        };
+        tokio::spawn(async move { agent.finish_connect(plan, saving, timer, unpend).await })
             .await
             .map_err(|e| AgentError::Invalid(format!("connect failed: {e}")))?
     }
@@ -150,6 +175,7 @@ impl Agent {
         plan: AttachPlan,
         saving: impl std::future::Future<Output = Result<()>>,
         mut timer: PhaseTimer,
+        mut unpend: Unpend,
     ) -> Result<()> {
         let plumbed = self.plumb(&plan).await;
         timer.lap("kernel");
@@ -157,6 +183,7 @@ impl Agent {
         timer.lap("save");
         let mut state = self.inner.state.lock().await;
         let cid = plan.cid.clone();
+        unpend.cid = None;
         self.settle(&mut state, &cid);
         let committed = plumbed
             .and(saved)
@@ -518,13 +545,21 @@ impl Agent {
 
     /// Undo a planned attachment whose kernel work or registration failed.
     pub(super) async fn abandon(&self, state: &mut State, plan: &AttachPlan) {
-        if let Some(n) = state.networks.get_mut(&plan.net_id) {
-            n.release(plan.v4, plan.v6);
-        }
         if let Ok(ep) = state.endpoint_mut(&plan.cid, &plan.net_id) {
             ep.attached = None;
         }
-        let _ = self.inner.host.delete_link(&plan.host_veth).await;
+        // The addresses are free once the veth that may hold them is gone (kept taken when it
+        // cannot be deleted, as in `Cleanup::run`).
+        match self.inner.host.delete_link(&plan.host_veth).await {
+            Ok(()) => {
+                if let Some(n) = state.networks.get_mut(&plan.net_id) {
+                    n.release(plan.v4, plan.v6);
+                }
+            }
+            Err(e) => {
+                tracing::error!(veth = %plan.host_veth, error = %e, "cannot delete the veth of a failed attachment; its addresses stay taken");
+            }
+        }
         self.release_plan(plan).await;
         self.leave_if_idle(state, &plan.net_id).await;
     }

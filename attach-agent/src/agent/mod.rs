@@ -57,8 +57,33 @@ struct Inner {
     cfg: AgentConfig,
     /// Set when the agent joined a cluster store (global networks).
     cluster: Option<Cluster>,
-    /// Told when a container leaves `State::pending`.
+    /// Told when a container leaves `State::pending`, and when `draining` falls.
     settled: tokio::sync::Notify,
+    /// Changes over every container waiting for `State::pending` to empty: no connect
+    /// starts meanwhile (an atomic, so that a waiter dropped half way gives it back).
+    draining: std::sync::atomic::AtomicUsize,
+}
+
+/// One change over every container waiting for connects to settle (see `Inner::draining`);
+/// given back on drop, also when the waiter is dropped half way.
+struct Draining<'a>(&'a Inner);
+
+impl<'a> Draining<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner
+            .draining
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Draining(inner)
+    }
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        self.0
+            .draining
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.settled.notify_waiters();
+    }
 }
 
 /// The agent. Cheap to clone.
@@ -235,6 +260,7 @@ impl Agent {
                 cfg,
                 cluster,
                 settled: tokio::sync::Notify::new(),
+                draining: Default::default(),
             }),
         };
         agent.reconcile().await?;
@@ -286,7 +312,13 @@ impl Agent {
         loop {
             let state = self.inner.state.lock().await;
             let cid = state.find_container(key)?;
-            if !state.pending.contains(&cid) {
+            // Also while a change over every container waits for them to settle, so that it
+            // does not wait for ever under a stream of connects.
+            let draining = self
+                .inner
+                .draining
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if !state.pending.contains(&cid) && draining == 0 {
                 return Ok((state, cid));
             }
             self.until_settled(state).await;
@@ -308,12 +340,18 @@ impl Agent {
     /// The state, once no container has a connect between its two locked steps: for the
     /// changes that look at many containers (removing networks, repairs, garbage collection).
     pub(crate) async fn lock_settled(&self) -> tokio::sync::MutexGuard<'_, State> {
+        let mut state = self.inner.state.lock().await;
+        if state.pending.is_empty() {
+            return state;
+        }
+        // No new connect starts while this waits (`lock_container`).
+        let _draining = Draining::new(&self.inner);
         loop {
-            let state = self.inner.state.lock().await;
+            self.until_settled(state).await;
+            state = self.inner.state.lock().await;
             if state.pending.is_empty() {
                 return state;
             }
-            self.until_settled(state).await;
         }
     }
 

@@ -304,11 +304,30 @@ impl StateDir {
         }
         let flush = if big { Flush::File } else { Flush::None };
         let mut files = Vec::with_capacity(entries.len());
+        // What each file held, put back if the change fails after its files are written (it
+        // must not become what is on disk: a checkpoint would flush it).
+        let mut before = Before(Vec::with_capacity(entries.len()));
         for e in entries {
             let path = self.dir_of(e.kind).join(format!("{}.json", e.id));
-            match &e.bytes {
-                Some(b) => durable::replace(&path, b, flush)?,
-                None => remove(&path)?,
+            let held = match std::fs::read(&path) {
+                Ok(b) => Some(b),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+                Err(err) => {
+                    before.put_back(self);
+                    return Err(std::io::Error::new(
+                        err.kind(),
+                        format!("reading {}: {err}", path.display()),
+                    ));
+                }
+            };
+            let written = match &e.bytes {
+                Some(b) => durable::replace(&path, b, flush),
+                None => remove(&path),
+            };
+            before.0.push((path.clone(), held));
+            if let Err(err) = written {
+                before.put_back(self);
+                return Err(err);
             }
             files.push(path);
         }
@@ -320,9 +339,15 @@ impl StateDir {
             }
             return Ok(Saving(None));
         }
-        let seq = self.journal.enqueue(entries, &files)?;
+        let seq = match self.journal.enqueue(entries, &files) {
+            Ok(seq) => seq,
+            Err(e) => {
+                before.put_back(self);
+                return Err(e);
+            }
+        };
         drop(order);
-        Ok(Saving(Some((self.journal.clone(), seq))))
+        Ok(Saving(Some((self.clone(), seq, before))))
     }
 
     /// One object's file, replaced atomically and flushed (the directory is flushed by the
@@ -336,14 +361,44 @@ impl StateDir {
 /// A change whose files are written and whose record is taken: on disk once
 /// [`Saving::wait`] returns.
 #[must_use]
-pub struct Saving(Option<(Journal, u64)>);
+pub struct Saving(Option<(StateDir, u64, Before)>);
 
 impl Saving {
     /// Block until the change is on disk (a group flush, led by this caller when none runs).
+    /// On failure the files hold what they held before, flushed.
     pub fn wait(self) -> std::io::Result<()> {
-        match self.0 {
-            Some((journal, seq)) => journal.wait_durable(seq),
-            None => Ok(()),
+        let Some((dir, seq, before)) = self.0 else {
+            return Ok(());
+        };
+        let flushed = dir.journal.wait_durable(seq);
+        if flushed.is_err() {
+            let _order = dir.order.lock().unwrap_or_else(|p| p.into_inner());
+            before.put_back(&dir);
+        }
+        flushed
+    }
+}
+
+/// Files as they were before a change: (path, content or absent).
+struct Before(Vec<(PathBuf, Option<Vec<u8>>)>);
+
+impl Before {
+    /// Put every file back, flushed, with its directory (best effort: a failure is logged,
+    /// the caller reports the change's own error).
+    fn put_back(&self, dir: &StateDir) {
+        for (path, held) in &self.0 {
+            let back = match held {
+                Some(b) => durable::replace(path, b, Flush::File),
+                None => remove(path),
+            };
+            if let Err(e) = back {
+                tracing::error!(file = %path.display(), error = %e, "cannot put a state file back after a failed change");
+            }
+        }
+        for d in [&dir.networks, &dir.containers] {
+            if let Err(e) = durable::sync_dir(d) {
+                tracing::error!(dir = %d.display(), error = %e, "cannot flush a state directory");
+            }
         }
     }
 }

@@ -249,6 +249,9 @@ struct Shared {
     ring: Mutex<Ring>,
     /// Signalled when a group flush or a checkpoint ends, and to wake the checkpoint thread.
     changed: Condvar,
+    /// One checkpoint at a time (the thread's, or a `settle`'s): two at once could move the
+    /// ring's start backwards.
+    checkpointing: Mutex<()>,
 }
 
 /// The journal of one state directory. Cheap to clone; the checkpoint thread ends with the
@@ -291,13 +294,29 @@ impl Journal {
     /// the journal and how many records were replayed.
     pub fn open(path: &Path, networks: &Path, containers: &Path) -> io::Result<(Journal, usize)> {
         let dirs = [networks.to_path_buf(), containers.to_path_buf()];
+        // Made only when missing: any other trouble with it is an error, never a fresh empty
+        // journal (its records may be all that holds the last changes).
         let file = match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
         {
-            Ok(f) if f.metadata()?.len() == RING_START + CAPACITY => f,
-            Ok(_) | Err(_) => Self::make(path)?,
+            Ok(f) => {
+                let len = f.metadata()?.len();
+                if len != RING_START + CAPACITY {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: {len} bytes, not the {} of a journal",
+                            path.display(),
+                            RING_START + CAPACITY
+                        ),
+                    ));
+                }
+                f
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::make(path)?,
+            Err(e) => return Err(with_path(path, "opening", e)),
         };
         let header = [0, SLOT]
             .iter()
@@ -351,6 +370,7 @@ impl Journal {
                 checkpoint_error: None,
             }),
             changed: Condvar::new(),
+            checkpointing: Mutex::new(()),
         });
         let thread = {
             let shared = shared.clone();
@@ -402,11 +422,17 @@ impl Journal {
             e.encode(&mut payload);
         }
         let len = aligned(RECORD_HEADER + payload.len() as u64);
-        if lock(&self.shared.ring).broken.is_some() {
-            self.settle()?;
-        }
         let mut ring = lock(&self.shared.ring);
         let at = loop {
+            if ring.broken.is_some() {
+                // Checked under the lock the record is placed under: a record placed before
+                // the failure was recorded failed with it (see `flush_or_wait`), and none is
+                // placed after it until a checkpoint has moved the start past the hole.
+                drop(ring);
+                self.settle()?;
+                ring = lock(&self.shared.ring);
+                continue;
+            }
             let at = place(ring.end, len);
             if at + len - ring.header.start <= CAPACITY {
                 break at;
@@ -417,8 +443,12 @@ impl Journal {
                     self.shared.path.display()
                 )));
             }
-            ring.checkpoint_wanted = true;
-            self.shared.changed.notify_all();
+            // Room comes from a checkpoint, which needs records on disk: when none is yet,
+            // the flush that puts them there wakes this wait.
+            if ring.durable_end != ring.header.start {
+                ring.checkpoint_wanted = true;
+                self.shared.changed.notify_all();
+            }
             ring = self
                 .shared
                 .changed
@@ -496,6 +526,7 @@ impl Journal {
                     ring.failed.insert(p.seq, why.clone());
                 }
                 ring.broken = Some(why);
+                ring.checkpoint_wanted = true;
             }
         }
         shared.changed.notify_all();
@@ -640,6 +671,10 @@ fn checkpoint_loop(shared: &Shared) {
 /// the next checkpoint.) After a failed group flush, the start moves past every record taken,
 /// as every file they name has been flushed whatever it holds.
 fn checkpoint(shared: &Shared) -> io::Result<()> {
+    let _one = shared
+        .checkpointing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let (files, below, end) = {
         let ring = lock(&shared.ring);
         let files: Vec<PathBuf> = ring.dirty.keys().cloned().collect();
@@ -647,6 +682,9 @@ fn checkpoint(shared: &Shared) -> io::Result<()> {
         // taken is on disk or failed, and the start moves past them all.
         if ring.broken.is_some() && !ring.flushing && ring.pending.is_empty() {
             (files, ring.next_seq, ring.end)
+        } else if ring.durable_end == ring.header.start {
+            // Nothing on disk to move past yet: a flush's end wakes the thread again.
+            return Ok(());
         } else {
             (files, ring.durable_below, ring.durable_end)
         }
@@ -663,7 +701,8 @@ fn checkpoint(shared: &Shared) -> io::Result<()> {
         durable::sync_dir(d)?;
     }
     let mut ring = lock(&shared.ring);
-    if end != ring.header.start {
+    // Only forward.
+    if end > ring.header.start {
         let next = Header {
             counter: ring.header.counter + 1,
             start: end,
@@ -866,6 +905,19 @@ mod tests {
         for (key, (_, want)) in &last {
             assert_eq!(d.read(key).as_ref(), Some(want), "{key}");
         }
+    }
+
+    #[test]
+    fn a_damaged_journal_is_an_error_and_kept() {
+        let d = Dir::new();
+        let path = d.root.join("journal");
+        std::fs::write(&path, b"not a journal").unwrap();
+        let Err(e) = Journal::open(&path, &d.root.join("networks"), &d.root.join("containers"))
+        else {
+            panic!("a journal of the wrong size was opened");
+        };
+        assert!(e.to_string().contains("not the"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"not a journal");
     }
 
     #[test]
