@@ -24,16 +24,46 @@ use crate::netns::ip;
 const HOST_NS: &str = "bcf-host";
 /// Every namespace this module makes starts so.
 const PREFIX: &str = "bcf-";
-const BRIDGE: &str = "bcfbr0";
+/// Bridge `b` of the floor's host namespace.
+fn bridge_name(b: u32) -> String {
+    format!("bcfbr{b}")
+}
 
 fn ns_name(i: u32) -> String {
     format!("bcf-c{i}")
 }
 
-/// Container `i`'s address on the bridge's 10.90.0.0/16 (inside "bcf-host" only).
-fn address(i: u32) -> Ipv4Addr {
-    let n = i + 2;
-    Ipv4Addr::new(10, 90, (n / 256) as u8, (n % 256) as u8)
+/// Bridge `b`'s gateway: 10.(90+b).0.1/16 (inside "bcf-host" only).
+fn gateway(b: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 90 + b as u8, 0, 1)
+}
+
+/// The address of the `k`-th container on bridge `b`.
+fn address(b: u32, k: u32) -> Ipv4Addr {
+    let n = k + 2;
+    Ipv4Addr::new(10, 90 + b as u8, (n / 256) as u8, (n % 256) as u8)
+}
+
+/// Run `f` on this thread with its CPU affinity (and that of threads it starts) set to `cpu`
+/// alone, as the agent runs under `taskset`; the old affinity is put back after.
+fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
+    // SAFETY: cpu_set_t is plain data; sched_{get,set}affinity on this thread (pid 0) with
+    // its size.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut old), 0);
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        assert_eq!(
+            libc::sched_setaffinity(0, size, &one),
+            0,
+            "pin to CPU {cpu}"
+        );
+        let out = f();
+        libc::sched_setaffinity(0, size, &old);
+        out
+    }
 }
 
 /// A netlink handle whose socket lives in `ns` (made on a thread that entered it; a socket
@@ -67,10 +97,16 @@ async fn index_of(h: &Handle, name: &str) -> u32 {
         .index
 }
 
-/// Milliseconds of each of `n` connects' kernel work, one container at a time onto one bridge
-/// (so container `i` meets `i` ports already there, as the agent's `i`-th connect does).
-pub fn floor_times(n: u32) -> Vec<f64> {
+/// Milliseconds of each of `n` connects' kernel work, one container at a time, container `i`
+/// onto bridge `i mod bridges` (so it meets as many ports already there as the agent's `i`-th
+/// connect does), on CPU `cpu` alone (the agent's).
+pub fn floor_times(n: u32, bridges: u32, cpu: usize) -> Vec<f64> {
     assert!(n <= 60000, "one /16 of addresses");
+    assert!((1..=100).contains(&bridges), "10.90/16 to 10.189/16");
+    on_cpu(cpu, || floor_times_here(n, bridges))
+}
+
+fn floor_times_here(n: u32, bridges: u32) -> Vec<f64> {
     let _cleanup = crate::netns::Sweep::new(PREFIX);
     assert!(ip(&["netns", "add", HOST_NS]), "ip netns add {HOST_NS}");
     for i in 0..n {
@@ -83,23 +119,29 @@ pub fn floor_times(n: u32) -> Vec<f64> {
     let host_ns = File::open(format!("/run/netns/{HOST_NS}")).unwrap();
     let times = rt.block_on(async {
         let host = handle_in(&host_ns, rt.handle());
-        host.link()
-            .add(LinkBridge::new(BRIDGE).up().build())
-            .execute()
-            .await
-            .expect("add bridge");
-        let bridge = index_of(&host, BRIDGE).await;
-        host.address()
-            .add(bridge, IpAddr::V4(Ipv4Addr::new(10, 90, 0, 1)), 16)
-            .execute()
-            .await
-            .expect("bridge address");
+        let mut indexes = Vec::new();
+        for b in 0..bridges {
+            host.link()
+                .add(LinkBridge::new(&bridge_name(b)).up().build())
+                .execute()
+                .await
+                .expect("add bridge");
+            let bridge = index_of(&host, &bridge_name(b)).await;
+            host.address()
+                .add(bridge, IpAddr::V4(gateway(b)), 16)
+                .execute()
+                .await
+                .expect("bridge address");
+            indexes.push(bridge);
+        }
         let mut times = Vec::with_capacity(n as usize);
         for i in 0..n {
             // Outside the timed part: the namespace and a socket in it (the agent's own
             // costs for these are its, not the kernel's).
             let ns = File::open(format!("/run/netns/{}", ns_name(i))).unwrap();
             let inside = handle_in(&ns, rt.handle());
+            let (b, k) = (i % bridges, i / bridges);
+            let bridge = indexes[b as usize];
             let t = Instant::now();
             let peer = LinkMessageBuilder::<LinkUnspec>::new()
                 .name("eth0".to_string())
@@ -119,7 +161,7 @@ pub fn floor_times(n: u32) -> Vec<f64> {
                 .execute()
                 .await
                 .expect("peer up");
-            let mut add = inside.address().add(eth0, IpAddr::V4(address(i)), 16);
+            let mut add = inside.address().add(eth0, IpAddr::V4(address(b, k)), 16);
             add.message_mut()
                 .attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
@@ -128,7 +170,7 @@ pub fn floor_times(n: u32) -> Vec<f64> {
                 .route()
                 .add(
                     RouteMessageBuilder::<Ipv4Addr>::new()
-                        .gateway(Ipv4Addr::new(10, 90, 0, 1))
+                        .gateway(gateway(b))
                         .build(),
                 )
                 .execute()
@@ -144,7 +186,8 @@ pub fn floor_times(n: u32) -> Vec<f64> {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&address(n - 1).to_string()),
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&address((n - 1) % bridges, (n - 1) / bridges).to_string()),
         "the floor's last container has no address"
     );
     drop(host_ns);

@@ -146,15 +146,13 @@ fn agent_command(bin: &Path, work: &Path, cpu: &str, prefix: &str, upstreams: &[
     cmd
 }
 
-/// The mean of each phase (ms) over the `operation`'s lines of a log written by
-/// [`spawn_agent_timed`], in the order the agent times them.
-pub fn phase_means(log: &Path, operation: &str) -> Vec<(String, f64)> {
+/// The mean of each phase (ms) over the first `first` lines of `operation` in a log written
+/// by [`spawn_agent_timed`], in the order the agent times them.
+pub fn phase_means(log: &Path, operation: &str, first: usize) -> Vec<(String, f64)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut sums: Vec<(String, f64, u32)> = Vec::new();
-    for line in text.lines() {
-        if !line.contains(&format!("operation=\"{operation}\"")) {
-            continue;
-        }
+    let tag = format!("operation=\"{operation}\"");
+    for line in text.lines().filter(|l| l.contains(&tag)).take(first) {
         let Some(laps) = line.split("phases_us=").nth(1) else {
             continue;
         };

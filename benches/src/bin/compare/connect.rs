@@ -16,6 +16,8 @@ use crate::SERVER_CPU;
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct AgentFigures {
     pub(crate) containers: u32,
+    /// The bridges the one-at-a-time connects were spread over.
+    pub(crate) bridges: u32,
     pub(crate) connect: Timings,
     /// Containers whose name answered on the first query sent after their connect returned.
     pub(crate) answered_at_once: u32,
@@ -31,6 +33,9 @@ pub(crate) struct AgentFigures {
     /// timed it (lock wait, plan: namespace and addresses, kernel work, the durable write's
     /// remaining wait, commit: table and /etc/netns files).
     pub(crate) connect_phases_ms: Vec<(String, f64)>,
+    /// Containers connected per second with 1, 4 and 16 clients at once (each phase connects
+    /// every container to a network of its own, so each starts on an empty bridge).
+    pub(crate) clients_per_second: Vec<(u32, f64)>,
 }
 
 /// The p50 of the first and of the last tenth of `ms` (in the order they were taken).
@@ -86,7 +91,11 @@ pub(crate) fn agent_binary(exe_dir: &Path) -> PathBuf {
 
 /// Start the agent, make `n` running containers, connect each to one network over the API
 /// (timing each call), and ask the network's DNS for the name right after each connect returns.
-pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
+pub(crate) fn agent_figures(n: u32, bridges: u32, dir: &Path, exe_dir: &Path) -> AgentFigures {
+    assert!(
+        (1..=n).contains(&bridges),
+        "--bridges between 1 and --agent"
+    );
     // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(unsafe { libc::geteuid() }, 0, "--agent needs root");
     let bin = agent_binary(exe_dir);
@@ -105,15 +114,19 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
         .enable_all()
         .build()
         .unwrap();
-    let (times, total, answered) = rt.block_on(connect_one_at_a_time(&socket, n));
+    let (times, total, answered, concurrent) =
+        rt.block_on(connect_one_at_a_time(&socket, n, bridges));
     drop(daemon);
-    let connect_phases_ms = namespaced::phase_means(&log, "connect");
+    // The one-at-a-time phase's connects only (the concurrent ones wait for each other).
+    let connect_phases_ms = namespaced::phase_means(&log, "connect", n as usize);
     let waited = bench::netns::settle(baseline);
     eprintln!(
         "kernel floor on {n} namespaces (after {:.1} s of the kernel's cleanup)...",
         waited.as_secs_f64()
     );
-    let floor = bench::kernel_floor::floor_times(n);
+    // On the agent's CPU, as the agent runs.
+    let cpu = SERVER_CPU.parse().expect("a CPU number");
+    let floor = bench::kernel_floor::floor_times(n, bridges, cpu);
     // Its rate from the timed work alone (opening each namespace's socket is not the floor's).
     let floor_total = floor.iter().sum::<f64>() / 1e3;
     let netavark = bench::netavark::available().then(|| {
@@ -126,8 +139,11 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
         let times = bench::netavark::setup_times(n, &work);
         Timings::of(times, all.elapsed().as_secs_f64())
     });
+    // One client: the connects' own time (the name asked after each is not a connect's).
+    let one_client = f64::from(n) / (times.iter().sum::<f64>() / 1e3);
     AgentFigures {
         containers: n,
+        bridges,
         connect_tenths_p50_ms: tenths(&times),
         floor_tenths_p50_ms: tenths(&floor),
         connect: Timings::of(times, total),
@@ -135,13 +151,19 @@ pub(crate) fn agent_figures(n: u32, dir: &Path, exe_dir: &Path) -> AgentFigures 
         netavark,
         kernel_floor: Timings::of(floor, floor_total),
         connect_phases_ms,
+        clients_per_second: std::iter::once((1, one_client)).chain(concurrent).collect(),
     }
 }
 
 /// Over the API at `socket`: a network, `n` running containers, then each connected to the
-/// network in turn, timed, and its name asked of the network's DNS right after. The timings and
-/// how many names answered at once.
-async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Vec<f64>, f64, u32) {
+/// network in turn, timed, and its name asked of the network's DNS right after; then every
+/// container connected to a network of its own by 4 and by 16 clients at once. The timings,
+/// the total, how many names answered at once, and the concurrent phases' containers/s.
+async fn connect_one_at_a_time(
+    socket: &Path,
+    n: u32,
+    bridges: u32,
+) -> (Vec<f64>, f64, u32, Vec<(u32, f64)>) {
     use attach_agent::cli::client::Client;
     use hyper::Method;
     let client = Client::new(&format!("unix://{}", socket.display())).unwrap();
@@ -150,28 +172,38 @@ async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Vec<f64>, f64, u32) {
         let client = client.clone();
         async move { namespaced::must(&client, m, &path, body).await }
     };
-    let created = call(
-        Method::POST,
-        "/networks/create".into(),
-        serde_json::json!({"Name": "bench"}),
-    )
-    .await;
-    let id: serde_json::Value = serde_json::from_slice(&created).unwrap();
-    let inspect = client
-        .raw(
-            Method::GET,
-            &format!("/networks/{}", id["Id"].as_str().unwrap()),
-            None,
+    // Bridge b's network and its gateway (for the name asked right after each connect).
+    let mut nets: Vec<(String, std::net::IpAddr)> = Vec::new();
+    for b in 0..bridges {
+        let name = if b == 0 {
+            "bench".to_string()
+        } else {
+            format!("bench-b{b}")
+        };
+        let created = call(
+            Method::POST,
+            "/networks/create".into(),
+            serde_json::json!({"Name": name}),
         )
-        .await
-        .unwrap()
-        .1;
-    let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
-    let gateway: std::net::IpAddr = inspect["IPAM"]["Config"][0]["Gateway"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+        .await;
+        let id: serde_json::Value = serde_json::from_slice(&created).unwrap();
+        let inspect = client
+            .raw(
+                Method::GET,
+                &format!("/networks/{}", id["Id"].as_str().unwrap()),
+                None,
+            )
+            .await
+            .unwrap()
+            .1;
+        let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
+        let gateway = inspect["IPAM"]["Config"][0]["Gateway"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        nets.push((name, gateway));
+    }
     for i in 0..n {
         call(
             Method::POST,
@@ -193,10 +225,11 @@ async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Vec<f64>, f64, u32) {
     let mut answered = 0;
     let all = Instant::now();
     for i in 0..n {
+        let (net, gateway) = &nets[(i % bridges) as usize];
         let t = Instant::now();
         call(
             Method::POST,
-            "/networks/bench/connect".into(),
+            format!("/networks/{net}/connect"),
             serde_json::json!({"Container": format!("bca-{i}")}),
         )
         .await;
@@ -207,7 +240,7 @@ async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Vec<f64>, f64, u32) {
             hickory_proto::rr::Name::from_ascii(format!("bca-{i}")).unwrap(),
             hickory_proto::rr::RecordType::A,
         ));
-        dns.send_to(&q.to_vec().unwrap(), (gateway, 53)).unwrap();
+        dns.send_to(&q.to_vec().unwrap(), (*gateway, 53)).unwrap();
         let mut buf = [0u8; 512];
         if let Ok(len) = dns.recv(&mut buf) {
             if hickory_proto::op::Message::from_vec(&buf[..len])
@@ -218,6 +251,54 @@ async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Vec<f64>, f64, u32) {
         }
     }
     let total = all.elapsed().as_secs_f64();
+    // Every container connected to `net` (container i by client i mod `clients`): the time.
+    let connect_all = |net: String, clients: u32, disconnect: bool| {
+        let call = &call;
+        async move {
+            let all = Instant::now();
+            let workers = (0..clients).map(|t| {
+                let net = net.clone();
+                async move {
+                    for i in (t..n).step_by(clients as usize) {
+                        let verb = if disconnect { "disconnect" } else { "connect" };
+                        call(
+                            Method::POST,
+                            format!("/networks/{net}/{verb}"),
+                            serde_json::json!({"Container": format!("bca-{i}")}),
+                        )
+                        .await;
+                    }
+                }
+            });
+            futures::future::join_all(workers).await;
+            all.elapsed().as_secs_f64()
+        }
+    };
+    // Each concurrent phase starts as the first did: no veth on any bridge, its network new.
+    for (b, (net, _)) in nets.iter().enumerate() {
+        for i in (b as u32..n).step_by(bridges as usize) {
+            call(
+                Method::POST,
+                format!("/networks/{net}/disconnect"),
+                serde_json::json!({"Container": format!("bca-{i}")}),
+            )
+            .await;
+        }
+    }
+    let mut concurrent = Vec::new();
+    for clients in [4u32, 16] {
+        let net = format!("bench-{clients}");
+        call(
+            Method::POST,
+            "/networks/create".into(),
+            serde_json::json!({"Name": net}),
+        )
+        .await;
+        eprintln!("connecting {n} containers with {clients} clients at once...");
+        let took = connect_all(net.clone(), clients, false).await;
+        concurrent.push((clients, f64::from(n) / took));
+        connect_all(net, 16, true).await;
+    }
     for i in 0..n {
         let _ = client
             .raw(
@@ -227,6 +308,11 @@ async fn connect_one_at_a_time(socket: &Path, n: u32) -> (Vec<f64>, f64, u32) {
             )
             .await;
     }
-    let _ = client.raw(Method::DELETE, "/networks/bench", None).await;
-    (times, total, answered)
+    let made = nets.into_iter().map(|(name, _)| name);
+    for net in made.chain(["bench-4".into(), "bench-16".into()]) {
+        let _ = client
+            .raw(Method::DELETE, &format!("/networks/{net}"), None)
+            .await;
+    }
+    (times, total, answered, concurrent)
 }

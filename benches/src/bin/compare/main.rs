@@ -59,6 +59,10 @@ struct Args {
     /// API (0: skip). Needs root: it makes namespaces, a bridge and veths (prefix "bca").
     #[arg(long, default_value_t = 0)]
     agent: u32,
+    /// With --agent: spread the one-at-a-time connects over this many networks (bridges),
+    /// container i on bridge i mod B, and the kernel floor alike.
+    #[arg(long, default_value_t = 1)]
+    bridges: u32,
     /// Also time `podman run -d` this many times on an agent network (through the CNI plugin)
     /// and on podman's netavark network, and the plugin's ADD alone (0: skip). Needs root and
     /// podman 4.3.
@@ -170,7 +174,7 @@ fn main() {
             points.extend(measure(kind, n, &args, &dir, &exe_dir));
         }
     }
-    let agent = (args.agent > 0).then(|| agent_figures(args.agent, &dir, &exe_dir));
+    let agent = (args.agent > 0).then(|| agent_figures(args.agent, args.bridges, &dir, &exe_dir));
     let podman = (args.podman > 0).then(|| podman::podman_figures(args.podman, &dir, &exe_dir));
     let forwarding = (args.forward || args.forward_only).then(|| {
         let rate = args.rates.first().copied().unwrap_or(10_000);

@@ -78,8 +78,10 @@ pub(crate) fn connect_table(a: &AgentFigures) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n### attach-agent: connecting {} running containers one at a time\n",
-        a.containers
+        "\n### attach-agent: connecting {} running containers one at a time, over {} bridge{}\n",
+        a.containers,
+        a.bridges,
+        if a.bridges == 1 { "" } else { "s" }
     );
     let _ = writeln!(
         s,
@@ -143,6 +145,16 @@ pub(crate) fn connect_table(a: &AgentFigures) -> String {
             a.connect.mean_ms,
             phases.join(", ")
         );
+    }
+    if !a.clients_per_second.is_empty() {
+        let floor_rate = 1e3 / f.mean_ms;
+        let _ = writeln!(
+            s,
+            "\n| clients at once | containers/s | vs the kernel floor's rate ({floor_rate:.0}/s, one at a time) |\n|---|---|---|"
+        );
+        for (clients, rate) in &a.clients_per_second {
+            let _ = writeln!(s, "| {clients} | {rate:.0} | {:.2}x |", rate / floor_rate);
+        }
     }
     let _ = writeln!(
         s,
