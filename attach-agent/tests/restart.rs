@@ -4,10 +4,10 @@ mod common;
 
 use common::Env;
 
-#[test]
-fn sigkill_and_restart_lose_nothing() {
-    let mut env = Env::new();
-    let (a, b, s) = (env.name("a"), env.name("b"), env.name("s"));
+/// Networks n1 and n2; `a` on n1 with the alias `alpha`, `b` on n1 and on n2 at .50. Their
+/// names.
+fn two_networks_and_two_containers(env: &Env) -> (String, String) {
+    let (a, b) = (env.name("a"), env.name("b"));
     env.ok(&["network", "create", "--subnet", &env.subnet(1), "n1"]);
     env.ok(&["network", "create", "--subnet", &env.subnet(2), "n2"]);
     env.ok(&[
@@ -22,6 +22,14 @@ fn sigkill_and_restart_lose_nothing() {
     ]);
     env.ok(&["run", "--name", &b, "--network", "n1", "busybox"]);
     env.ok(&["network", "connect", "--ip", &env.ip(2, 50), "n2", &b]);
+    (a, b)
+}
+
+#[test]
+fn sigkill_and_restart_lose_nothing() {
+    let mut env = Env::new();
+    let (a, b) = two_networks_and_two_containers(&env);
+    let s = env.name("s");
     env.ok(&[
         "container",
         "create",
@@ -119,21 +127,8 @@ fn sigkill_and_restart_lose_nothing() {
 #[test]
 fn a_power_cut_loses_no_acknowledged_change() {
     let mut env = Env::new();
-    let (a, b, gone) = (env.name("a"), env.name("b"), env.name("gone"));
-    env.ok(&["network", "create", "--subnet", &env.subnet(1), "n1"]);
-    env.ok(&["network", "create", "--subnet", &env.subnet(2), "n2"]);
-    env.ok(&[
-        "run",
-        "--name",
-        &a,
-        "--network",
-        "n1",
-        "--alias",
-        "alpha",
-        "busybox",
-    ]);
-    env.ok(&["run", "--name", &b, "--network", "n1", "busybox"]);
-    env.ok(&["network", "connect", "--ip", &env.ip(2, 50), "n2", &b]);
+    let (a, b) = two_networks_and_two_containers(&env);
+    let gone = env.name("gone");
     env.ok(&["run", "--name", &gone, "--network", "n1", "busybox"]);
     env.ok(&["container", "rm", "-f", &gone]);
     let networks = env.inspect_network("n1");
