@@ -53,10 +53,7 @@ impl Agent {
         let view = if cluster.is_joined() {
             match cluster.load().await {
                 Ok(view) => {
-                    let mut state = self.state().lock().await;
-                    self.sync_view(&mut state, &view).await;
-                    drop(state);
-                    self.notify();
+                    self.apply_view(&view).await;
                     Some(view)
                 }
                 Err(StoreError::Unavailable(why)) => {
@@ -128,7 +125,8 @@ impl Agent {
                             changes = batch.changes.len(),
                             "cluster changes"
                         );
-                        let mut state = self.state().lock().await;
+                        // A change may drop a network: not under a connect half done.
+                        let mut state = self.lock_settled().await;
                         let mut work = TunnelWork::default();
                         for change in &batch.changes {
                             match view.apply(change) {
@@ -195,15 +193,21 @@ impl Agent {
         }
     }
 
+    /// The state brought in line with a whole `view` of the store (once no connect is half
+    /// done: a network may be dropped), and `wait`ers told.
+    async fn apply_view(&self, view: &View) {
+        let mut state = self.lock_settled().await;
+        self.sync_view(&mut state, view).await;
+        drop(state);
+        self.notify();
+    }
+
     /// A full reload (the watch's history was compacted away).
     pub(super) async fn reload(&self, cluster: &Cluster) -> View {
         loop {
             match cluster.load().await {
                 Ok(view) => {
-                    let mut state = self.state().lock().await;
-                    self.sync_view(&mut state, &view).await;
-                    drop(state);
-                    self.notify();
+                    self.apply_view(&view).await;
                     tracing::info!(revision = view.revision, "reloaded the cluster store");
                     return view;
                 }
