@@ -265,11 +265,6 @@ impl StateDir {
         self.save(&entries)
     }
 
-    /// One container's file, durably.
-    pub fn write_container(&self, c: &Container) -> std::io::Result<()> {
-        self.start_container_write(c)?.wait()
-    }
-
     /// One container's file written, its record taken; [`Saving::wait`] for it to be on disk
     /// (so the caller can do other work meanwhile, without its own lock).
     pub fn start_container_write(&self, c: &Container) -> std::io::Result<Saving> {

@@ -534,6 +534,7 @@ impl Journal {
     }
 
     /// Group flushes so far: fewer than changes when changes come together.
+    #[cfg(test)]
     pub fn flushes(&self) -> u64 {
         lock(&self.shared.ring).flushes
     }
