@@ -1,6 +1,8 @@
 //! A full disk under the state directory: every operation that must write fails with an error
 //! naming the file and the cause, and leaves the files, the state, the kernel and DNS as they
-//! were; once space is freed everything works again.
+//! were; once space is freed everything works again. And an object written since the agent
+//! started keeps its old file as the next write's spare (`durable::replace_recycling`), so
+//! changes to it need no new space: they succeed on the full disk, and survive a crash.
 
 mod common;
 
@@ -121,6 +123,10 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
     env.ok(&["run", "--name", &paused, "--network", "back", "busybox"]);
     env.ok(&["container", "pause", &paused]);
     env.ok(&["container", "create", "--name", &spare, "busybox"]);
+    // An agent started on a disk that then fills: no object has a spare yet (the start
+    // removes them with the other dot files), so every change needs space it cannot have.
+    env.kill_daemon();
+    env.start_daemon();
     let seen = || Seen {
         files: files(&env.state_dir()),
         networks: env.ok(&["network", "inspect", "front", "back"]),
@@ -135,6 +141,11 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
     };
     let before = seen();
     assert_eq!(before.dns[0], [env.ip(1, 2)]);
+    assert!(
+        !before.files.keys().any(|f| f.contains(".spare")),
+        "{:?}",
+        before.files.keys()
+    );
 
     let filler = disk.fill();
     let state_dir = env.state_dir().display().to_string();
@@ -209,6 +220,25 @@ fn a_full_disk_changes_nothing_and_freed_space_heals() {
     assert_eq!(env.ip_of(&new, "front"), env.ip(1, 3));
     env.ok(&["network", "create", "--subnet", &env.subnet(3), "third"]);
     env.ok(&["container", "unpause", &paused]);
+
+    // web's file now has a spare: on a full disk again its changes are written into it, made
+    // durable by the journal (allocated whole at its creation), and survive a crash.
+    let filler = disk.fill();
+    env.ok(&["network", "connect", "front", &web]);
+    assert_eq!(env.getent(&new, &web), [env.ip(1, 4)]);
+    env.fails(&[
+        "container",
+        "create",
+        "--name",
+        &env.name("more"),
+        "busybox",
+    ]);
+    env.kill_daemon();
+    std::fs::remove_file(&filler).unwrap();
+    env.start_daemon();
+    assert_eq!(env.ip_of(&web, "front"), env.ip(1, 4));
+    assert_eq!(env.getent(&new, &web), [env.ip(1, 4)]);
+
     env.ok(&["container", "rm", "-f", &web, &db, &idle, &new, &paused]);
     env.ok(&["network", "rm", "front", "back", "third"]);
     env.kill_daemon();

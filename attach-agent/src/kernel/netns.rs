@@ -265,9 +265,44 @@ pub fn write_etc(
     for a in own {
         hosts.push_str(&format!("{a}\t{hostname}\n"));
     }
-    // Regenerated from the state at every start: atomic, but not worth two fsyncs each.
-    crate::durable::replace(&dir.join("resolv.conf"), resolv.as_bytes(), Flush::None)?;
-    crate::durable::replace(&dir.join("hosts"), hosts.as_bytes(), Flush::None)
+    // Regenerated from the state at every start: not worth two fsyncs each.
+    write_in_place(&dir.join("resolv.conf"), resolv.as_bytes())?;
+    write_in_place(&dir.join("hosts"), hosts.as_bytes())
+}
+
+/// Overwrite a resolv.conf or hosts file in place, with one `pwrite` of the whole text,
+/// padded with a comment line to the old length when shorter (so the file never shrinks and
+/// a reader sees the old text or the new, as far as one write goes). In place as Docker and
+/// Podman write theirs: `ip netns exec` bind-mounts these files, so a process it started
+/// keeps the inode it was given, and sees the new text only if that inode is written; and a
+/// rename frees the old file's blocks, which on a disk mounted with `discard` costs a
+/// synchronous discard (~0.19 ms a file measured here). Anything but a regular file there (a
+/// symlink, a FIFO) is replaced by a rename, never followed or opened for writing.
+fn write_in_place(path: &Path, text: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+        _ => return crate::durable::replace(path, text, Flush::None),
+    };
+    let old_len = file.metadata()?.len() as usize;
+    let mut bytes = text.to_vec();
+    if old_len > bytes.len() {
+        let pad = old_len - bytes.len();
+        if pad >= 2 {
+            bytes.push(b'#');
+            bytes.resize(old_len - 1, b' ');
+        }
+        bytes.push(b'\n');
+    }
+    file.write_all_at(&bytes, 0)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -280,5 +315,39 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
         assert!(e.to_string().contains("host's own"), "{e}");
         assert!(is_host_netns(Path::new("/proc/thread-self/ns/net")));
+    }
+
+    #[test]
+    fn etc_files_are_written_in_place_and_symlinks_replaced() {
+        let dir = std::env::temp_dir().join(format!("netns-etc-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("resolv.conf");
+        write_in_place(&path, b"nameserver 10.0.0.1\nnameserver 10.0.1.1\n").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        write_in_place(&path, b"nameserver 10.0.0.1\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            inode,
+            "the same file"
+        );
+        assert_eq!(text.len(), 40, "never shrinks: {text:?}");
+        assert!(text.starts_with("nameserver 10.0.0.1\n#"), "{text:?}");
+        assert!(text.ends_with(" \n"), "{text:?}");
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 1);
+        // One byte shorter: an empty line.
+        write_in_place(&path, &text.as_bytes()[..39]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap().len(), 40);
+        // A symlink is replaced, not followed.
+        let target = dir.join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        write_in_place(&path, b"nameserver 10.0.0.1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

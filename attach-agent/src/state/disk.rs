@@ -316,14 +316,15 @@ impl StateDir {
                 }
             };
             let written = match &e.bytes {
-                Some(b) => durable::replace(&path, b, flush),
+                Some(b) => durable::replace_recycling(&path, b, flush),
                 None => remove(&path),
             };
-            before.0.push((path.clone(), held));
             if let Err(err) = written {
+                // This file is as it was; those written before it are put back.
                 before.put_back(self);
                 return Err(err);
             }
+            before.0.push((path.clone(), held));
             files.push(path);
         }
         if big {
@@ -349,7 +350,7 @@ impl StateDir {
     /// caller, once for all the objects of a change).
     fn write(&self, dir: &Path, id: &str, value: &impl Serialize) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-        durable::replace(&dir.join(format!("{id}.json")), &bytes, Flush::File)
+        durable::replace_recycling(&dir.join(format!("{id}.json")), &bytes, Flush::File)
     }
 }
 
@@ -383,7 +384,7 @@ impl Before {
     fn put_back(&self, dir: &StateDir) {
         for (path, held) in &self.0 {
             let back = match held {
-                Some(b) => durable::replace(path, b, Flush::File),
+                Some(b) => durable::replace_recycling(path, b, Flush::File),
                 None => remove(path),
             };
             if let Err(e) = back {
@@ -403,7 +404,7 @@ fn encode(value: &impl Serialize) -> std::io::Result<Vec<u8>> {
 }
 
 fn remove(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
+    match durable::remove_recycled(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(
             e.kind(),
             format!("removing {}: {e}", path.display()),

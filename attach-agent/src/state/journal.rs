@@ -605,8 +605,8 @@ fn replay(file: &File, h: Header, dirs: &[PathBuf; 2]) -> io::Result<(u64, u64, 
             Some(b) if std::fs::read(path).is_ok_and(|now| now == *b) => File::open(path)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| with_path(path, "flushing", e))?,
-            Some(b) => durable::replace(path, b, Flush::File)?,
-            None => match std::fs::remove_file(path) {
+            Some(b) => durable::replace_recycling(path, b, Flush::File)?,
+            None => match durable::remove_recycled(path) {
                 Err(err) if err.kind() != io::ErrorKind::NotFound => {
                     return Err(with_path(path, "removing", err))
                 }
