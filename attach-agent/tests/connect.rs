@@ -655,3 +655,34 @@ fn concurrent_connects_are_each_whole() {
     let veths = env.links().iter().filter(|l| !l.contains('-')).count();
     assert_eq!(veths, spare.len() + 3 * multi.len());
 }
+
+/// The agent keeps a netlink socket inside each namespace it made, from the container's create
+/// to its removal. A namespace deleted behind its back (`ip netns del`) is made again at the
+/// container's next start, under the same name: its interfaces go into the new one, not into
+/// the old one the kept socket was in.
+#[test]
+fn a_namespace_made_again_under_its_name_gets_the_new_interfaces() {
+    let env = Env::new();
+    let web = env.name("web");
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "front"]);
+    env.ok(&["network", "create", "--subnet", &env.subnet(2), "back"]);
+    env.ok(&["run", "--name", &web, "--network", "front", "busybox"]);
+    env.ok(&["network", "connect", "back", &web]);
+    assert_eq!(env.links_in(&web).len(), 3, "lo, eth0, eth1");
+    env.ok(&["container", "stop", &web]);
+    env.ok(&["network", "disconnect", "back", &web]);
+    let st = std::process::Command::new("ip")
+        .args(["netns", "del", &web])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip netns del {web}");
+    env.ok(&["container", "start", &web]);
+    env.ok(&["network", "connect", "back", &web]);
+    assert_eq!(
+        env.links_in(&web).len(),
+        3,
+        "lo, eth0, eth1 in the new /run/netns/{web}"
+    );
+    assert_eq!(env.addrs_in(&web, "eth1"), [format!("{}/24", env.ip(2, 2))]);
+    env.ok(&["container", "rm", "-f", &web]);
+}

@@ -116,6 +116,12 @@ fn links_deleted_behind_the_agents_back_are_made_again() {
     soon("DNS answers on the new bridge", || {
         env.getent(&a, &b) == [env.ip(1, 3)]
     });
+    // A container attached after the rebuild goes onto the new bridge (the old one's index,
+    // kept by the agent, is forgotten).
+    let c = env.name("c");
+    env.ok(&["run", "--name", &c, "--network", "front", "busybox"]);
+    assert!(pings(&a, env.ip(1, 4)), "a reaches c over the new bridge");
+    env.ok(&["container", "rm", "-f", &c]);
 
     // a on a second network too: the default route is still eth0's (its first network's).
     env.ok(&["network", "create", "--subnet", &env.subnet(2), "back"]);

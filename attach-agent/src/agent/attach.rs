@@ -4,6 +4,7 @@ use super::request::{check_endpoint, EndpointRequest};
 use super::{endpoint_spec, mac_for, Agent, Cleanup, Freed, Withdrawn, OVERLAY_MTU};
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, EndpointId, NetworkId};
+use crate::kernel::handles::Inside;
 use crate::kernel::netlink::Netlink;
 use crate::kernel::netns;
 use crate::state::{Attached, Changed, Container, Endpoint, State};
@@ -11,9 +12,9 @@ use crate::state::{Attached, Changed, Container, Endpoint, State};
 /// Where an operation's time goes, phase by phase, logged at debug level under the target
 /// `attach_agent::timing` (the comparison tool turns it on to print its breakdown). Costs two
 /// clock reads a phase when the target is off.
-struct PhaseTimer {
+pub(super) struct PhaseTimer {
     last: std::time::Instant,
-    laps: [(&'static str, u128); 6],
+    laps: [(&'static str, u128); 16],
     taken: usize,
 }
 
@@ -21,7 +22,7 @@ impl PhaseTimer {
     fn start() -> PhaseTimer {
         PhaseTimer {
             last: std::time::Instant::now(),
-            laps: [("", 0); 6],
+            laps: [("", 0); 16],
             taken: 0,
         }
     }
@@ -90,7 +91,7 @@ pub(crate) struct AttachPlan {
     ifname: String,
     mac: [u8; 6],
     /// The namespace, and a netlink connection inside it.
-    ns: std::fs::File,
+    ns: std::sync::Arc<std::fs::File>,
     inside: Netlink,
 }
 
@@ -156,6 +157,7 @@ impl Agent {
         };
         state.pending.insert(cid.clone());
         drop(state);
+        timer.lap("write");
         // The rest runs to its end even if the caller goes away (a client that hangs up):
         // the container must leave `pending`, and the attachment answer or be undone.
         let agent = self.clone();
@@ -177,8 +179,8 @@ impl Agent {
         mut timer: PhaseTimer,
         mut unpend: Unpend,
     ) -> Result<()> {
-        let plumbed = self.plumb(&plan).await;
-        timer.lap("kernel");
+        timer.lap("spawn");
+        let plumbed = self.plumb(&plan, &mut timer).await;
         let saved = saving.await;
         timer.lap("save");
         let mut state = self.inner.state.lock().await;
@@ -312,7 +314,7 @@ impl Agent {
         net_id: &NetworkId,
     ) -> Result<()> {
         let plan = self.plan_attach(state, cid, net_id).await?;
-        let done = match self.plumb(&plan).await {
+        let done = match self.plumb(&plan, &mut PhaseTimer::start()).await {
             Ok(()) => match self.mark_attached(state, &plan) {
                 Ok(_) => self.commit_attach(state, &plan),
                 Err(e) => Err(e),
@@ -354,7 +356,9 @@ impl Agent {
         let lo_up = first && !c.owns_netns;
         let netns_path = c.netns.clone();
         // The namespace first (a missing one fails before any address is taken).
-        let (ns, inside, ifname) = self.open_inside(&netns_path, want_ifname).await?;
+        let (ns, inside, ifname) = self
+            .open_inside(&netns_path, c.owns_netns, want_ifname)
+            .await?;
         let global = state.network(net_id)?.is_global();
         if global && want_mac.is_some() {
             // Other hosts believe an overlay endpoint only with Docker's MAC for its address:
@@ -430,17 +434,24 @@ impl Agent {
     }
 
     /// A handle on the container's namespace, a netlink connection inside it, and the first
-    /// free `ethN` there (or `wanted`, which must be free).
+    /// free `ethN` there (or `wanted`, which must be free). Kept for the next operation when
+    /// the agent made the namespace (`owned`).
     pub(super) async fn open_inside(
         &self,
         path: &std::path::Path,
+        owned: bool,
         wanted: Option<String>,
-    ) -> Result<(std::fs::File, Netlink, String)> {
-        let ns = netns::open(path).map_err(AgentError::io(format!(
-            "network namespace {}",
-            path.display()
-        )))?;
-        let inside = Netlink::inside(&ns)?;
+    ) -> Result<(std::sync::Arc<std::fs::File>, Netlink, String)> {
+        let (ns, inside) = match self.inner.insides.get(path) {
+            Some(kept) => (kept.ns, kept.netlink),
+            None => {
+                let kept = self.open_namespace(path)?;
+                if owned {
+                    self.inner.insides.keep(path, kept.clone());
+                }
+                (kept.ns, kept.netlink)
+            }
+        };
         let present = inside.link_names().await?;
         if let Some(name) = wanted {
             if present.contains(&name) {
@@ -459,18 +470,42 @@ impl Agent {
         Ok((ns, inside, ifname))
     }
 
-    /// The kernel part of attaching: veth into the namespace, addresses, routes.
-    pub(super) async fn plumb(&self, plan: &AttachPlan) -> Result<()> {
-        let (ns, inside) = (&plan.ns, &plan.inside);
-        let bridge = self
+    /// A namespace opened afresh (the host's own refused), with a netlink connection in it.
+    pub(super) fn open_namespace(&self, path: &std::path::Path) -> Result<Inside> {
+        let ns = netns::open(path).map_err(AgentError::io(format!(
+            "network namespace {}",
+            path.display()
+        )))?;
+        let inside = Netlink::inside(&ns)?;
+        Inside::new(ns, inside).map_err(AgentError::io(format!(
+            "network namespace {}",
+            path.display()
+        )))
+    }
+
+    /// The index of bridge `name`, asked of the kernel and kept.
+    async fn bridge_index(&self, name: &str) -> Result<u32> {
+        let index = self
             .inner
             .host
-            .index_of(&plan.bridge)
+            .index_of(name)
             .await?
-            .ok_or_else(|| crate::kernel::netlink::NetlinkError::NoLink(plan.bridge.clone()))?;
-        self.inner
-            .host
-            .add_veth(
+            .ok_or_else(|| crate::kernel::netlink::NetlinkError::NoLink(name.to_string()))?;
+        self.inner.bridges.set(name, index);
+        Ok(index)
+    }
+
+    /// The kernel part of attaching: veth into the namespace, addresses, routes.
+    pub(super) async fn plumb(&self, plan: &AttachPlan, timer: &mut PhaseTimer) -> Result<()> {
+        let (ns, inside) = (&plan.ns, &plan.inside);
+        let known = self.inner.bridges.get(&plan.bridge);
+        let bridge = match known {
+            Some(index) => index,
+            None => self.bridge_index(&plan.bridge).await?,
+        };
+        timer.lap("bridge");
+        let add_veth = |bridge| {
+            self.inner.host.add_veth(
                 &plan.host_veth,
                 bridge,
                 ns,
@@ -479,11 +514,22 @@ impl Agent {
                 plan.mtu,
                 &self.inner.mark,
             )
-            .await?;
+        };
+        match add_veth(bridge).await {
+            // An index learnt before its bridge was made again (the deletion's event may still
+            // be on its way): asked afresh, once.
+            Err(_) if known.is_some() => {
+                self.inner.bridges.forget(&plan.bridge);
+                add_veth(self.bridge_index(&plan.bridge).await?).await?;
+            }
+            done => done?,
+        }
+        timer.lap("veth");
         let index = inside
             .index_of(&plan.ifname)
             .await?
             .ok_or_else(|| crate::kernel::netlink::NetlinkError::NoLink(plan.ifname.clone()))?;
+        timer.lap("peer");
         inside
             .add_address(index, IpAddr::V4(plan.v4), plan.prefix4)
             .await?;
@@ -494,7 +540,9 @@ impl Agent {
             let prefix = if ll.is_ipv4() { 16 } else { 64 };
             inside.add_address(index, *ll, prefix).await?;
         }
+        timer.lap("addr");
         inside.set_up(index).await?;
+        timer.lap("up");
         // The agent brings `lo` up when it makes a namespace; one it was given may have it down.
         if plan.lo_up {
             if let Some(lo) = inside.index_of("lo").await? {
@@ -507,6 +555,7 @@ impl Agent {
                 inside.add_default_route(gw).await?;
             }
         }
+        timer.lap("route");
         Ok(())
     }
 

@@ -67,6 +67,7 @@ impl Agent {
             endpoints,
             cni: None,
         };
+        let netns_path = c.netns.clone();
         state.containers.insert(id.clone(), c);
         if let Err(e) = self.persist(&state, &[Changed::Container(&id)]) {
             state.containers.remove(&id);
@@ -74,6 +75,15 @@ impl Agent {
                 let _ = netns::remove_named(&name);
             }
             return Err(e);
+        }
+        if owns_netns {
+            // Its socket now, kept until the container is removed: its connects find it open.
+            match self.open_namespace(&netns_path) {
+                Ok(inside) => self.inner.insides.keep(&netns_path, inside),
+                Err(e) => {
+                    tracing::debug!(container = %name, error = %e, "no socket kept in the namespace")
+                }
+            }
         }
         Ok(id)
     }
@@ -212,6 +222,7 @@ impl Agent {
             return Err(e);
         }
         cleanup.run(self, state).await;
+        self.inner.insides.forget(&c.netns);
         if let Some(name) = c.netns_name() {
             if let Err(e) = netns::remove_named(name) {
                 tracing::warn!(container = %c.name, error = %e, "cannot remove namespace");

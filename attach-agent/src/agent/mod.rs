@@ -38,6 +38,7 @@ use crate::cluster::Cluster;
 use crate::config::AgentConfig;
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, NetworkId};
+use crate::kernel::handles::{BridgeIndexes, Insides};
 use crate::kernel::netlink::{LinkMark, Netlink};
 use crate::state::{Changed, Container, Endpoint, State, StateDir};
 use attach::AttachPlan;
@@ -52,6 +53,10 @@ struct Inner {
     store: StateDir,
     dns: Server,
     host: Netlink,
+    /// Sockets inside the namespaces the agent made, and bridges' indexes, kept between
+    /// operations (see `crate::kernel::handles`).
+    insides: Insides,
+    bridges: BridgeIndexes,
     /// What every link this agent makes carries (from its [`crate::ids::InstanceId`]).
     mark: LinkMark,
     cfg: AgentConfig,
@@ -249,6 +254,10 @@ impl Agent {
         let dns = Server::new(&cfg.dns, resolver::Table::new())?;
         let host = Netlink::host()?;
         let cluster = overlay::join(&cfg.cluster).await?;
+        // Two descriptors a kept namespace socket; a quarter of the limit for them leaves the
+        // rest to the API's clients, the DNS listeners and the state files.
+        let open_files = crate::kernel::handles::raise_open_files_limit();
+        let insides = Insides::new((open_files / 8).min(1 << 20) as usize);
         let agent = Agent {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
@@ -256,6 +265,8 @@ impl Agent {
                 store,
                 dns,
                 host,
+                insides,
+                bridges: BridgeIndexes::default(),
                 mark: LinkMark::of(&instance),
                 cfg,
                 cluster,

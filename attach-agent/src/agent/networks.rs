@@ -151,6 +151,7 @@ impl Agent {
             *state = before;
             return Err(e);
         }
+        self.inner.bridges.forget(&net.bridge);
         if net.is_global() {
             // Endpoints of any host keep it; the store decides, atomically.
             if let Err(e) = self.remove_global_network(&net).await {

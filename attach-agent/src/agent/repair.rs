@@ -22,6 +22,7 @@ use crate::state::{Changed, Network, State};
 impl Agent {
     /// The link `name` (with our prefix) was deleted: rebuild what the state says it was.
     pub(super) async fn link_deleted(&self, name: &str) {
+        self.inner.bridges.forget(name);
         let mut state = self.lock_settled().await;
         if let Some(net) = self.served_network_with_link(&state, name) {
             tracing::warn!(link = %name, network = %net.name, "a link was deleted behind the agent's back; making it again");
