@@ -57,6 +57,29 @@ fn a_container_whose_namespace_dies_leaves_dns_and_frees_its_address() {
     assert_eq!(env.dig(&client, &[&next]), env.ip(1, 3));
 }
 
+/// The same for a namespace the agent made, deleted behind its back with `ip netns del` while
+/// the container runs: the socket the agent keeps inside it is let go at once, so the
+/// namespace dies with its veth as it would without the agent.
+#[test]
+fn an_agent_made_namespace_deleted_behind_its_back_leaves_dns() {
+    let env = Env::new();
+    let net = env.name("net");
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), &net]);
+    let (client, victim) = (env.name("client"), env.name("victim"));
+    env.ok(&["run", "--name", &client, "--network", &net, "busybox"]);
+    env.ok(&["run", "--name", &victim, "--network", &net, "busybox"]);
+    assert_eq!(env.dig(&client, &[&victim]), env.ip(1, 3));
+    let st = std::process::Command::new("ip")
+        .args(["netns", "del", &victim])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip netns del {victim}");
+    soon("its records are gone", || {
+        env.dig(&client, &[&victim]).is_empty()
+    });
+    env.ok(&["container", "rm", "-f", &victim]);
+}
+
 /// The host-side link whose index `container`'s `eth0` is paired with.
 fn host_veth_of(env: &Env, container: &str) -> String {
     let peer = env.exec(container, &["cat", "/sys/class/net/eth0/iflink"]);

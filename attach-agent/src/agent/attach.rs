@@ -518,7 +518,8 @@ impl Agent {
         match add_veth(bridge).await {
             // An index learnt before its bridge was made again (the deletion's event may still
             // be on its way): asked afresh, once.
-            Err(_) if known.is_some() => {
+            // (EINVAL: no such controller; the create is undone whole.)
+            Err(e) if known.is_some() && matches!(e.errno(), Some(libc::EINVAL | libc::ENODEV)) => {
                 self.inner.bridges.forget(&plan.bridge);
                 add_veth(self.bridge_index(&plan.bridge).await?).await?;
             }

@@ -221,8 +221,9 @@ impl Agent {
             undo.restore(&mut state);
             return Err(e);
         }
-        cleanup.run(self, state).await;
+        // Before any await: a caller that goes away must not leave the namespace held.
         self.inner.insides.forget(&c.netns);
+        cleanup.run(self, state).await;
         if let Some(name) = c.netns_name() {
             if let Err(e) = netns::remove_named(name) {
                 tracing::warn!(container = %c.name, error = %e, "cannot remove namespace");

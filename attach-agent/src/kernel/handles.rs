@@ -41,17 +41,82 @@ impl Inside {
 /// made (a process's, or podman's) must die when its owner lets it go (the agent learns of
 /// it from the veth the kernel deletes with it). At most `cap` are kept (two descriptors
 /// each); past that, each connect opens its own, as before.
+#[derive(Clone)]
 pub struct Insides {
-    kept: Mutex<HashMap<PathBuf, Inside>>,
+    kept: Arc<Mutex<HashMap<PathBuf, Inside>>>,
     cap: usize,
 }
 
 impl Insides {
+    /// Kept sockets, at most `cap`; each let go as soon as its `/run/netns/NAME` is removed by
+    /// anyone (see [`Insides::forget_when_removed`]).
     pub fn new(cap: usize) -> Insides {
-        Insides {
-            kept: Mutex::new(HashMap::new()),
+        let insides = Insides {
+            kept: Arc::new(Mutex::new(HashMap::new())),
             cap,
+        };
+        if let Err(e) = insides.forget_when_removed() {
+            // Without the watch a namespace deleted behind the agent's back lives until its
+            // container's next operation or removal; nothing is kept then.
+            tracing::warn!(error = %e, "cannot watch /run/netns; no namespace sockets kept");
+            return Insides {
+                kept: insides.kept,
+                cap: 0,
+            };
         }
+        insides
+    }
+
+    /// Let go of a kept socket as soon as its namespace's name is removed (`ip netns del` on a
+    /// running container included): the socket would otherwise hold the namespace alive, with
+    /// its veth, so the kernel would never delete the veth and the agent never learn that the
+    /// container's network is gone (`agent::vanished`). An inotify watch on `/run/netns`, read
+    /// by a thread of its own for as long as the agent lives.
+    fn forget_when_removed(&self) -> std::io::Result<()> {
+        let dir = Path::new(super::netns::NETNS_RUN_DIR);
+        std::fs::create_dir_all(dir)?;
+        // SAFETY: inotify_init1 with a valid flag; the fd is owned below.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by inotify_init1 and is owned by nothing else.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let c_dir = std::ffi::CString::new(super::netns::NETNS_RUN_DIR)?;
+        // SAFETY: a valid inotify fd and a NUL-terminated path.
+        let wd = unsafe {
+            libc::inotify_add_watch(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                c_dir.as_ptr(),
+                libc::IN_DELETE | libc::IN_MOVED_FROM,
+            )
+        };
+        if wd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let kept = Arc::downgrade(&self.kept);
+        std::thread::Builder::new()
+            .name("netns-watch".into())
+            .spawn(move || {
+                let mut file = File::from(fd);
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match std::io::Read::read(&mut file, &mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the /run/netns watch ended");
+                            return;
+                        }
+                    };
+                    let Some(kept) = kept.upgrade() else { return };
+                    let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                    for name in removed_names(&buf[..n]) {
+                        kept.remove(&dir.join(name));
+                    }
+                }
+            })?;
+        Ok(())
     }
 
     /// The kept handle of `path`, if `path` still names the namespace it was opened on (a
@@ -83,6 +148,25 @@ impl Insides {
             .unwrap_or_else(|p| p.into_inner())
             .remove(path);
     }
+}
+
+/// The names in a buffer of inotify events (`struct inotify_event`: wd, mask, cookie, len,
+/// then `len` bytes of NUL-padded name).
+fn removed_names(mut buf: &[u8]) -> Vec<String> {
+    const HEADER: usize = 16;
+    let mut names = Vec::new();
+    while buf.len() >= HEADER {
+        let len = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]) as usize;
+        let Some(name) = buf.get(HEADER..HEADER + len) else {
+            break;
+        };
+        let name = name.split(|b| *b == 0).next().unwrap_or_default();
+        if !name.is_empty() {
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+        buf = &buf[HEADER + len..];
+    }
+    names
 }
 
 /// Each bridge's index in the host's namespace, by name: learnt at the first use, forgotten

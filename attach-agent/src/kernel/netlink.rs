@@ -34,7 +34,8 @@ pub enum NetlinkError {
 }
 
 impl NetlinkError {
-    fn errno(&self) -> Option<i32> {
+    /// The kernel's error number, when the kernel refused the request.
+    pub fn errno(&self) -> Option<i32> {
         match self {
             NetlinkError::Kernel {
                 source: rtnetlink::Error::NetlinkError(m),

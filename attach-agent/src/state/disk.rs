@@ -287,24 +287,40 @@ impl StateDir {
         self.start_save(entries)?.wait()
     }
 
-    /// Write the files of a change and take its journal record, flushed with those of
-    /// concurrent changes when waited for; or, for a change too big for a record, write them
-    /// file by file (each flushed, then the directories) once the journal's records are all in
-    /// their files.
+    /// Write the new contents of a change into its files' spares and take its journal record,
+    /// flushed with those of concurrent changes when waited for (the files take the contents
+    /// then: see [`super::journal`]); or, for a change too big for a record, write them file by
+    /// file (each flushed, then the directories) once the journal's records are all in their
+    /// files.
     fn start_save(&self, entries: &[Entry]) -> std::io::Result<Saving> {
         let order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        let big = Journal::too_big(entries);
-        if big {
+        let files: Vec<PathBuf> = entries
+            .iter()
+            .map(|e| self.dir_of(e.kind).join(format!("{}.json", e.id)))
+            .collect();
+        if Journal::too_big(entries) {
             self.journal.settle()?;
+            self.write_now(entries, &files)?;
+            return Ok(Saving(None));
         }
-        let flush = if big { Flush::File } else { Flush::None };
-        let mut files = Vec::with_capacity(entries.len());
-        // What each file held, put back if the change fails after its files are written (it
-        // must not become what is on disk: a checkpoint would flush it).
+        // The files themselves are untouched until the record is on disk: a failure here or
+        // in the flush leaves nothing to put back (a spare holds no one's content).
+        for (e, path) in entries.iter().zip(&files) {
+            if let Some(b) = &e.bytes {
+                durable::write_spare(path, b, false)?;
+            }
+        }
+        let seq = self.journal.enqueue(entries, &files)?;
+        drop(order);
+        Ok(Saving(Some((self.clone(), seq))))
+    }
+
+    /// A change too big for a record, written file by file, each flushed, then their
+    /// directories; on failure the files written are put back.
+    fn write_now(&self, entries: &[Entry], files: &[PathBuf]) -> std::io::Result<()> {
         let mut before = Before(Vec::with_capacity(entries.len()));
-        for e in entries {
-            let path = self.dir_of(e.kind).join(format!("{}.json", e.id));
-            let held = match std::fs::read(&path) {
+        for (e, path) in entries.iter().zip(files) {
+            let held = match std::fs::read(path) {
                 Ok(b) => Some(b),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
                 Err(err) => {
@@ -316,8 +332,8 @@ impl StateDir {
                 }
             };
             let written = match &e.bytes {
-                Some(b) => durable::replace_recycling(&path, b, flush),
-                None => remove(&path),
+                Some(b) => durable::replace_recycling(path, b, Flush::File),
+                None => remove(path),
             };
             if let Err(err) = written {
                 // This file is as it was; those written before it are put back.
@@ -325,25 +341,13 @@ impl StateDir {
                 return Err(err);
             }
             before.0.push((path.clone(), held));
-            files.push(path);
         }
-        if big {
-            for kind in [Kind::Network, Kind::Container] {
-                if entries.iter().any(|e| e.kind == kind) {
-                    durable::sync_dir(self.dir_of(kind))?;
-                }
+        for kind in [Kind::Network, Kind::Container] {
+            if entries.iter().any(|e| e.kind == kind) {
+                durable::sync_dir(self.dir_of(kind))?;
             }
-            return Ok(Saving(None));
         }
-        let seq = match self.journal.enqueue(entries, &files) {
-            Ok(seq) => seq,
-            Err(e) => {
-                before.put_back(self);
-                return Err(e);
-            }
-        };
-        drop(order);
-        Ok(Saving(Some((self.clone(), seq, before))))
+        Ok(())
     }
 
     /// One object's file, replaced atomically and flushed (the directory is flushed by the
@@ -354,24 +358,18 @@ impl StateDir {
     }
 }
 
-/// A change whose files are written and whose record is taken: on disk once
-/// [`Saving::wait`] returns.
+/// A change whose record is taken: on disk, and in its files, once [`Saving::wait`] returns.
 #[must_use]
-pub struct Saving(Option<(StateDir, u64, Before)>);
+pub struct Saving(Option<(StateDir, u64)>);
 
 impl Saving {
     /// Block until the change is on disk (a group flush, led by this caller when none runs).
-    /// On failure the files hold what they held before, flushed.
+    /// On failure the files hold what they held before.
     pub fn wait(self) -> std::io::Result<()> {
-        let Some((dir, seq, before)) = self.0 else {
-            return Ok(());
-        };
-        let flushed = dir.journal.wait_durable(seq);
-        if flushed.is_err() {
-            let _order = dir.order.lock().unwrap_or_else(|p| p.into_inner());
-            before.put_back(&dir);
+        match self.0 {
+            Some((dir, seq)) => dir.journal.wait_durable(seq),
+            None => Ok(()),
         }
-        flushed
     }
 }
 

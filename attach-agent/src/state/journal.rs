@@ -8,9 +8,14 @@
 //! containers on the bridge) the former alone was twice the floor.
 //!
 //! How it stays true:
-//! - The object files are still written (temp file and rename, no flush) before the change's
-//!   record goes into the journal, so a full disk fails the change as before and the files are
-//!   what the agent reads at start; the journal only makes them durable.
+//! - A change's new contents are written into its files' spares first (`durable::write_spare`:
+//!   in place, no flush), before its record goes into the journal, so a full disk fails the
+//!   change before anything is recorded; once the record is on disk, the group flush's leader
+//!   swaps each spare in (`durable::swap_in`, an atomic exchange of names) before the change
+//!   counts as durable. So a file only ever names content whose record is on disk, or content
+//!   a checkpoint flushed: never an unflushed overwrite that a power cut could leave holding an
+//!   older version (ext4 does not order in-place overwrites before the exchange), and a change
+//!   of several files is seen whole or not at all.
 //! - The journal is a ring of records in a file written whole once at creation (so an overwrite
 //!   never allocates: `fdatasync` flushes data only, and a full disk cannot fail it). A record
 //!   holds the new content (or the removal) of every object of one change, its sequence number
@@ -201,6 +206,8 @@ struct Pending {
     at: u64,
     seq: u64,
     bytes: Vec<u8>,
+    /// Its files, once it is on disk: each spare swapped in (`true`), or the file removed.
+    apply: Vec<(PathBuf, bool)>,
 }
 
 /// The ring's bookkeeping, under one lock.
@@ -232,6 +239,9 @@ struct Ring {
     /// Why the last checkpoint failed (cleared by one that succeeds): a change that waits for
     /// room in the ring gets it rather than waiting for ever.
     checkpoint_error: Option<String>,
+    /// The first record on disk whose files could not take it (number, place): no checkpoint
+    /// moves past it, so the next start replays it into them.
+    hold: Option<(u64, u64)>,
 }
 
 impl Ring {
@@ -368,6 +378,7 @@ impl Journal {
                 checkpoint_wanted: false,
                 closing: false,
                 checkpoint_error: None,
+                hold: None,
             }),
             changed: Condvar::new(),
             checkpointing: Mutex::new(()),
@@ -412,11 +423,15 @@ impl Journal {
         len as u64 + RECORD_HEADER > MAX_RECORD
     }
 
-    /// Take the record of a change of `entries`, whose files `files` were just written (not
-    /// flushed), and return its number for [`Journal::wait_durable`]. Records are numbered in
-    /// call order, which must be the order the files were written in: the caller holds its
-    /// own lock across both. Waits for a checkpoint when the ring is full.
+    /// Take the record of a change of `entries`, whose files are `files` (one an entry): the
+    /// new contents already in their spares (`durable::write_spare`, not flushed), swapped in
+    /// (or the files removed) once the record is on disk, before [`Journal::wait_durable`]
+    /// returns for the number returned here. Records are numbered in call order, which must
+    /// be the order the spares were written in: the caller holds its own lock across both, and
+    /// no second change of a file may be taken before the first is durable. Waits for a
+    /// checkpoint when the ring is full.
     pub fn enqueue(&self, entries: &[Entry], files: &[PathBuf]) -> io::Result<u64> {
+        debug_assert_eq!(entries.len(), files.len());
         let mut payload = Vec::new();
         for e in entries {
             e.encode(&mut payload);
@@ -465,7 +480,17 @@ impl Journal {
         bytes.extend_from_slice(&checksum(seq, &payload));
         bytes.extend_from_slice(&payload);
         bytes.resize(len as usize, 0);
-        ring.pending.push(Pending { at, seq, bytes });
+        let apply = entries
+            .iter()
+            .zip(files)
+            .map(|(e, f)| (f.clone(), e.bytes.is_some()))
+            .collect();
+        ring.pending.push(Pending {
+            at,
+            seq,
+            bytes,
+            apply,
+        });
         for f in files {
             ring.dirty.insert(f.clone(), seq);
         }
@@ -506,7 +531,27 @@ impl Journal {
             .try_for_each(|p| shared.file.write_all_at(&p.bytes, physical(p.at)))
             .and_then(|()| shared.file.sync_data())
             .map_err(|e| with_path(&shared.path, "writing", e));
+        // On disk: the files take the records, in their order, before they count as durable.
+        let mut held = None;
+        if written.is_ok() {
+            for p in &batch {
+                for (path, write) in &p.apply {
+                    let applied = if *write {
+                        durable::swap_in(path)
+                    } else {
+                        remove_file(path)
+                    };
+                    if let Err(e) = applied {
+                        tracing::error!(file = %path.display(), error = %e, "a state file cannot take its change; the journal keeps it for the next start");
+                        held.get_or_insert((p.seq, p.at));
+                    }
+                }
+            }
+        }
         let mut ring = lock(&shared.ring);
+        if let Some(h) = held {
+            ring.hold = Some(ring.hold.map_or(h, |old| old.min(h)));
+        }
         ring.flushing = false;
         ring.flushes += 1;
         match (&written, batch.last()) {
@@ -549,7 +594,24 @@ impl Journal {
             ring = self.flush_or_wait(ring);
         }
         drop(ring);
-        checkpoint(&self.shared)
+        checkpoint(&self.shared)?;
+        match lock(&self.shared.ring).hold {
+            // Its record is still to be replayed at the next start, over whatever is written
+            // the old way meanwhile.
+            Some((seq, _)) => Err(io::Error::other(format!(
+                "{}: change {seq} could not reach its state files; restart the agent to replay it",
+                self.shared.path.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Remove an object's file (and its spare); one already gone is fine.
+fn remove_file(path: &Path) -> io::Result<()> {
+    match durable::remove_recycled(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(path, "removing", e)),
+        _ => Ok(()),
     }
 }
 
@@ -681,13 +743,18 @@ fn checkpoint(shared: &Shared) -> io::Result<()> {
         let files: Vec<PathBuf> = ring.dirty.keys().cloned().collect();
         // After a failed flush nothing pending is left (see `flush_or_wait`): every record
         // taken is on disk or failed, and the start moves past them all.
-        if ring.broken.is_some() && !ring.flushing && ring.pending.is_empty() {
-            (files, ring.next_seq, ring.end)
+        let (below, end) = if ring.broken.is_some() && !ring.flushing && ring.pending.is_empty() {
+            (ring.next_seq, ring.end)
         } else if ring.durable_end == ring.header.start {
             // Nothing on disk to move past yet: a flush's end wakes the thread again.
             return Ok(());
         } else {
-            (files, ring.durable_below, ring.durable_end)
+            (ring.durable_below, ring.durable_end)
+        };
+        // Never past a record its files could not take.
+        match ring.hold {
+            Some((seq, at)) if seq < below => (files, seq, at),
+            _ => (files, below, end),
         }
     };
     for f in &files {
@@ -758,14 +825,12 @@ mod tests {
             self.root.join("containers").join(format!("{id}.json"))
         }
 
-        /// A change as the state directory makes one: the file written, then its record.
+        /// A change as the state directory makes one: the spare written, then its record
+        /// (the file takes it once the record is on disk).
         fn save(&self, j: &Journal, id: &str, bytes: Option<&[u8]>) {
             let path = self.file(id);
-            match bytes {
-                Some(b) => durable::replace(&path, b, Flush::None).unwrap(),
-                None => {
-                    let _ = std::fs::remove_file(&path);
-                }
+            if let Some(b) = bytes {
+                durable::write_spare(&path, b, false).unwrap();
             }
             let seq = j
                 .enqueue(
@@ -935,7 +1000,7 @@ mod tests {
                         let path = d.file(&key);
                         let seq = {
                             let _o = order.lock().unwrap();
-                            durable::replace(&path, b"v", Flush::None).unwrap();
+                            durable::write_spare(&path, b"v", false).unwrap();
                             j.enqueue(
                                 &[Entry {
                                     kind: Kind::Container,
@@ -969,5 +1034,59 @@ mod tests {
         for k in all.keys() {
             assert_eq!(d.read(k).as_deref(), Some(&b"v"[..]));
         }
+    }
+
+    #[test]
+    fn a_file_takes_its_change_only_once_the_record_is_on_disk() {
+        let d = Dir::new();
+        let (j, _) = d.open();
+        let key = id(7);
+        d.save(&j, &key, Some(b"{\"v\":1}"));
+        let path = d.file(&key);
+        durable::write_spare(&path, b"{\"v\":2}", false).unwrap();
+        let entry = Entry {
+            kind: Kind::Container,
+            id: key.clone(),
+            bytes: Some(b"{\"v\":2}".to_vec()),
+        };
+        let seq = j.enqueue(&[entry], std::slice::from_ref(&path)).unwrap();
+        assert_eq!(
+            d.read(&key).as_deref(),
+            Some(&b"{\"v\":1}"[..]),
+            "not before its record is flushed"
+        );
+        j.wait_durable(seq).unwrap();
+        assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":2}"[..]));
+    }
+
+    #[test]
+    fn a_record_its_file_cannot_take_is_kept_for_the_next_start() {
+        let d = Dir::new();
+        let (j, _) = d.open();
+        let key = id(8);
+        d.save(&j, &key, Some(b"{\"v\":1}"));
+        let path = d.file(&key);
+        durable::write_spare(&path, b"{\"v\":2}", false).unwrap();
+        let entry = Entry {
+            kind: Kind::Container,
+            id: key.clone(),
+            bytes: Some(b"{\"v\":2}".to_vec()),
+        };
+        let seq = j.enqueue(&[entry], std::slice::from_ref(&path)).unwrap();
+        // The spare is lost before the swap: the record is on disk, the file cannot take it.
+        let spare = path.with_file_name(format!(".{key}.json.spare"));
+        std::fs::remove_file(&spare).unwrap();
+        j.wait_durable(seq).unwrap();
+        assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":1}"[..]));
+        // Checkpoints do not move past it, however many changes follow.
+        for n in 0..2000 {
+            d.save(&j, &id(9), Some(format!("{{\"n\":{n}}}").as_bytes()));
+        }
+        let e = j.settle().unwrap_err();
+        assert!(e.to_string().contains("restart the agent"), "{e}");
+        drop(j);
+        let (_j, replayed) = d.open();
+        assert!(replayed >= 1);
+        assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":2}"[..]));
     }
 }
