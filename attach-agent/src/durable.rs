@@ -88,7 +88,7 @@ pub fn write_spare(path: &Path, bytes: &[u8], flush: bool) -> std::io::Result<()
         let mut o = std::fs::OpenOptions::new();
         o.write(true)
             .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY);
         if new {
             o.create_new(true);
         } else {
@@ -97,6 +97,14 @@ pub fn write_spare(path: &Path, bytes: &[u8], flush: bool) -> std::io::Result<()
         o.open(&spare)
     };
     let written = (|| {
+        // Never opened when it is anything but a plain file of one link (a device would be,
+        // before its type could be checked on the open file).
+        if spare
+            .symlink_metadata()
+            .is_ok_and(|m| !(m.is_file() && m.nlink() == 1))
+        {
+            remove_any(&spare)?;
+        }
         let mut f = open(false);
         let unusable = match &f {
             Ok(file) => !file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1),

@@ -85,7 +85,11 @@ impl Agent {
             }
         }
         self.sweep_leftovers(&state, &keep_veths).await?;
-        let changed: Vec<Changed> = reattached.iter().map(Changed::Container).collect();
+        // One entry a container (one is re-attached once for each of its networks).
+        let mut containers = reattached.clone();
+        containers.sort();
+        containers.dedup();
+        let changed: Vec<Changed> = containers.iter().map(Changed::Container).collect();
         self.persist(&state, &changed)?;
         tracing::info!(
             networks_up = nets_up,

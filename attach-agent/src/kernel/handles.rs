@@ -111,8 +111,15 @@ impl Insides {
                     };
                     let Some(kept) = kept.upgrade() else { return };
                     let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
-                    for name in removed_names(&buf[..n]) {
+                    let (names, overflow) = removed_names(&buf[..n]);
+                    for name in names {
                         kept.remove(&dir.join(name));
+                    }
+                    if overflow {
+                        // Events were lost: every kept path looked at again.
+                        kept.retain(|path, inside| {
+                            std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == inside.id)
+                        });
                     }
                 }
             })?;
@@ -137,7 +144,12 @@ impl Insides {
     pub fn keep(&self, path: &Path, inside: Inside) {
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() < self.cap || kept.contains_key(path) {
+            let id = inside.id;
             kept.insert(path.to_path_buf(), inside);
+            // Removed since it was opened (before the watch could see it in the map): let go.
+            if !std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == id) {
+                kept.remove(path);
+            }
         }
     }
 
@@ -151,11 +163,14 @@ impl Insides {
 }
 
 /// The names in a buffer of inotify events (`struct inotify_event`: wd, mask, cookie, len,
-/// then `len` bytes of NUL-padded name).
-fn removed_names(mut buf: &[u8]) -> Vec<String> {
+/// then `len` bytes of NUL-padded name), and whether the kernel's queue overflowed.
+fn removed_names(mut buf: &[u8]) -> (Vec<String>, bool) {
     const HEADER: usize = 16;
     let mut names = Vec::new();
+    let mut overflow = false;
     while buf.len() >= HEADER {
+        let mask = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        overflow |= mask & libc::IN_Q_OVERFLOW != 0;
         let len = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]) as usize;
         let Some(name) = buf.get(HEADER..HEADER + len) else {
             break;
@@ -166,7 +181,7 @@ fn removed_names(mut buf: &[u8]) -> Vec<String> {
         }
         buf = &buf[HEADER + len..];
     }
-    names
+    (names, overflow)
 }
 
 /// Each bridge's index in the host's namespace, by name: learnt at the first use, forgotten

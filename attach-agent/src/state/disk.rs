@@ -303,6 +303,9 @@ impl StateDir {
             self.write_now(entries, &files)?;
             return Ok(Saving(None));
         }
+        // Changes whose files could not take them first, or none (they would be replayed
+        // over this one at the next start).
+        self.journal.retry_held()?;
         // The files themselves are untouched until the record is on disk: a failure here or
         // in the flush leaves nothing to put back (a spare holds no one's content).
         for (e, path) in entries.iter().zip(&files) {

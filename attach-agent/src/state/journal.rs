@@ -239,9 +239,10 @@ struct Ring {
     /// Why the last checkpoint failed (cleared by one that succeeds): a change that waits for
     /// room in the ring gets it rather than waiting for ever.
     checkpoint_error: Option<String>,
-    /// The first record on disk whose files could not take it (number, place): no checkpoint
-    /// moves past it, so the next start replays it into them.
-    hold: Option<(u64, u64)>,
+    /// Records on disk whose files could not take them (number → place): no checkpoint moves
+    /// past the first, and each is tried again before the next change (see
+    /// [`Journal::retry_held`]), else replayed at the next start.
+    held: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Ring {
@@ -378,7 +379,7 @@ impl Journal {
                 checkpoint_wanted: false,
                 closing: false,
                 checkpoint_error: None,
-                hold: None,
+                held: Default::default(),
             }),
             changed: Condvar::new(),
             checkpointing: Mutex::new(()),
@@ -480,11 +481,13 @@ impl Journal {
         bytes.extend_from_slice(&checksum(seq, &payload));
         bytes.extend_from_slice(&payload);
         bytes.resize(len as usize, 0);
-        let apply = entries
-            .iter()
-            .zip(files)
-            .map(|(e, f)| (f.clone(), e.bytes.is_some()))
-            .collect();
+        // One step a file, its last entry's (a file named twice in one change must not be
+        // swapped twice: the second exchange would put the old content back).
+        let mut apply: Vec<(PathBuf, bool)> = Vec::with_capacity(files.len());
+        for (e, f) in entries.iter().zip(files) {
+            apply.retain(|(p, _)| p != f);
+            apply.push((f.clone(), e.bytes.is_some()));
+        }
         ring.pending.push(Pending {
             at,
             seq,
@@ -532,7 +535,7 @@ impl Journal {
             .and_then(|()| shared.file.sync_data())
             .map_err(|e| with_path(&shared.path, "writing", e));
         // On disk: the files take the records, in their order, before they count as durable.
-        let mut held = None;
+        let mut held = Vec::new();
         if written.is_ok() {
             for p in &batch {
                 for (path, write) in &p.apply {
@@ -543,15 +546,13 @@ impl Journal {
                     };
                     if let Err(e) = applied {
                         tracing::error!(file = %path.display(), error = %e, "a state file cannot take its change; the journal keeps it for the next start");
-                        held.get_or_insert((p.seq, p.at));
+                        held.push((p.seq, p.at));
                     }
                 }
             }
         }
         let mut ring = lock(&shared.ring);
-        if let Some(h) = held {
-            ring.hold = Some(ring.hold.map_or(h, |old| old.min(h)));
-        }
+        ring.held.extend(held);
         ring.flushing = false;
         ring.flushes += 1;
         match (&written, batch.last()) {
@@ -594,16 +595,57 @@ impl Journal {
             ring = self.flush_or_wait(ring);
         }
         drop(ring);
-        checkpoint(&self.shared)?;
-        match lock(&self.shared.ring).hold {
-            // Its record is still to be replayed at the next start, over whatever is written
-            // the old way meanwhile.
-            Some((seq, _)) => Err(io::Error::other(format!(
-                "{}: change {seq} could not reach its state files; restart the agent to replay it",
-                self.shared.path.display()
-            ))),
-            None => Ok(()),
+        self.retry_held()?;
+        checkpoint(&self.shared)
+    }
+
+    /// Write the records whose files could not take them into those files again (flushed, the
+    /// old way), for every file no later record names; an error when one still cannot be. The
+    /// caller holds the lock it writes spares and takes records under, and calls this before
+    /// writing any spare: nothing else writes these files meanwhile.
+    pub fn retry_held(&self) -> io::Result<()> {
+        let (held, dirty) = {
+            let ring = lock(&self.shared.ring);
+            if ring.held.is_empty() {
+                return Ok(());
+            }
+            (ring.held.clone(), ring.dirty.clone())
+        };
+        for (seq, at) in held {
+            let retried = read_record(&self.shared.file, at, seq)
+                .ok_or_else(|| io::Error::other("its record cannot be read back"))
+                .and_then(|(_, entries)| {
+                    for e in entries {
+                        let path = self.shared.dirs[e.kind.index()].join(format!("{}.json", e.id));
+                        if dirty.get(&path).is_some_and(|last| *last > seq) {
+                            continue; // a later change names it, and brings it up to date
+                        }
+                        match &e.bytes {
+                            Some(b) => durable::replace_recycling(&path, b, Flush::File)?,
+                            None => remove_file(&path)?,
+                        }
+                    }
+                    for d in &self.shared.dirs {
+                        durable::sync_dir(d)?;
+                    }
+                    Ok(())
+                });
+            if let Err(e) = retried {
+                return Err(io::Error::other(format!(
+                    "{}: change {seq} could not reach its state files ({e}); restart the agent to replay it",
+                    self.shared.path.display()
+                )));
+            }
+            tracing::info!(
+                change = seq,
+                "a change reached its state files on a second try"
+            );
+            let mut ring = lock(&self.shared.ring);
+            ring.held.remove(&seq);
+            ring.checkpoint_wanted = true;
+            self.shared.changed.notify_all();
         }
+        Ok(())
     }
 }
 
@@ -752,8 +794,8 @@ fn checkpoint(shared: &Shared) -> io::Result<()> {
             (ring.durable_below, ring.durable_end)
         };
         // Never past a record its files could not take.
-        match ring.hold {
-            Some((seq, at)) if seq < below => (files, seq, at),
+        match ring.held.iter().next() {
+            Some((&seq, &at)) if seq < below => (files, seq, at),
             _ => (files, below, end),
         }
     };
@@ -787,6 +829,14 @@ fn checkpoint(shared: &Shared) -> io::Result<()> {
         ring.durable_end = end;
     }
     ring.checkpoint_wanted = ring.wants_checkpoint();
+    if let Some(seq) = ring.held.keys().next().filter(|s| **s == below) {
+        // Held back by a record its files could not take: no use running again until it is
+        // retried, and a change waiting for room gets this error rather than waiting for ever.
+        ring.checkpoint_error = Some(format!(
+            "change {seq} could not reach its state files; restart the agent to replay it"
+        ));
+        ring.checkpoint_wanted = false;
+    }
     drop(ring);
     shared.changed.notify_all();
     Ok(())
@@ -1066,17 +1116,23 @@ mod tests {
         let key = id(8);
         d.save(&j, &key, Some(b"{\"v\":1}"));
         let path = d.file(&key);
-        durable::write_spare(&path, b"{\"v\":2}", false).unwrap();
-        let entry = Entry {
-            kind: Kind::Container,
-            id: key.clone(),
-            bytes: Some(b"{\"v\":2}".to_vec()),
+        let hold = |j: &Journal, v: &str| {
+            durable::write_spare(&path, v.as_bytes(), false).unwrap();
+            let entry = Entry {
+                kind: Kind::Container,
+                id: key.clone(),
+                bytes: Some(v.as_bytes().to_vec()),
+            };
+            let seq = j.enqueue(&[entry], std::slice::from_ref(&path)).unwrap();
+            // The spare is lost before the swap, and a directory stands in its place: the
+            // record is on disk, the file cannot take it, nor can a second try.
+            let spare = path.with_file_name(format!(".{key}.json.spare"));
+            std::fs::remove_file(&spare).unwrap();
+            j.wait_durable(seq).unwrap();
+            std::fs::create_dir(&spare).unwrap();
+            spare
         };
-        let seq = j.enqueue(&[entry], std::slice::from_ref(&path)).unwrap();
-        // The spare is lost before the swap: the record is on disk, the file cannot take it.
-        let spare = path.with_file_name(format!(".{key}.json.spare"));
-        std::fs::remove_file(&spare).unwrap();
-        j.wait_durable(seq).unwrap();
+        let spare = hold(&j, "{\"v\":2}");
         assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":1}"[..]));
         // Checkpoints do not move past it, however many changes follow.
         for n in 0..2000 {
@@ -1085,8 +1141,37 @@ mod tests {
         let e = j.settle().unwrap_err();
         assert!(e.to_string().contains("restart the agent"), "{e}");
         drop(j);
-        let (_j, replayed) = d.open();
+        std::fs::remove_dir(&spare).unwrap();
+        let (j, replayed) = d.open();
         assert!(replayed >= 1);
+        assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":2}"[..]));
+        // Once the obstacle is gone, the next change's second try brings the file up to date
+        // without a restart.
+        let spare = hold(&j, "{\"v\":3}");
+        assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":2}"[..]));
+        std::fs::remove_dir(&spare).unwrap();
+        j.retry_held().unwrap();
+        assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":3}"[..]));
+        j.settle().unwrap();
+    }
+
+    #[test]
+    fn a_file_named_twice_in_one_change_takes_it_once() {
+        let d = Dir::new();
+        let (j, _) = d.open();
+        let key = id(10);
+        d.save(&j, &key, Some(b"{\"v\":1}"));
+        let path = d.file(&key);
+        durable::write_spare(&path, b"{\"v\":2}", false).unwrap();
+        let entry = Entry {
+            kind: Kind::Container,
+            id: key.clone(),
+            bytes: Some(b"{\"v\":2}".to_vec()),
+        };
+        let seq = j
+            .enqueue(&[entry.clone(), entry], &[path.clone(), path.clone()])
+            .unwrap();
+        j.wait_durable(seq).unwrap();
         assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":2}"[..]));
     }
 }
