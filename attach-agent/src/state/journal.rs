@@ -878,21 +878,23 @@ mod tests {
         /// A change as the state directory makes one: the spare written, then its record
         /// (the file takes it once the record is on disk).
         fn save(&self, j: &Journal, id: &str, bytes: Option<&[u8]>) {
+            let seq = self.take(j, id, bytes, 1);
+            j.wait_durable(seq).unwrap();
+        }
+
+        /// The first half of [`Dir::save`]: the spare written, the record taken (naming the
+        /// file `times` times), not yet waited for.
+        fn take(&self, j: &Journal, id: &str, bytes: Option<&[u8]>, times: usize) -> u64 {
             let path = self.file(id);
             if let Some(b) = bytes {
                 durable::write_spare(&path, b, false).unwrap();
             }
-            let seq = j
-                .enqueue(
-                    &[Entry {
-                        kind: Kind::Container,
-                        id: id.into(),
-                        bytes: bytes.map(<[u8]>::to_vec),
-                    }],
-                    &[path],
-                )
-                .unwrap();
-            j.wait_durable(seq).unwrap();
+            let entry = Entry {
+                kind: Kind::Container,
+                id: id.into(),
+                bytes: bytes.map(<[u8]>::to_vec),
+            };
+            j.enqueue(&vec![entry; times], &vec![path; times]).unwrap()
         }
 
         fn read(&self, id: &str) -> Option<Vec<u8>> {
@@ -1092,14 +1094,7 @@ mod tests {
         let (j, _) = d.open();
         let key = id(7);
         d.save(&j, &key, Some(b"{\"v\":1}"));
-        let path = d.file(&key);
-        durable::write_spare(&path, b"{\"v\":2}", false).unwrap();
-        let entry = Entry {
-            kind: Kind::Container,
-            id: key.clone(),
-            bytes: Some(b"{\"v\":2}".to_vec()),
-        };
-        let seq = j.enqueue(&[entry], std::slice::from_ref(&path)).unwrap();
+        let seq = d.take(&j, &key, Some(b"{\"v\":2}"), 1);
         assert_eq!(
             d.read(&key).as_deref(),
             Some(&b"{\"v\":1}"[..]),
@@ -1117,13 +1112,7 @@ mod tests {
         d.save(&j, &key, Some(b"{\"v\":1}"));
         let path = d.file(&key);
         let hold = |j: &Journal, v: &str| {
-            durable::write_spare(&path, v.as_bytes(), false).unwrap();
-            let entry = Entry {
-                kind: Kind::Container,
-                id: key.clone(),
-                bytes: Some(v.as_bytes().to_vec()),
-            };
-            let seq = j.enqueue(&[entry], std::slice::from_ref(&path)).unwrap();
+            let seq = d.take(j, &key, Some(v.as_bytes()), 1);
             // The spare is lost before the swap, and a directory stands in its place: the
             // record is on disk, the file cannot take it, nor can a second try.
             let spare = path.with_file_name(format!(".{key}.json.spare"));
@@ -1161,16 +1150,7 @@ mod tests {
         let (j, _) = d.open();
         let key = id(10);
         d.save(&j, &key, Some(b"{\"v\":1}"));
-        let path = d.file(&key);
-        durable::write_spare(&path, b"{\"v\":2}", false).unwrap();
-        let entry = Entry {
-            kind: Kind::Container,
-            id: key.clone(),
-            bytes: Some(b"{\"v\":2}".to_vec()),
-        };
-        let seq = j
-            .enqueue(&[entry.clone(), entry], &[path.clone(), path.clone()])
-            .unwrap();
+        let seq = d.take(&j, &key, Some(b"{\"v\":2}"), 2);
         j.wait_durable(seq).unwrap();
         assert_eq!(d.read(&key).as_deref(), Some(&b"{\"v\":2}"[..]));
     }
