@@ -211,6 +211,12 @@ impl Agent {
         // Once the container (if there is one) has no connect half done.
         let mut state = loop {
             let state = self.inner.state.lock().await;
+            if force && !state.pending.is_empty() && state.find_network(net_key).is_err() {
+                // --force on a network that is gone changes every container (below): once no
+                // connect of any is half done.
+                drop(state);
+                break self.lock_settled().await;
+            }
             match state.find_container(ctr_key) {
                 Ok(cid) if state.pending.contains(&cid) => self.until_settled(state).await,
                 _ => break state,
