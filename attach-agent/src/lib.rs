@@ -33,6 +33,8 @@ pub mod ids;
 pub mod ipam;
 /// Kernel work: rtnetlink and network namespaces.
 pub mod kernel;
+/// MAC addresses: one parser for the Engine API and the CNI front.
+pub mod mac;
 /// Docker-style generated container names.
 pub mod names;
 /// The model (networks, containers, endpoints) and its files.

@@ -10,7 +10,7 @@ fn the_stock_docker_client_drives_the_agent() {
     let o = env.octet;
     let (c1, c2, c3) = (env.name("c1"), env.name("c2"), env.name("c3"));
     let version = env.dok(&["version", "--format", "{{.Server.APIVersion}}"]);
-    assert_eq!(version.trim(), "1.41");
+    assert_eq!(version.trim(), attach_agent::engine::version::CURRENT_TEXT);
 
     let subnet = format!("10.{o}.0.0/17");
     let range = format!("10.{o}.112.0/20");

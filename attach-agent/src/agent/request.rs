@@ -44,6 +44,12 @@ pub struct EndpointRequest {
     pub ipv4: Option<String>,
     pub ipv6: Option<String>,
     pub link_local: Vec<String>,
+    /// The MAC of the interface inside (`--mac-address`; the Engine API's per-endpoint
+    /// `MacAddress`).
+    pub mac: Option<String>,
+    /// The interface name inside (the Engine's `com.docker.network.endpoint.ifname` driver
+    /// option; a CNI runtime's `CNI_IFNAME`).
+    pub ifname: Option<String>,
 }
 
 /// What `container create` asks for.
@@ -79,6 +85,8 @@ pub struct EndpointConfig {
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
     pub link_local: Vec<IpAddr>,
+    pub mac: Option<[u8; 6]>,
+    pub ifname: Option<String>,
 }
 
 impl EndpointConfig {
@@ -93,8 +101,8 @@ impl EndpointConfig {
             static_v4: self.v4,
             static_v6: self.v6,
             link_local: self.link_local,
-            ifname: None,
-            mac: None,
+            ifname: self.ifname,
+            mac: self.mac,
             attached: None,
         }
     }
@@ -170,12 +178,29 @@ pub fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointCo
             aliases.push(a.to_string());
         }
     }
+    let mac = match nonempty(&req.mac) {
+        Some(s) => Some(crate::mac::parse(s).ok_or_else(|| {
+            AgentError::Invalid(format!(
+                "invalid MAC address {s:?}: six two-digit hex octets such as 02:42:ac:11:00:02, unicast and not zero"
+            ))
+        })?),
+        None => None,
+    };
+    let ifname = match nonempty(&req.ifname) {
+        Some(name) => {
+            check_ifname(name)?;
+            Some(name.to_string())
+        }
+        None => None,
+    };
     Ok(EndpointConfig {
         aliases,
         links,
         v4,
         v6,
         link_local,
+        mac,
+        ifname,
     })
 }
 

@@ -74,7 +74,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         tokio::spawn(conn);
-        let uri = format!("/v{}{path}", crate::engine::API_VERSION);
+        let uri = format!("/v{}{path}", crate::engine::version::CURRENT_TEXT);
         let mut req = Request::builder()
             .method(method)
             .uri(uri)

@@ -12,7 +12,13 @@ use crate::engine::types;
 pub(super) async fn create(client: &Client, args: &CreateArgs) -> Result<String, ClientError> {
     let mut endpoints = BTreeMap::new();
     if let Some(net) = &args.network {
-        endpoints.insert(net.clone(), args.endpoint.settings());
+        let mut settings = args.endpoint.settings();
+        settings.mac_address = args.mac_address.clone().unwrap_or_default();
+        endpoints.insert(net.clone(), settings);
+    } else if args.mac_address.is_some() {
+        return Err(ClientError::Usage(
+            "--mac-address applies to the endpoint on --network: give a network".into(),
+        ));
     }
     let req = types::ContainerCreateRequest {
         hostname: args.hostname.clone().unwrap_or_default(),
@@ -25,6 +31,7 @@ pub(super) async fn create(client: &Client, args: &CreateArgs) -> Result<String,
             endpoints_config: endpoints,
         }),
         netns: args.netns.as_ref().map(|p| p.display().to_string()),
+        ..Default::default()
     };
     let path = match &args.name {
         Some(n) => format!("/containers/create?name={}", encode(n)),

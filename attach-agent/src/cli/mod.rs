@@ -200,6 +200,10 @@ pub struct EndpointArgs {
     pub links: Vec<String>,
     #[arg(long = "link-local-ip")]
     pub link_local: Vec<String>,
+    /// Endpoint driver options, KEY=VALUE (`com.docker.network.endpoint.ifname=NAME` names
+    /// the interface inside).
+    #[arg(long = "driver-opt")]
+    pub driver_opts: Vec<String>,
 }
 
 impl EndpointArgs {
@@ -216,6 +220,8 @@ impl EndpointArgs {
             ipam_config: ipam,
             links: (!self.links.is_empty()).then(|| self.links.clone()),
             aliases: (!self.aliases.is_empty()).then(|| self.aliases.clone()),
+            driver_opts: (!self.driver_opts.is_empty())
+                .then(|| output::key_values(&self.driver_opts)),
             ..EndpointSettings::default()
         }
     }
@@ -232,6 +238,9 @@ pub struct CreateArgs {
     pub netns: Option<PathBuf>,
     #[arg(long)]
     pub network: Option<String>,
+    /// The MAC of the interface on `--network`.
+    #[arg(long = "mac-address")]
+    pub mac_address: Option<String>,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
     #[arg(long = "label", short = 'l')]

@@ -205,29 +205,7 @@ pub fn parse_args(args: &str) -> Result<BTreeMap<String, String>, CniError> {
     Ok(out)
 }
 
-/// A MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    for (b, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    // A unicast address only: the low bit of the first octet marks multicast.
-    (mac[0] & 1 == 0 && mac != [0; 6]).then_some(mac)
-}
-
-pub fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use crate::mac::{parse as parse_mac, text as mac_text};
 
 /// One address of an ADD result.
 #[derive(Debug, Clone, PartialEq, Eq)]

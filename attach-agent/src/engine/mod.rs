@@ -9,10 +9,12 @@
 mod auth;
 mod containers;
 pub mod filters;
+mod foreground;
 mod networks;
 pub mod render;
 mod system;
 pub mod types;
+pub mod version;
 
 pub use auth::Peer;
 pub use containers::container_networks;
@@ -33,10 +35,6 @@ use tower::Layer;
 use crate::agent::Agent;
 use crate::error::AgentError;
 use types::ErrorResponse;
-
-/// The API version we speak (Docker Engine 20.10), and the oldest we accept.
-pub const API_VERSION: &str = "1.41";
-pub const MIN_API_VERSION: &str = "1.12";
 
 /// An error as the Engine sends it: `{"message": …}` with its status code.
 #[derive(Debug)]
@@ -96,14 +94,18 @@ pub async fn serve(app: Router, socket: &Path, group: Option<u32>) -> std::io::R
     axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).await
 }
 
-/// `/v1.41/networks` → `/networks`: every route answers with and without a version prefix.
+/// `/v1.41/networks` → `/networks`: every route answers with and without a version prefix;
+/// the version asked for goes along with the request ([`version::Asked`]) for
+/// [`version::check`] to judge.
 fn strip_version(mut req: Request<Body>) -> Request<Body> {
     tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
     let path = req.uri().path();
+    let mut asked = None;
     if let Some(rest) = path.strip_prefix("/v") {
         if let Some(slash) = rest.find('/') {
-            let version = &rest[..slash];
-            if version.contains('.') && version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            let text = &rest[..slash];
+            if text.contains('.') && text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                asked = Some(version::ApiVersion::parse(text).ok_or(()));
                 let new_path = rest[slash..].to_string();
                 let pq = match req.uri().query() {
                     Some(q) => format!("{new_path}?{q}"),
@@ -115,6 +117,7 @@ fn strip_version(mut req: Request<Body>) -> Request<Body> {
             }
         }
     }
+    req.extensions_mut().insert(version::Asked(asked));
     req
 }
 
@@ -137,6 +140,8 @@ pub fn router(agent: Agent) -> Router {
         .route("/containers/json", get(containers::list))
         .route("/containers/{id}/json", get(containers::inspect))
         .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/attach", post(containers::attach))
         .route("/images/{name}/json", get(no_such("image")))
         .route("/volumes/{name}", get(no_such("volume")))
         .route("/plugins/{name}/json", get(no_such("plugin")))
@@ -146,6 +151,8 @@ pub fn router(agent: Agent) -> Router {
             axum::routing::delete(containers::remove),
         )
         .fallback(unsupported)
+        .layer(axum::Extension(foreground::ForegroundRuns::default()))
+        .layer(axum::middleware::from_fn(version::check))
         .layer(axum::middleware::map_response(engine_headers))
         .with_state(agent)
 }
@@ -153,7 +160,10 @@ pub fn router(agent: Agent) -> Router {
 /// The headers the Engine puts on every response; set here once, by a layer.
 async fn engine_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
-    h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
+    h.insert(
+        "Api-Version",
+        HeaderValue::from_static(version::CURRENT_TEXT),
+    );
     h.insert("Ostype", HeaderValue::from_static("linux"));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
     h.insert(

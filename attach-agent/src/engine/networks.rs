@@ -4,10 +4,11 @@
 use axum::extract::{Path as UrlPath, Query, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 
 use super::filters::{check_network_filters, network_matches, parse_filters};
+use super::foreground::ForegroundRuns;
 use super::{json_body, render, types, ApiError, ApiResult};
 use crate::agent::{Agent, EndpointRequest, IpamRequest, NetworkCreate};
 use crate::error::AgentError;
@@ -105,7 +106,11 @@ pub fn network_create(req: types::NetworkCreateRequest) -> NetworkCreate {
     }
 }
 
-/// An endpoint request from Docker's `EndpointSettings`.
+/// The driver option naming the interface inside the container (Engine 28).
+pub const IFNAME_OPTION: &str = "com.docker.network.endpoint.ifname";
+
+/// An endpoint request from Docker's `EndpointSettings`: addresses, aliases, links, the
+/// per-endpoint `MacAddress` (API 1.44) and the interface-name driver option.
 pub fn endpoint_request(s: Option<&types::EndpointSettings>) -> EndpointRequest {
     let Some(s) = s else {
         return EndpointRequest::default();
@@ -117,15 +122,23 @@ pub fn endpoint_request(s: Option<&types::EndpointSettings>) -> EndpointRequest 
         ipv4: ipam.ipv4_address,
         ipv6: ipam.ipv6_address,
         link_local: ipam.link_local_ips.unwrap_or_default(),
+        mac: Some(s.mac_address.clone()).filter(|m| !m.is_empty()),
+        ifname: s
+            .driver_opts
+            .as_ref()
+            .and_then(|o| o.get(IFNAME_OPTION))
+            .cloned(),
     }
 }
 
 pub(super) async fn connect(
     AxState(agent): AxState<Agent>,
+    Extension(runs): Extension<ForegroundRuns>,
     UrlPath(id): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     let req: types::NetworkConnectRequest = json_body(&body)?;
+    super::containers::note(&agent, &runs, &req.container, ForegroundRuns::touched).await;
     agent
         .connect(
             &id,
@@ -138,10 +151,12 @@ pub(super) async fn connect(
 
 pub(super) async fn disconnect(
     AxState(agent): AxState<Agent>,
+    Extension(runs): Extension<ForegroundRuns>,
     UrlPath(id): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     let req: types::NetworkDisconnectRequest = json_body(&body)?;
+    super::containers::note(&agent, &runs, &req.container, ForegroundRuns::touched).await;
     agent.disconnect(&id, &req.container, req.force).await?;
     Ok(StatusCode::OK)
 }

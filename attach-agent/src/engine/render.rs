@@ -5,15 +5,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::types::*;
+use super::version::{self, ApiVersion};
 use crate::clock::{human_duration, unix_seconds};
 use crate::state::{Container, Endpoint, Network, RunState, State};
 
-fn mac_text(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+use crate::mac::text as mac_text;
 
 /// A network as `GET /networks/{id}` shows it; `with_containers` for inspect (the list
 /// leaves `Containers` empty, as the Engine does).
@@ -72,8 +68,31 @@ pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> 
     }
 }
 
-/// An endpoint as `NetworkSettings.Networks[...]` shows it.
-pub fn endpoint_settings(ep: &Endpoint, net: &Network) -> EndpointSettings {
+/// An endpoint of container `c` as `NetworkSettings.Networks[...]` shows it at version `v`:
+/// before 1.45 `Aliases` ends with the short id (as the Engine added it), from 1.44 on
+/// `DNSNames` lists every name the container answers to there.
+pub fn endpoint_settings(
+    c: &Container,
+    ep: &Endpoint,
+    net: &Network,
+    v: ApiVersion,
+) -> EndpointSettings {
+    let mut aliases = ep.aliases.clone();
+    if !v.at_least(version::ALIASES_AS_ASKED) && !aliases.iter().any(|a| a == c.id.short()) {
+        aliases.push(c.id.short().to_string());
+    }
+    let dns_names = v.at_least(version::ENDPOINT_MAC).then(|| {
+        let mut names: Vec<String> = Vec::new();
+        let all = std::iter::once(c.name.as_str())
+            .chain(ep.aliases.iter().map(String::as_str))
+            .chain([c.id.short(), c.hostname.as_str()]);
+        for n in all.filter(|n| !n.is_empty()) {
+            if !names.iter().any(|x| x == n) {
+                names.push(n.to_string());
+            }
+        }
+        names
+    });
     let ipam_config =
         if ep.static_v4.is_some() || ep.static_v6.is_some() || !ep.link_local.is_empty() {
             Some(EndpointIpamConfig {
@@ -93,8 +112,9 @@ pub fn endpoint_settings(ep: &Endpoint, net: &Network) -> EndpointSettings {
                 .map(|l| format!("{}:{}", l.target, l.alias))
                 .collect()
         }),
-        aliases: (!ep.aliases.is_empty()).then(|| ep.aliases.clone()),
+        aliases: (!aliases.is_empty()).then_some(aliases),
         network_id: net.id.to_string(),
+        dns_names,
         ..EndpointSettings::default()
     };
     if let Some(a) = &ep.attached {
@@ -112,12 +132,12 @@ pub fn endpoint_settings(ep: &Endpoint, net: &Network) -> EndpointSettings {
     s
 }
 
-fn networks_of(c: &Container, state: &State) -> BTreeMap<String, EndpointSettings> {
+fn networks_of(c: &Container, state: &State, v: ApiVersion) -> BTreeMap<String, EndpointSettings> {
     c.endpoints
         .iter()
         .filter_map(|ep| {
             let net = state.networks.get(&ep.network_id)?;
-            Some((net.name.clone(), endpoint_settings(ep, net)))
+            Some((net.name.clone(), endpoint_settings(c, ep, net, v)))
         })
         .collect()
 }
@@ -139,7 +159,7 @@ fn network_mode(c: &Container, state: &State) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
-pub fn container_summary(c: &Container, state: &State) -> ContainerSummary {
+pub fn container_summary(c: &Container, state: &State, v: ApiVersion) -> ContainerSummary {
     let since = unix_seconds(&crate::clock::now_rfc3339()) - unix_seconds(&c.state_since);
     let status = match c.state {
         RunState::Created => "Created".to_string(),
@@ -162,13 +182,13 @@ pub fn container_summary(c: &Container, state: &State) -> ContainerSummary {
             network_mode: network_mode(c, state),
         },
         network_settings: SummaryNetworkSettings {
-            networks: networks_of(c, state),
+            networks: networks_of(c, state, v),
         },
         mounts: vec![],
     }
 }
 
-pub fn container_json(c: &Container, state: &State) -> ContainerJson {
+pub fn container_json(c: &Container, state: &State, v: ApiVersion) -> ContainerJson {
     let up = c.state.is_up();
     ContainerJson {
         id: c.id.to_string(),
@@ -196,19 +216,30 @@ pub fn container_json(c: &Container, state: &State) -> ContainerJson {
         restart_count: 0,
         driver: String::new(),
         platform: "linux".into(),
-        host_config: HostConfig {
+        host_config: HostConfigJson {
             network_mode: network_mode(c, state),
+            log_config: LogConfig {
+                kind: "json-file".into(),
+                config: BTreeMap::new(),
+            },
+            restart_policy: RestartPolicy {
+                name: "no".into(),
+                maximum_retry_count: 0,
+            },
+            ..HostConfigJson::default()
         },
         config: ContainerConfig {
             hostname: c.hostname.clone(),
             image: c.image.clone(),
             labels: c.labels.clone(),
+            ..ContainerConfig::default()
         },
         network_settings: NetworkSettings {
             bridge: String::new(),
             sandbox_id: String::new(),
             sandbox_key: c.netns.display().to_string(),
-            networks: networks_of(c, state),
+            ports: BTreeMap::new(),
+            networks: networks_of(c, state, v),
         },
     }
 }

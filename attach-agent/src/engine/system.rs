@@ -6,7 +6,8 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{ApiError, API_VERSION, MIN_API_VERSION};
+use super::version::{CURRENT, MINIMUM};
+use super::ApiError;
 use crate::agent::Agent;
 
 pub(super) async fn ping(method: Method) -> Response {
@@ -20,8 +21,8 @@ pub(super) async fn version() -> Response {
         "Platform": {"Name": "attach-agent"},
         "Components": [{"Name": "attach-agent", "Version": env!("CARGO_PKG_VERSION"), "Details": {}}],
         "Version": env!("CARGO_PKG_VERSION"),
-        "ApiVersion": API_VERSION,
-        "MinAPIVersion": MIN_API_VERSION,
+        "ApiVersion": CURRENT.to_string(),
+        "MinAPIVersion": MINIMUM.to_string(),
         "GitCommit": "",
         "GoVersion": "",
         "Os": "linux",

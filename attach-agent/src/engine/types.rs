@@ -86,6 +86,14 @@ pub struct EndpointSettings {
     pub global_ipv6_prefix_len: u8,
     pub mac_address: String,
     pub driver_opts: Option<BTreeMap<String, String>>,
+    /// The names the container answers to on this network (API 1.44): its name, aliases,
+    /// short id and hostname. Shown from 1.44 on; never read from a request.
+    #[serde(
+        rename = "DNSNames",
+        skip_serializing_if = "Option::is_none",
+        skip_deserializing
+    )]
+    pub dns_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -149,10 +157,44 @@ pub struct PruneResponse {
     pub networks_deleted: Vec<String>,
 }
 
+/// `HostConfig` as `container create` sends it (the fields the agent reads) and as
+/// `containers/json` shows it (`NetworkMode` only, as the Engine lists it).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct HostConfig {
     pub network_mode: String,
+}
+
+/// `{"Type": "json-file", "Config": {}}`: the Engine's default log driver, as its inspect
+/// shows it (clients such as the Python SDK read `Type` to decide whether to follow logs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RestartPolicy {
+    pub name: String,
+    pub maximum_retry_count: u32,
+}
+
+/// `HostConfig` as a container's inspect shows it: the network mode and the fields clients
+/// read unconditionally (`LogConfig`, `RestartPolicy`, …), shaped as the Engine's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostConfigJson {
+    pub network_mode: String,
+    pub log_config: LogConfig,
+    pub restart_policy: RestartPolicy,
+    pub auto_remove: bool,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    pub extra_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -168,6 +210,13 @@ pub struct NetworkingConfig {
 pub struct ContainerCreateRequest {
     pub hostname: String,
     pub image: String,
+    /// The container-wide MAC (deprecated since 1.44 for the endpoint's own): it applies to
+    /// the main network's endpoint.
+    pub mac_address: String,
+    /// Set by clients that will follow the container's output: `docker run` without `-d`,
+    /// `docker create`, the Python SDK's `containers.run`/`create` without `detach`.
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
     pub labels: Option<BTreeMap<String, String>>,
     pub host_config: Option<HostConfig>,
     pub networking_config: Option<NetworkingConfig>,
@@ -189,6 +238,8 @@ pub struct NetworkSettings {
     #[serde(rename = "SandboxID")]
     pub sandbox_id: String,
     pub sandbox_key: String,
+    /// Published ports: none (the agent publishes none); an object, as the SDK reads it.
+    pub ports: BTreeMap<String, serde_json::Value>,
     pub networks: BTreeMap<String, EndpointSettings>,
 }
 
@@ -238,6 +289,16 @@ pub struct ContainerStateJson {
 #[serde(rename_all = "PascalCase", default)]
 pub struct ContainerConfig {
     pub hostname: String,
+    pub domainname: String,
+    pub user: String,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub env: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
     pub image: String,
     pub labels: BTreeMap<String, String>,
 }
@@ -255,7 +316,7 @@ pub struct ContainerJson {
     pub restart_count: u32,
     pub driver: String,
     pub platform: String,
-    pub host_config: HostConfig,
+    pub host_config: HostConfigJson,
     pub config: ContainerConfig,
     pub network_settings: NetworkSettings,
 }
