@@ -150,6 +150,51 @@ fn the_stock_docker_client_drives_the_agent() {
         e.stderr
     );
 
+    // A run in the foreground cannot happen (no processes here): refused with words at its
+    // start, and the container made for it removed.
+    let fg = env.name("fg");
+    let e = env.docker(&[
+        "run",
+        "--network",
+        "dual",
+        "--name",
+        &fg,
+        "busybox",
+        "echo",
+        "hi",
+    ]);
+    assert_ne!(e.code, 0);
+    assert!(
+        e.stderr
+            .contains(&format!("container {fg} cannot run in the foreground")),
+        "{}",
+        e.stderr
+    );
+    assert!(!env
+        .dok(&["ps", "-a", "--format", "{{.Names}}"])
+        .contains(&fg));
+    assert!(!std::path::Path::new(&format!("/run/netns/{fg}")).exists());
+
+    // --mac-address: the interface on the run's network has it, whichever API version the
+    // client speaks (container-wide before 1.44, the endpoint's own since).
+    let c4 = env.name("c4");
+    env.dok(&[
+        "run",
+        "-d",
+        "--network",
+        "dual",
+        "--mac-address",
+        "02:42:ac:11:00:77",
+        "--name",
+        &c4,
+        "busybox",
+    ]);
+    let link = env
+        .exec(&c4, &["ip", "-o", "link", "show", "dev", "eth0"])
+        .stdout;
+    assert!(link.contains("02:42:ac:11:00:77"), "{link}");
+    env.dok(&["rm", "-f", &c4]);
+
     // disconnect, rm, prune.
     env.dok(&["network", "disconnect", "dual", &c2]);
     assert!(!env.links_in(&c2).contains(&"eth1".to_string()));

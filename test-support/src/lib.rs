@@ -1,6 +1,8 @@
 //! What the tests and benchmarks of several crates share, as a crate of its own rather than
 //! files included across crates by path.
 //!
+//! - [`docker_sdk`]: the Docker SDK for Python, pinned, in a virtual environment of the
+//!   tests' own (the Engine API tests with a second real client);
 //! - [`docker_engine`]: Docker Engine 20.10 started by hand as the reference (the Engine API
 //!   differential test, the benchmark's Docker row);
 //! - [`podman`]: podman with private configuration, storage and CNI directories, on the
@@ -9,6 +11,7 @@
 //! - [`require_root`]: the tests that make namespaces, bridges and veths say so when not root.
 
 pub mod docker_engine;
+pub mod docker_sdk;
 pub mod podman;
 pub mod report;
 
