@@ -686,3 +686,81 @@ fn a_namespace_made_again_under_its_name_gets_the_new_interfaces() {
     assert_eq!(env.addrs_in(&web, "eth1"), [format!("{}/24", env.ip(2, 2))]);
     env.ok(&["container", "rm", "-f", &web]);
 }
+
+/// The default route follows Docker 28's rule, recomputed at every connect and disconnect:
+/// the highest `--gw-priority`, then a network with both gateways, then the network name; an
+/// internal network never gives one; the IPv6 route is chosen apart.
+#[test]
+fn the_default_route_follows_gateway_priority_as_in_docker() {
+    let env = Env::new();
+    let c = env.name("c");
+    let default4 = || {
+        env.exec(&c, &["ip", "-4", "route", "show", "default"])
+            .stdout
+    };
+    let default6 = || {
+        env.exec(&c, &["ip", "-6", "route", "show", "default"])
+            .stdout
+    };
+    let via = |third: u8| format!("via {} ", env.ip(third, 1));
+    for (third, name) in [(1, "zeta"), (2, "alpha"), (3, "mid")] {
+        env.ok(&["network", "create", "--subnet", &env.subnet(third), name]);
+    }
+    env.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &env.subnet(4),
+        "aaa-internal",
+    ]);
+    env.ok(&["run", "--name", &c, "--network", "zeta", "busybox"]);
+    assert!(default4().contains(&via(1)), "{}", default4());
+    // Same priority: the name decides, also against the first network.
+    env.ok(&["network", "connect", "alpha", &c]);
+    assert!(default4().contains(&via(2)), "{}", default4());
+    env.ok(&["network", "connect", "--gw-priority", "10", "mid", &c]);
+    assert!(default4().contains(&via(3)), "{}", default4());
+    // An internal network never gives it, whatever its name or priority.
+    env.ok(&[
+        "network",
+        "connect",
+        "--gw-priority",
+        "99",
+        "aaa-internal",
+        &c,
+    ]);
+    assert!(default4().contains(&via(3)), "{}", default4());
+    // Disconnecting the gateway's network moves it to the next in line.
+    env.ok(&["network", "disconnect", "mid", &c]);
+    assert!(default4().contains(&via(2)), "{}", default4());
+    // A dual-stack network beats a single-stack one of the same priority, and gives the IPv6
+    // route; a negative priority puts a network last.
+    let v6net = format!("fd{:02x}:5::/64", env.octet);
+    env.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &env.subnet(5),
+        "--subnet",
+        &v6net,
+        "zz-dual",
+    ]);
+    env.ok(&["network", "connect", "zz-dual", &c]);
+    assert!(default4().contains(&via(5)), "{}", default4());
+    let gw6 = format!("via fd{:02x}:5::1 ", env.octet);
+    assert!(default6().contains(&gw6), "{}", default6());
+    env.ok(&["network", "disconnect", "zz-dual", &c]);
+    assert!(default4().contains(&via(2)), "{}", default4());
+    assert!(!default6().contains(&gw6), "{}", default6());
+    env.ok(&["network", "disconnect", "alpha", &c]);
+    assert!(default4().contains(&via(1)), "{}", default4());
+    // The priority is kept with the endpoint: a restart of the container applies it again.
+    env.ok(&["network", "connect", "--gw-priority", "-5", "mid", &c]);
+    env.ok(&["network", "connect", "alpha", &c]);
+    env.ok(&["container", "restart", &c]);
+    assert!(default4().contains(&via(2)), "{}", default4());
+    let routes = default4();
+    assert_eq!(routes.lines().count(), 1, "one default route: {routes}");
+}

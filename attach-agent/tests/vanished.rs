@@ -146,9 +146,9 @@ fn links_deleted_behind_the_agents_back_are_made_again() {
     assert!(pings(&a, env.ip(1, 4)), "a reaches c over the new bridge");
     env.ok(&["container", "rm", "-f", &c]);
 
-    // a on a second network too: the default route is still eth0's (its first network's).
-    env.ok(&["network", "create", "--subnet", &env.subnet(2), "back"]);
-    env.ok(&["network", "connect", "back", &a]);
+    // a on a second network too, one that sorts after "front": the default route stays eth0's.
+    env.ok(&["network", "create", "--subnet", &env.subnet(2), "rear"]);
+    env.ok(&["network", "connect", "rear", &a]);
     let veth = host_veth_of(&env, &a);
     del(&veth);
     soon("a has its address again", || {

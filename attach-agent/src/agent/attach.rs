@@ -84,8 +84,11 @@ pub(crate) struct AttachPlan {
     pub(crate) v4: Ipv4Addr,
     pub(crate) v6: Option<Ipv6Addr>,
     link_local: Vec<IpAddr>,
-    /// The container's first attachment: it gets the default route (and `lo` up).
-    default_route: bool,
+    /// This attachment gives the container its IPv4 / IPv6 default route (`super::gateway`):
+    /// it takes it over from whichever endpoint had it.
+    route4: bool,
+    route6: bool,
+    /// The container's first attachment in a namespace it was given: `lo` goes up too.
     lo_up: bool,
     host_veth: String,
     ifname: String,
@@ -262,6 +265,7 @@ impl Agent {
             });
         }
         let undo = state.undo_point(&cid, &[]);
+        let moved = self.gateways_moving(&state, &cid, &net_id);
         let cleanup = self.detach(&mut state, &cid, &net_id);
         state
             .container_mut(&cid)?
@@ -272,7 +276,70 @@ impl Agent {
             return Err(e);
         }
         self.refresh_etc(&state, &cid);
+        if !moved.is_empty() {
+            // Before the veth goes (and its routes with it): the default routes move to the
+            // next network in line, as Docker moves them.
+            let c = state.container(&cid)?;
+            if let Err(e) = self.reroute(&c.netns, c.owns_netns, &moved).await {
+                tracing::error!(container = %c.name, error = %e, "cannot move the default route to the next network");
+            }
+        }
         cleanup.run(self, state).await;
+        Ok(())
+    }
+
+    /// The gateways that take over container `cid`'s default routes when its endpoint on
+    /// `leaving` goes, for the families that endpoint gives them (none when it gives none, or
+    /// the container is not running).
+    fn gateways_moving(
+        &self,
+        state: &State,
+        cid: &ContainerId,
+        leaving: &NetworkId,
+    ) -> Vec<IpAddr> {
+        let Ok(c) = state.container(cid) else {
+            return vec![];
+        };
+        if !c.state.is_up() {
+            return vec![];
+        }
+        let before = super::gateway::Gateways::of(c, state, None, None);
+        let after = super::gateway::Gateways::of(c, state, None, Some(leaving));
+        let mut moved = Vec::new();
+        if before.v4.as_ref() == Some(leaving) {
+            if let Some(net) = after.v4.and_then(|id| state.networks.get(&id)) {
+                moved.push(net.v4.gateway);
+            }
+        }
+        if before.v6.as_ref() == Some(leaving) {
+            let next = after.v6.and_then(|id| state.networks.get(&id));
+            if let Some(p) = next.and_then(|n| n.v6.as_ref()) {
+                moved.push(p.gateway);
+            }
+        }
+        moved
+    }
+
+    /// Point a running container's default routes at `gateways` (one per family).
+    async fn reroute(
+        &self,
+        netns: &std::path::Path,
+        owned: bool,
+        gateways: &[IpAddr],
+    ) -> Result<()> {
+        let inside = match self.inner.insides.get(netns) {
+            Some(kept) => kept.netlink,
+            None => {
+                let opened = self.open_namespace(netns)?;
+                if owned {
+                    self.inner.insides.keep(netns, opened.clone());
+                }
+                opened.netlink
+            }
+        };
+        for gw in gateways {
+            inside.replace_default_route(*gw).await?;
+        }
         Ok(())
     }
 
@@ -351,15 +418,20 @@ impl Agent {
         let endpoint_id = ep.endpoint_id.clone();
         let link_local = ep.link_local.clone();
         let (want_ifname, want_mac) = (ep.ifname.clone(), ep.mac);
-        // The default route is the first attached endpoint's (in connect order): this one's
-        // when none before it is attached (also when one after it is, as when this one is
-        // attached again after its veth was deleted).
+        // The first attachment in connect order brings `lo` up in a namespace it was given
+        // (also when one after it is attached, as when this one is attached again after its
+        // veth was deleted).
         let first = !c
             .endpoints
             .iter()
             .take_while(|e| e.network_id != *net_id)
             .any(|e| e.attached.is_some());
         let lo_up = first && !c.owns_netns;
+        let gateways = super::gateway::Gateways::of(c, state, Some(net_id), None);
+        let (route4, route6) = (
+            gateways.v4.as_ref() == Some(net_id),
+            gateways.v6.as_ref() == Some(net_id),
+        );
         let netns_path = c.netns.clone();
         // The namespace first (a missing one fails before any address is taken).
         let (ns, inside, ifname) = self
@@ -399,7 +471,8 @@ impl Agent {
             v4,
             v6,
             link_local,
-            default_route: first,
+            route4,
+            route6,
             lo_up,
             host_veth: self.veth_name(),
             ifname,
@@ -556,11 +629,11 @@ impl Agent {
                 inside.set_up(lo).await?;
             }
         }
-        if plan.default_route {
-            inside.add_default_route(plan.gateway4).await?;
-            if let (Some(_), Some((_, gw))) = (plan.v6, plan.v6_pool) {
-                inside.add_default_route(gw).await?;
-            }
+        if plan.route4 {
+            inside.replace_default_route(plan.gateway4).await?;
+        }
+        if let (true, Some(_), Some((_, gw))) = (plan.route6, plan.v6, plan.v6_pool) {
+            inside.replace_default_route(gw).await?;
         }
         timer.lap("route");
         Ok(())

@@ -19,6 +19,7 @@
 
 mod attach;
 mod containers;
+pub mod gateway;
 mod mirror;
 mod networks;
 mod overlay;

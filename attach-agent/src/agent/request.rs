@@ -50,6 +50,8 @@ pub struct EndpointRequest {
     /// The interface name inside (the Engine's `com.docker.network.endpoint.ifname` driver
     /// option; a CNI runtime's `CNI_IFNAME`).
     pub ifname: Option<String>,
+    /// `--gw-priority` (the Engine API's `GwPriority`, 1.48).
+    pub gw_priority: i64,
 }
 
 /// What `container create` asks for.
@@ -87,6 +89,7 @@ pub struct EndpointConfig {
     pub link_local: Vec<IpAddr>,
     pub mac: Option<[u8; 6]>,
     pub ifname: Option<String>,
+    pub gw_priority: i64,
 }
 
 impl EndpointConfig {
@@ -103,6 +106,7 @@ impl EndpointConfig {
             link_local: self.link_local,
             ifname: self.ifname,
             mac: self.mac,
+            gw_priority: self.gw_priority,
             attached: None,
         }
     }
@@ -201,6 +205,7 @@ pub fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointCo
         link_local,
         mac,
         ifname,
+        gw_priority: req.gw_priority,
     })
 }
 

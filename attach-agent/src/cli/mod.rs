@@ -204,6 +204,10 @@ pub struct EndpointArgs {
     /// the interface inside).
     #[arg(long = "driver-opt")]
     pub driver_opts: Vec<String>,
+    /// The endpoint with the highest priority gives the container its default routes (ties:
+    /// a network with IPv4 and IPv6 first, then by name, as Docker).
+    #[arg(long = "gw-priority", allow_negative_numbers = true)]
+    pub gw_priority: Option<i64>,
 }
 
 impl EndpointArgs {
@@ -222,6 +226,7 @@ impl EndpointArgs {
             aliases: (!self.aliases.is_empty()).then(|| self.aliases.clone()),
             driver_opts: (!self.driver_opts.is_empty())
                 .then(|| output::key_values(&self.driver_opts)),
+            gw_priority: self.gw_priority,
             ..EndpointSettings::default()
         }
     }

@@ -128,6 +128,7 @@ pub fn endpoint_request(s: Option<&types::EndpointSettings>) -> EndpointRequest 
             .as_ref()
             .and_then(|o| o.get(IFNAME_OPTION))
             .cloned(),
+        gw_priority: s.gw_priority.unwrap_or(0),
     }
 }
 

@@ -115,6 +115,7 @@ pub fn endpoint_settings(
         aliases: (!aliases.is_empty()).then_some(aliases),
         network_id: net.id.to_string(),
         dns_names,
+        gw_priority: v.at_least(version::GW_PRIORITY).then_some(ep.gw_priority),
         ..EndpointSettings::default()
     };
     if let Some(a) = &ep.attached {

@@ -94,6 +94,9 @@ pub struct EndpointSettings {
         skip_deserializing
     )]
     pub dns_names: Option<Vec<String>>,
+    /// Which endpoint gives the default routes (API 1.48): the highest wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gw_priority: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -62,6 +62,8 @@ pub const MINIMUM: ApiVersion = ApiVersion::new(1, 24);
 pub const ENDPOINT_MAC: ApiVersion = ApiVersion::new(1, 44);
 /// Since 1.45: `Aliases` shows exactly the aliases asked for, no longer the short id.
 pub const ALIASES_AS_ASKED: ApiVersion = ApiVersion::new(1, 45);
+/// Since 1.48: endpoints show their `GwPriority` (requests may carry it at any version).
+pub const GW_PRIORITY: ApiVersion = ApiVersion::new(1, 48);
 
 /// The version prefix of a request's path, taken off by `super::strip_version` before
 /// routing: `None` when the path had none.

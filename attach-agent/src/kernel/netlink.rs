@@ -387,17 +387,20 @@ impl Netlink {
             .map_err(kernel("set link up"))
     }
 
-    /// Add a default route via `gateway`; one already there is kept.
-    pub async fn add_default_route(&self, gateway: IpAddr) -> Result<()> {
+    /// Make the default route of `gateway`'s family go via `gateway`, replacing one via
+    /// another (the container's default gateway moved to another network).
+    pub async fn replace_default_route(&self, gateway: IpAddr) -> Result<()> {
         let msg = match gateway {
             IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(g).build(),
             IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(g).build(),
         };
-        match self.handle.route().add(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
-            Err(e) => Err(kernel(format!("add default route via {gateway}"))(e)),
-        }
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(kernel(format!("replace the default route via {gateway}")))
     }
 
     /// The IPv4 destinations routed in this namespace (not the default route): a default

@@ -101,6 +101,7 @@ mod tests {
                     link_local: vec![],
                     ifname: None,
                     mac: None,
+                    gw_priority: 0,
                     attached: v4.map(|a| Attached {
                         ifname: "eth0".into(),
                         host_veth: format!("v{id}"),

@@ -286,6 +286,10 @@ impl Container {
     }
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
 /// A container's attachment to a network: what was asked (kept across stops) and what is
 /// applied while it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,6 +308,10 @@ pub struct Endpoint {
     /// The MAC asked for; `None`: Docker's `02:42` followed by the IPv4 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<[u8; 6]>,
+    /// `--gw-priority`: the endpoint with the highest gives the default routes
+    /// (`agent::gateway`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gw_priority: i64,
     /// Set while attached.
     pub attached: Option<Attached>,
 }
