@@ -46,6 +46,12 @@ pub fn config(args: &DaemonArgs) -> Result<AgentConfig, ConfigError> {
     if !args.upstreams.is_empty() {
         c.dns.upstreams = args.upstreams.clone();
     }
+    if args.no_host_names {
+        c.dns.host_names = false;
+    }
+    if !args.host_addresses.is_empty() {
+        c.dns.host_address = args.host_addresses.clone();
+    }
     if let Some(p) = args.dns_port {
         c.dns.port = p;
     }

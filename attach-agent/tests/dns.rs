@@ -142,3 +142,54 @@ fn containers_reach_each_other_over_tcp_by_name() {
     assert_eq!(peer, env.ip(1, 3));
     assert_eq!(said.trim(), "ping");
 }
+
+/// `host.docker.internal` and `host.containers.internal` answer in DNS (not only in a hosts
+/// file, so programs with their own DNS client find the host too): the asker's network's
+/// gateway, per family; `--host-address` replaces it; `--no-host-names` turns them off.
+#[test]
+fn host_names_answer_the_gateway_unless_configured_otherwise() {
+    let mut env = Env::new();
+    let (a, b) = (env.name("a"), env.name("b"));
+    let v6net = format!("fd{:02x}:2::/64", env.octet);
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "front"]);
+    env.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &env.subnet(2),
+        "--subnet",
+        &v6net,
+        "dual",
+    ]);
+    env.ok(&["run", "--name", &a, "--network", "front", "busybox"]);
+    env.ok(&["run", "--name", &b, "--network", "dual", "busybox"]);
+    assert_eq!(env.getent(&a, "host.docker.internal"), [env.ip(1, 1)]);
+    assert_eq!(env.getent(&a, "HOST.containers.internal."), [env.ip(1, 1)]);
+    assert_eq!(
+        env.dig(&b, &["host.containers.internal", "A"]),
+        env.ip(2, 1)
+    );
+    assert_eq!(
+        env.dig(&b, &["host.docker.internal", "AAAA"]),
+        format!("fd{:02x}:2::1", env.octet)
+    );
+    // The host it names is reachable there: the gateway answers DNS over TCP.
+    assert_eq!(
+        env.dig(&a, &["+tcp", &format!("@{}", env.ip(1, 1)), &b, "A"]),
+        "",
+        "b is not on a's network"
+    );
+
+    env.kill_daemon();
+    env.daemon_args = vec!["--host-address".into(), "192.0.2.7".into()];
+    env.start_daemon();
+    assert_eq!(env.getent(&a, "host.docker.internal"), ["192.0.2.7"]);
+    assert_eq!(env.dig(&b, &["host.docker.internal", "AAAA"]), "");
+
+    env.kill_daemon();
+    env.daemon_args = vec!["--no-host-names".into()];
+    env.start_daemon();
+    // Forwarded like any other name (to this test's dead upstream): no answer.
+    assert!(env.getent(&a, "host.docker.internal").is_empty());
+}

@@ -24,6 +24,7 @@ pub fn populated(n: u32) -> Table {
         name: "bench".into(),
         internal: false,
         bridge_ifindex: None,
+        host_addresses: vec![],
     })
     .unwrap();
     for i in 0..n {

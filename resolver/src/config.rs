@@ -53,6 +53,13 @@ pub struct ResolverConfig {
     pub tcp_idle_timeout_ms: u64,
     /// Open TCP connections per listener; more are closed at once.
     pub max_tcp_connections: usize,
+    /// Answer `host.docker.internal` and `host.containers.internal` on every network (the
+    /// names Docker and Podman put only in /etc/hosts), with `host_address` or else the
+    /// network's gateway addresses, so programs with their own DNS client find the host too.
+    pub host_names: bool,
+    /// The host's address(es) those names answer; empty: each network's gateways (the host's
+    /// own addresses on that network's bridge).
+    pub host_address: Vec<IpAddr>,
 }
 
 impl Default for ResolverConfig {
@@ -74,6 +81,8 @@ impl Default for ResolverConfig {
             serve_stale_secs: 86_400,
             tcp_idle_timeout_ms: 10_000,
             max_tcp_connections: 256,
+            host_names: true,
+            host_address: Vec::new(),
         }
     }
 }
@@ -90,6 +99,16 @@ pub enum ConfigError {
 }
 
 impl ResolverConfig {
+    /// What `host.docker.internal` answers on a network whose gateways (listen addresses)
+    /// are `gateways`: nothing when the names are off.
+    pub fn host_addresses(&self, gateways: &[IpAddr]) -> Vec<IpAddr> {
+        match (self.host_names, self.host_address.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, true) => gateways.to_vec(),
+            (true, false) => self.host_address.clone(),
+        }
+    }
+
     /// Check every value; the server refuses to start on an error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.fixed_upstreams()?;

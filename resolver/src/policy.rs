@@ -26,6 +26,17 @@ pub enum Decision {
     Forward,
 }
 
+/// The names Docker (`host.docker.internal`) and Podman (`host.containers.internal`) give the
+/// host, in any case, with or without the final dot.
+pub const HOST_NAMES: [&str; 2] = ["host.docker.internal", "host.containers.internal"];
+
+fn is_host_name(name: &[u8]) -> bool {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    HOST_NAMES
+        .iter()
+        .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Decide what to answer `req` from `asker`.
 pub fn decide(table: &Table, asker: &Asker, req: &Request<'_>) -> Decision {
     let not_local = || {
@@ -41,6 +52,25 @@ pub fn decide(table: &Table, asker: &Asker, req: &Request<'_>) -> Decision {
         return not_local();
     }
     let name = req.name.as_bytes();
+    if !asker.untrusted && is_host_name(name) {
+        // As /etc/hosts would have it: the host first, whatever a container is called.
+        let found = table.host_addresses(asker.listener);
+        if !found.is_empty() {
+            let addrs: SmallVec<[IpAddr; 8]> = found
+                .into_iter()
+                .filter(|a| match req.qtype {
+                    wire::TYPE_A => a.is_ipv4(),
+                    wire::TYPE_AAAA => a.is_ipv6(),
+                    _ => false,
+                })
+                .collect();
+            return if addrs.is_empty() {
+                Decision::NoData
+            } else {
+                Decision::Addresses(addrs)
+            };
+        }
+    }
     if req.qtype == wire::TYPE_PTR {
         if let Some(addr) = wire::reverse_name_addr(name) {
             return match table.ptr(asker, addr) {
@@ -84,12 +114,16 @@ mod tests {
 
     fn setup() -> Table {
         let t = Table::new();
-        for (id, name, internal) in [("n1", "front", false), ("n2", "back", true)] {
+        let host: Vec<IpAddr> = vec!["10.1.0.1".parse().unwrap(), "fd01::1".parse().unwrap()];
+        for (id, name, internal, host) in
+            [("n1", "front", false, host), ("n2", "back", true, vec![])]
+        {
             t.add_network(&NetworkSpec {
                 id: id.into(),
                 name: name.into(),
                 internal,
                 bridge_ifindex: None,
+                host_addresses: host,
             })
             .unwrap();
         }
@@ -119,10 +153,44 @@ mod tests {
     }
 
     fn decide_for(t: &Table, src: &str, name: &str, ty: RecordType) -> Decision {
+        decide_on(t, "n1", src, name, ty)
+    }
+
+    fn decide_on(t: &Table, net: &str, src: &str, name: &str, ty: RecordType) -> Decision {
         let bytes = q(name, ty);
         let req = wire::parse(&bytes).unwrap();
-        let asker = t.asker(src.parse().unwrap(), None, t.network_key("n1").unwrap());
+        let asker = t.asker(src.parse().unwrap(), None, t.network_key(net).unwrap());
         decide(t, &asker, &req)
+    }
+
+    #[test]
+    fn host_names_answer_the_listeners_host_addresses() {
+        let t = setup();
+        for name in ["host.docker.internal", "HOST.Containers.Internal."] {
+            assert_eq!(
+                decide_for(&t, "10.1.0.2", name, RecordType::A),
+                one([10, 1, 0, 1])
+            );
+            assert_eq!(
+                decide_for(&t, "10.9.9.9", name, RecordType::AAAA),
+                Decision::Addresses(["fd01::1".parse().unwrap()].into_iter().collect())
+            );
+            assert_eq!(
+                decide_for(&t, "10.1.0.2", name, RecordType::MX),
+                Decision::NoData
+            );
+        }
+        // Not on a network without host addresses (names off there): an internal-only
+        // asker gets NXDOMAIN as for any name not local.
+        assert_eq!(
+            decide_on(&t, "n2", "10.9.9.9", "host.docker.internal", RecordType::A),
+            Decision::NxDomain
+        );
+        // Only those names: a lookalike is forwarded.
+        assert_eq!(
+            decide_for(&t, "10.1.0.2", "host.docker.internal.evil", RecordType::A),
+            Decision::Forward
+        );
     }
 
     fn one(ip: [u8; 4]) -> Decision {

@@ -175,6 +175,8 @@ impl Records {
                     name: n.name.clone(),
                     internal: n.internal,
                     bridge_ifindex: None,
+                    // Set by whoever serves it, from its `[dns]` settings.
+                    host_addresses: Vec::new(),
                 },
                 n.listen.clone(),
             ));

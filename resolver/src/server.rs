@@ -37,6 +37,8 @@ struct Inner {
     forwarder: Forwarder,
     ctx: ListenCtx,
     port: u16,
+    /// The `host_names` and `host_address` settings (a restart changes them).
+    host: ResolverConfig,
     /// Network id → its listeners. An async mutex: closing a listener awaits its TCP task.
     listeners: Mutex<HashMap<String, Vec<Listener>>>,
 }
@@ -84,6 +86,11 @@ impl Server {
                 forwarder,
                 ctx,
                 port: config.port,
+                host: ResolverConfig {
+                    host_names: config.host_names,
+                    host_address: config.host_address.clone(),
+                    ..ResolverConfig::default()
+                },
                 listeners: Mutex::new(HashMap::new()),
             }),
         })
@@ -111,6 +118,11 @@ impl Server {
     ) -> Result<Vec<SocketAddr>, ServerError> {
         let mut all = self.inner.listeners.lock().await;
         let existed = self.inner.table.network_key(&spec.id).is_some();
+        // `host.docker.internal` there: the server's setting, else the listen addresses.
+        let spec = &NetworkSpec {
+            host_addresses: self.inner.host.host_addresses(listen),
+            ..spec.clone()
+        };
         let key = self.inner.table.add_network(spec)?;
         // Keep listeners on addresses that stay; open the new ones; close the rest.
         let mut old: Vec<Listener> = all.remove(&spec.id).unwrap_or_default();

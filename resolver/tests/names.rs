@@ -187,11 +187,13 @@ async fn a_source_on_the_wrong_interface_gets_no_container_names() {
     // behind another bridge. A query claiming a beta address but arriving on lo is spoofed.
     let alpha = NetworkSpec {
         bridge_ifindex: Some(lo),
+        host_addresses: vec![],
         ..net_spec("na", "alpha")
     };
     let gw = add_net(&s, &alpha, ip(b, 1)).await;
     let beta = NetworkSpec {
         bridge_ifindex: Some(999_999),
+        host_addresses: vec![],
         ..net_spec("nb", "beta")
     };
     s.table().add_network(&beta).unwrap();
@@ -214,6 +216,7 @@ async fn a_source_on_the_wrong_interface_gets_no_container_names() {
     s.table()
         .add_network(&NetworkSpec {
             bridge_ifindex: Some(lo),
+            host_addresses: vec![],
             ..beta
         })
         .unwrap();

@@ -97,6 +97,8 @@ impl Agent {
             name: net.name.clone(),
             internal: net.internal,
             bridge_ifindex: Some(index),
+            // The DNS server fills it in from `[dns] host_names` / `host_address`.
+            host_addresses: Vec::new(),
         };
         self.inner.dns.add_network(&spec, &net.gateways()).await?;
         Ok(())

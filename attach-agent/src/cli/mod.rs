@@ -84,6 +84,14 @@ pub struct DaemonArgs {
     /// Port of the DNS listeners on each gateway.
     #[arg(long)]
     pub dns_port: Option<u16>,
+    /// Do not answer host.docker.internal and host.containers.internal (on by default: each
+    /// network's gateway, or --host-address).
+    #[arg(long)]
+    pub no_host_names: bool,
+    /// The address host.docker.internal and host.containers.internal answer (repeatable, one
+    /// per family); default: the asker's network's gateway.
+    #[arg(long = "host-address")]
+    pub host_addresses: Vec<std::net::IpAddr>,
     /// Prefix of the bridges and veths the agent makes.
     #[arg(long)]
     pub link_prefix: Option<String>,

@@ -89,6 +89,8 @@ pub struct Env {
     dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub upstreams: Vec<String>,
+    /// More flags for the daemon, at its next start.
+    pub daemon_args: Vec<String>,
     daemon: Option<Child>,
 }
 
@@ -135,6 +137,7 @@ impl Env {
             // Port 9 on loopback: nothing listens, so forwarding fails fast and never leaves
             // the machine.
             upstreams: vec!["127.0.0.1:9".into()],
+            daemon_args: vec![],
             daemon: None,
         }
     }
@@ -213,6 +216,7 @@ impl Env {
         for u in &self.upstreams {
             cmd.args(["--upstream", u]);
         }
+        cmd.args(&self.daemon_args);
         cmd
     }
 

@@ -242,6 +242,7 @@ pub(super) struct NetMeta {
     pub(super) name_lower: Box<str>,
     pub(super) internal: bool,
     pub(super) bridge_ifindex: Option<u32>,
+    pub(super) host_addresses: Box<[IpAddr]>,
 }
 
 /// Links declared by one endpoint: (alias, target), both normalised.

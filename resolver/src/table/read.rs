@@ -27,6 +27,8 @@ pub struct Asker {
     /// True when the source address claimed a container but arrived on the wrong bridge: it
     /// gets no container names at all.
     pub untrusted: bool,
+    /// The network whose gateway the query was sent to.
+    pub listener: NetKey,
 }
 
 impl Asker {
@@ -74,6 +76,7 @@ impl Table {
                 let Some(h) = asking else {
                     return Asker {
                         untrusted: true,
+                        listener,
                         ..Asker::default()
                     };
                 };
@@ -87,6 +90,7 @@ impl Table {
                     scope,
                     container: Some(h.container),
                     untrusted: false,
+                    listener,
                 }
             }
             None => {
@@ -103,6 +107,7 @@ impl Table {
                     scope,
                     container: None,
                     untrusted: false,
+                    listener,
                 }
             }
         }
@@ -307,7 +312,18 @@ impl Table {
                 name: m.name.to_string(),
                 internal: m.internal,
                 bridge_ifindex: m.bridge_ifindex,
+                host_addresses: m.host_addresses.to_vec(),
             })
             .collect()
+    }
+
+    /// What `host.docker.internal` answers for a query that came in on `listener`'s network
+    /// (none: the name is not special there).
+    pub fn host_addresses(&self, listener: NetKey) -> SmallVec<[IpAddr; 8]> {
+        self.inner
+            .nets
+            .get(&listener)
+            .map(|m| m.host_addresses.iter().copied().collect())
+            .unwrap_or_default()
     }
 }

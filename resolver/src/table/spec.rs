@@ -31,6 +31,10 @@ pub struct NetworkSpec {
     /// network's addresses is only trusted if it arrived on that interface (anti-spoofing
     /// across bridges). None (the standalone resolver): listeners on the address alone.
     pub bridge_ifindex: Option<u32>,
+    /// What `host.docker.internal` and `host.containers.internal` answer for askers on this
+    /// network; empty: those names are nobody's here. `Server::add_network` sets it from
+    /// its settings (`ResolverConfig::host_addresses`) and the network's listen addresses.
+    pub host_addresses: Vec<IpAddr>,
 }
 
 /// `--link target:alias`, declared by one endpoint.

@@ -8,6 +8,7 @@ fn net(t: &Table, id: &str, name: &str) -> NetKey {
         name: name.into(),
         internal: false,
         bridge_ifindex: None,
+        host_addresses: vec![],
     })
     .unwrap()
 }
@@ -149,6 +150,7 @@ fn shared_address_is_told_apart_by_bridge() {
             name: name.into(),
             internal: false,
             bridge_ifindex: Some(ifindex),
+            host_addresses: vec![],
         })
         .unwrap();
     }

@@ -53,6 +53,7 @@ impl Table {
                 name_lower: lower.into_boxed_str(),
                 internal: spec.internal,
                 bridge_ifindex: spec.bridge_ifindex,
+                host_addresses: spec.host_addresses.clone().into_boxed_slice(),
             },
         );
         Ok(key)

@@ -54,6 +54,7 @@ pub fn net_spec(id: &str, name: &str) -> NetworkSpec {
         name: name.into(),
         internal: false,
         bridge_ifindex: None,
+        host_addresses: vec![],
     }
 }
 
