@@ -193,3 +193,196 @@ fn host_names_answer_the_gateway_unless_configured_otherwise() {
     // Forwarded like any other name (to this test's dead upstream): no answer.
     assert!(env.getent(&a, "host.docker.internal").is_empty());
 }
+
+/// A stub upstream on a loopback address of this test's own (port 53): answers every A
+/// question with `answer` (TTL 300, so the agent caches it), other types with no records;
+/// counts the queries it got.
+struct Stub {
+    queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stub {
+    fn start(at: std::net::Ipv4Addr, answer: std::net::Ipv4Addr) -> Stub {
+        use hickory_proto::op::{Message, MessageType, OpCode};
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{RData, Record, RecordType};
+        use std::sync::atomic::Ordering;
+        let sock = std::net::UdpSocket::bind((at, 53)).expect("bind the stub upstream");
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let stub = Stub {
+            queries: Default::default(),
+            stop: Default::default(),
+        };
+        let (queries, stop) = (stub.queries.clone(), stub.stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                queries.fetch_add(1, Ordering::Relaxed);
+                let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+                r.metadata.recursion_desired = q.metadata.recursion_desired;
+                r.metadata.recursion_available = true;
+                r.add_queries(q.queries.clone());
+                if let Some(question) = q.queries.first() {
+                    if question.query_type() == RecordType::A {
+                        r.add_answer(Record::from_rdata(
+                            question.name().clone(),
+                            300,
+                            RData::A(A(answer)),
+                        ));
+                    }
+                }
+                let _ = sock.send_to(&r.to_vec().unwrap(), from);
+            }
+        });
+        stub
+    }
+
+    fn count(&self) -> usize {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `--dns` per container and `network create --dns` per network: a container's names that
+/// are not local go to its own servers, else its network's, else the host's (Podman's order);
+/// each set's answers are cached apart. `--dns-search`, `--dns-option` and `--add-host`
+/// (with `host-gateway`) end up in its resolv.conf and hosts file.
+#[test]
+fn dns_servers_per_container_and_per_network() {
+    let mut env = Env::new();
+    let o = env.octet;
+    let stub = |last: u8, answer: u8| {
+        Stub::start(
+            std::net::Ipv4Addr::new(127, o, 0, last),
+            std::net::Ipv4Addr::new(192, 0, 2, answer),
+        )
+    };
+    let (one, two, three) = (stub(53, 1), stub(54, 2), stub(55, 3));
+    let dns = |last: u8| format!("127.{o}.0.{last}");
+    let (c1, c2, c3, c4) = (
+        env.name("c1"),
+        env.name("c2"),
+        env.name("c3"),
+        env.name("c4"),
+    );
+    env.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &env.subnet(1),
+        "--dns",
+        &dns(55),
+        "front",
+    ]);
+    env.ok(&["network", "create", "--subnet", &env.subnet(2), "plain"]);
+    env.ok(&[
+        "run",
+        "--name",
+        &c1,
+        "--network",
+        "front",
+        "--dns",
+        &dns(53),
+        "--dns-search",
+        "example.test",
+        "--dns-option",
+        "ndots:2",
+        "--add-host",
+        "db.local:10.9.9.9",
+        "--add-host",
+        "gw.local:host-gateway",
+        "busybox",
+    ]);
+    env.ok(&[
+        "run",
+        "--name",
+        &c2,
+        "--network",
+        "front",
+        "--dns",
+        &dns(54),
+        "busybox",
+    ]);
+    env.ok(&["run", "--name", &c3, "--network", "front", "busybox"]);
+    env.ok(&["run", "--name", &c4, "--network", "plain", "busybox"]);
+    let ask = |c: &str| env.dig(c, &["www.example.com", "A"]);
+    assert_eq!(ask(&c1), "192.0.2.1");
+    assert_eq!(ask(&c2), "192.0.2.2", "not c1's cached answer");
+    assert_eq!(ask(&c3), "192.0.2.3", "the network's server");
+    assert_eq!(ask(&c4), "", "the host's upstream (dead here)");
+    let before = (one.count(), two.count());
+    assert_eq!(ask(&c1), "192.0.2.1");
+    assert_eq!(ask(&c2), "192.0.2.2");
+    assert_eq!(
+        (one.count(), two.count()),
+        before,
+        "answered from each one's cache"
+    );
+    // A local name never leaves the host, whatever the container's servers. (Not asked from
+    // c1: its search domain comes first for a name with fewer dots than its ndots:2.)
+    assert_eq!(env.getent(&c2, &c1), [env.ip(1, 2)]);
+    assert_eq!(three.count(), 1);
+
+    let resolv = std::fs::read_to_string(format!("/etc/netns/{c1}/resolv.conf")).unwrap();
+    assert!(resolv.contains("search example.test\n"), "{resolv}");
+    assert!(resolv.contains("options ndots:2\n"), "{resolv}");
+    let resolv2 = std::fs::read_to_string(format!("/etc/netns/{c2}/resolv.conf")).unwrap();
+    assert!(resolv2.contains("options ndots:0\n"), "{resolv2}");
+    assert_eq!(env.getent(&c1, "db.local"), ["10.9.9.9"]);
+    assert_eq!(env.getent(&c1, "gw.local"), [env.ip(1, 1)]);
+    let v = env.inspect_container(&c1);
+    assert_eq!(v["HostConfig"]["Dns"], serde_json::json!([dns(53)]));
+    assert_eq!(
+        v["HostConfig"]["DnsSearch"],
+        serde_json::json!(["example.test"])
+    );
+    assert_eq!(
+        v["HostConfig"]["DnsOptions"],
+        serde_json::json!(["ndots:2"])
+    );
+    assert_eq!(
+        v["HostConfig"]["ExtraHosts"],
+        serde_json::json!(["db.local:10.9.9.9", "gw.local:host-gateway"])
+    );
+
+    // Bad input is refused whole: nothing made.
+    let c5 = env.name("c5");
+    for bad in [
+        &["--dns", "nope"][..],
+        &["--dns-search", "a b"],
+        &["--dns-option", "ndots 2"],
+        &["--add-host", "x y:10.0.0.1"],
+        &["--add-host", "x:300.0.0.1"],
+    ] {
+        let mut args = vec!["run", "--name", &c5, "--network", "front"];
+        args.extend_from_slice(bad);
+        args.push("busybox");
+        let e = env.fails(&args);
+        assert!(
+            e.contains("invalid") || e.contains("bad format"),
+            "{bad:?}: {e}"
+        );
+        assert!(!std::path::Path::new(&format!("/run/netns/{c5}")).exists());
+    }
+    let e = env.fails(&["network", "create", "--dns", "nope", "bad"]);
+    assert!(e.contains("invalid DNS server address"), "{e}");
+
+    // After a restart each container still asks its own servers.
+    env.kill_daemon();
+    env.start_daemon();
+    assert_eq!(env.dig(&c1, &["other.example.com", "A"]), "192.0.2.1");
+    assert_eq!(env.dig(&c3, &["other.example.com", "A"]), "192.0.2.3");
+}

@@ -25,6 +25,7 @@ pub fn populated(n: u32) -> Table {
         internal: false,
         bridge_ifindex: None,
         host_addresses: vec![],
+        dns_servers: vec![],
     })
     .unwrap();
     for i in 0..n {

@@ -124,6 +124,7 @@ mod tests {
                 internal,
                 bridge_ifindex: None,
                 host_addresses: host,
+                dns_servers: vec![],
             })
             .unwrap();
         }

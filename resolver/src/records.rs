@@ -177,6 +177,7 @@ impl Records {
                     bridge_ifindex: None,
                     // Set by whoever serves it, from its `[dns]` settings.
                     host_addresses: Vec::new(),
+                    dns_servers: vec![],
                 },
                 n.listen.clone(),
             ));

@@ -10,15 +10,17 @@ use std::sync::Arc;
 
 use crate::policy::{self, Decision};
 use crate::table::{NetKey, Table};
+use crate::upstream::Servers;
 use crate::wire::{self, Rcode};
 
 /// What became of a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// `out` holds the reply.
     Reply,
-    /// Not a local name: hand the query to the forwarder.
-    Forward,
+    /// Not a local name: hand the query to the forwarder, for these servers (the asker's or
+    /// its network's) or, `None`, the host's upstreams.
+    Forward(Option<Servers>),
     /// Send nothing.
     Drop,
 }
@@ -82,7 +84,7 @@ impl Responder {
             Decision::Ptr(target) => wire::write_ptr(out, &req, &target, ttl, limit),
             Decision::NoData => wire::write_empty(out, &req, Rcode::NoError),
             Decision::NxDomain => wire::write_empty(out, &req, Rcode::NxDomain),
-            Decision::Forward => return Outcome::Forward,
+            Decision::Forward => return Outcome::Forward(self.table.servers_for(&asker)),
         }
         Outcome::Reply
     }

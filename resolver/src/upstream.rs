@@ -11,6 +11,44 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
+/// Upstream servers of some askers only (a container's `--dns`, a network's DNS servers),
+/// instead of the host's: a fixed list, and a tag that keeps their answers apart in the cache
+/// (one container's upstream's answer is never given to another asking other servers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Servers {
+    list: Arc<[SocketAddr]>,
+    tag: u64,
+}
+
+impl Servers {
+    /// `None` for an empty list (the host's upstreams then).
+    pub fn new(list: &[SocketAddr]) -> Option<Servers> {
+        if list.is_empty() {
+            return None;
+        }
+        // FNV-1a over the addresses: stable, and the same list always gets the same tag.
+        let mut tag: u64 = 0xcbf2_9ce4_8422_2325;
+        for a in list {
+            for b in a.to_string().bytes().chain([b',']) {
+                tag = (tag ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        Some(Servers {
+            list: list.into(),
+            tag,
+        })
+    }
+
+    pub fn list(&self) -> &[SocketAddr] {
+        &self.list
+    }
+
+    /// What the cache key of their answers ends with.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+}
+
 /// The current upstream servers. Cheap to clone; clones share the list.
 #[derive(Clone, Debug)]
 pub struct Upstreams {

@@ -188,12 +188,14 @@ async fn a_source_on_the_wrong_interface_gets_no_container_names() {
     let alpha = NetworkSpec {
         bridge_ifindex: Some(lo),
         host_addresses: vec![],
+        dns_servers: vec![],
         ..net_spec("na", "alpha")
     };
     let gw = add_net(&s, &alpha, ip(b, 1)).await;
     let beta = NetworkSpec {
         bridge_ifindex: Some(999_999),
         host_addresses: vec![],
+        dns_servers: vec![],
         ..net_spec("nb", "beta")
     };
     s.table().add_network(&beta).unwrap();
@@ -217,6 +219,7 @@ async fn a_source_on_the_wrong_interface_gets_no_container_names() {
         .add_network(&NetworkSpec {
             bridge_ifindex: Some(lo),
             host_addresses: vec![],
+            dns_servers: vec![],
             ..beta
         })
         .unwrap();

@@ -668,8 +668,26 @@ impl Agent {
             })?;
         let spec = endpoint_spec(c, ep, plan.v4, plan.v6);
         self.inner.dns.table().upsert_endpoint(&spec)?;
+        self.register_servers(c);
         self.refresh_etc(state, &plan.cid);
         Ok(())
+    }
+
+    /// Tell the DNS server where container `c`'s names that are not local go (its `--dns`),
+    /// once it has a record there.
+    pub(super) fn register_servers(&self, c: &Container) {
+        if !c.dns.servers.is_empty() {
+            let servers: Vec<std::net::SocketAddr> = c
+                .dns
+                .servers
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 53))
+                .collect();
+            self.inner
+                .dns
+                .table()
+                .set_container_servers(c.id.as_str(), &servers);
+        }
     }
 
     /// Undo a planned attachment whose kernel work or registration failed.

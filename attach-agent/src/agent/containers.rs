@@ -24,6 +24,7 @@ impl Agent {
             None => id.short().to_string(),
         };
         let endpoints = configured_endpoints(&state, &req.networks)?;
+        let dns = super::request::check_container_dns(&req.dns)?;
         // Last: the only step with an effect outside memory.
         let (netns, owns_netns) = match &req.netns {
             Some(p) => {
@@ -66,6 +67,7 @@ impl Agent {
             labels: req.labels.clone(),
             endpoints,
             cni: None,
+            dns,
         };
         let netns_path = c.netns.clone();
         state.containers.insert(id.clone(), c);
@@ -250,7 +252,27 @@ impl Agent {
                 }
             }
         }
-        if let Err(e) = netns::write_etc(name, &servers, &c.hostname, &own) {
+        // host-gateway: the configured host address (IPv4 first), else the gateway of the
+        // container's first attached network (Docker: its default bridge's gateway).
+        let configured = &self.config().dns.host_address;
+        let host_gateway = configured
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(configured.first())
+            .copied()
+            .or(servers.first().copied());
+        let hosts = c
+            .dns
+            .extra_hosts
+            .iter()
+            .filter_map(|h| Some((h.ip.or(host_gateway)?, h.name.as_str())))
+            .collect();
+        let extras = netns::EtcExtras {
+            search: &c.dns.search,
+            options: &c.dns.options,
+            hosts,
+        };
+        if let Err(e) = netns::write_etc(name, &servers, &c.hostname, &own, &extras) {
             tracing::warn!(container = %c.name, error = %e, "cannot write /etc/netns files");
         }
     }

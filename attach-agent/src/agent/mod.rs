@@ -44,7 +44,9 @@ use crate::kernel::netlink::{LinkMark, Netlink};
 use crate::state::{Changed, Container, Endpoint, State, StateDir};
 use attach::AttachPlan;
 pub use overlay::{Withdrawn, OVERLAY_MTU};
-pub use request::{ContainerCreate, EndpointRequest, IpamRequest, NetworkCreate};
+pub use request::{
+    ContainerCreate, ContainerDnsRequest, EndpointRequest, IpamRequest, NetworkCreate,
+};
 pub use runtime::{container_id_of, RuntimeAttach, RuntimeAttachment};
 
 struct Inner {

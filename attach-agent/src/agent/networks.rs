@@ -1,6 +1,7 @@
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
+
 use resolver::NetworkSpec;
 
 use super::request::{plan_network, NetworkCreate, NetworkPlan};
@@ -99,6 +100,14 @@ impl Agent {
             bridge_ifindex: Some(index),
             // The DNS server fills it in from `[dns] host_names` / `host_address`.
             host_addresses: Vec::new(),
+            // Checked when it was created; a state file changed by hand since is not trusted.
+            dns_servers: match super::request::network_dns_servers(&net.options) {
+                Ok(ips) => ips.into_iter().map(|ip| SocketAddr::new(ip, 53)).collect(),
+                Err(e) => {
+                    tracing::warn!(network = %net.name, error = %e, "ignoring the network's DNS servers");
+                    vec![]
+                }
+            },
         };
         self.inner.dns.add_network(&spec, &net.gateways()).await?;
         Ok(())

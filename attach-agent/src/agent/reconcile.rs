@@ -64,7 +64,10 @@ impl Agent {
                         .table()
                         .upsert_endpoint(&endpoint_spec(&c, ep, a.v4, a.v6))
                     {
-                        Ok(_) => kept += 1,
+                        Ok(_) => {
+                            self.register_servers(&c);
+                            kept += 1
+                        }
                         Err(err) => {
                             tracing::error!(container = %c.name, network = %ep.network_id, error = %err, "cannot register an endpoint");
                             failed += 1;

@@ -64,6 +64,119 @@ pub struct ContainerCreate {
     pub labels: BTreeMap<String, String>,
     /// Networks to attach at start, in order.
     pub networks: Vec<(String, EndpointRequest)>,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`, as typed.
+    pub dns: ContainerDnsRequest,
+}
+
+/// A container's DNS settings as the user typed them (`HostConfig.Dns`, `DnsSearch`,
+/// `DnsOptions`, `ExtraHosts`).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerDnsRequest {
+    pub servers: Vec<String>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+    pub extra_hosts: Vec<String>,
+}
+
+/// The network option naming DNS servers for every container on it that has none of its own
+/// (Podman's `network create --dns`): IP addresses separated by commas.
+pub const NETWORK_DNS_OPTION: &str = "attach-agent.dns_servers";
+
+fn dns_server(s: &str) -> Result<IpAddr> {
+    let ip: IpAddr = s.trim().parse().map_err(|_| {
+        AgentError::Invalid(format!(
+            "invalid DNS server address {s:?}: an IPv4 or IPv6 address"
+        ))
+    })?;
+    if ip.is_unspecified() || ip.is_multicast() {
+        return Err(AgentError::Invalid(format!(
+            "invalid DNS server address {s:?}: not a host's address"
+        )));
+    }
+    Ok(ip)
+}
+
+/// The DNS servers of a network's options (none when the option is absent).
+pub fn network_dns_servers(options: &BTreeMap<String, String>) -> Result<Vec<IpAddr>> {
+    match options.get(NETWORK_DNS_OPTION) {
+        None => Ok(vec![]),
+        Some(list) => list
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(dns_server)
+            .collect(),
+    }
+}
+
+/// Check a container's DNS settings: addresses, domains and options that go into its
+/// resolv.conf and hosts file must not be able to forge a line there (no spaces, newlines or
+/// comment characters), with Docker's forms (`NAME:IP` or `NAME=IP`, `host-gateway`).
+pub fn check_container_dns(req: &ContainerDnsRequest) -> Result<crate::state::ContainerDns> {
+    let servers = req
+        .servers
+        .iter()
+        .map(|s| dns_server(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut search = Vec::new();
+    for d in req.search.iter().map(|d| d.trim()) {
+        // "." alone: no search domains (resolv.conf's way of saying so).
+        if d != "." && !crate::names::is_valid_hostname(d.trim_end_matches('.')) {
+            return Err(AgentError::Invalid(format!(
+                "invalid DNS search domain {d:?}: a domain name of letters, digits, '-' and dots"
+            )));
+        }
+        search.push(d.to_string());
+    }
+    let mut options = Vec::new();
+    for o in req.options.iter().map(|o| o.trim()) {
+        let (key, value) = o.split_once(':').unwrap_or((o, ""));
+        let key_ok = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let value_ok =
+            !o.contains(':') || (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()));
+        if !key_ok || !value_ok {
+            return Err(AgentError::Invalid(format!(
+                "invalid DNS option {o:?}: NAME or NAME:NUMBER, as ndots:2 or edns0"
+            )));
+        }
+        options.push(o.to_string());
+    }
+    let mut extra_hosts = Vec::new();
+    for h in &req.extra_hosts {
+        // NAME:IP or NAME=IP; an IPv6 address has colons, a name none.
+        let split = h.split_once('=').or_else(|| h.split_once(':'));
+        let Some((name, addr)) = split else {
+            return Err(AgentError::Invalid(format!(
+                "bad format for add-host: {h:?} (NAME:IP, NAME=IP or NAME:host-gateway)"
+            )));
+        };
+        let (name, addr) = (name.trim(), addr.trim());
+        if !crate::names::is_valid_hostname(name) {
+            return Err(AgentError::Invalid(format!(
+                "invalid host name {name:?} in add-host: letters, digits, '-' and dots"
+            )));
+        }
+        let addr = addr.trim_start_matches('[').trim_end_matches(']');
+        let ip = if addr == "host-gateway" {
+            None
+        } else {
+            Some(addr.parse::<IpAddr>().map_err(|_| {
+                AgentError::Invalid(format!("invalid IP address in add-host: {addr:?}"))
+            })?)
+        };
+        extra_hosts.push(crate::state::ExtraHost {
+            name: name.to_string(),
+            ip,
+        });
+    }
+    Ok(crate::state::ContainerDns {
+        servers,
+        search,
+        options,
+        extra_hosts,
+    })
 }
 
 /// A container or network name: DNS label rules, no `/` or `..`, short enough for a file name
@@ -246,6 +359,7 @@ pub struct NetworkPlan {
 /// Check a `network create` against the subnets already taken, with Docker's errors.
 pub fn plan_network(req: &NetworkCreate, taken: &[IpNet]) -> Result<NetworkPlan> {
     check_name(&req.name)?;
+    network_dns_servers(&req.options)?;
     let driver = match req.driver.as_deref().filter(|d| !d.is_empty()) {
         None => Driver::Bridge,
         Some(name) => {
@@ -364,6 +478,48 @@ mod tests {
         // A network without IPv6 refuses every IPv6 address.
         let v4_only = test_network("back", "10.6.0.0/24", None);
         assert!(check_endpoint(&req(|r| r.ipv6 = Some("fd00:6::1".into())), &v4_only).is_err());
+    }
+
+    #[test]
+    fn container_dns_settings_cannot_forge_a_line() {
+        let req = |f: fn(&mut ContainerDnsRequest)| {
+            let mut r = ContainerDnsRequest::default();
+            f(&mut r);
+            check_container_dns(&r)
+        };
+        let ok = req(|r| {
+            r.servers = vec!["10.0.0.53".into(), "fd00::53".into()];
+            r.search = vec!["example.test".into(), ".".into()];
+            r.options = vec!["ndots:2".into(), "edns0".into(), "use-vc".into()];
+            r.extra_hosts = vec![
+                "db:10.1.2.3".into(),
+                "gw=host-gateway".into(),
+                "v6:[fd00::1]".into(),
+                "v6b:fd00::2".into(),
+            ];
+        })
+        .unwrap();
+        assert_eq!(ok.extra_hosts[1].ip, None);
+        assert_eq!(ok.extra_hosts[2].ip, Some("fd00::1".parse().unwrap()));
+        assert_eq!(ok.extra_hosts[3].ip, Some("fd00::2".parse().unwrap()));
+        for bad in [
+            req(|r| r.servers = vec!["nope".into()]),
+            req(|r| r.servers = vec!["0.0.0.0".into()]),
+            req(|r| r.search = vec!["a\nnameserver 6.6.6.6".into()]),
+            req(|r| r.search = vec!["a b".into()]),
+            req(|r| r.options = vec!["ndots:2\nnameserver 6.6.6.6".into()]),
+            req(|r| r.options = vec!["ndots:".into()]),
+            req(|r| r.options = vec!["nd ots".into()]),
+            req(|r| r.extra_hosts = vec!["x\n10.0.0.1 evil:10.0.0.1".into()]),
+            req(|r| r.extra_hosts = vec!["nohost".into()]),
+        ] {
+            assert!(bad.is_err(), "{bad:?}");
+        }
+        let mut opts = BTreeMap::new();
+        opts.insert(NETWORK_DNS_OPTION.to_string(), "10.0.0.1, fd00::1".to_string());
+        assert_eq!(network_dns_servers(&opts).unwrap().len(), 2);
+        opts.insert(NETWORK_DNS_OPTION.to_string(), "10.0.0.1,bad".to_string());
+        assert!(network_dns_servers(&opts).is_err());
     }
 
     #[test]

@@ -150,6 +150,7 @@ fn runtime_container(
         cni: Some(CniOwner {
             container_id: req.runtime_id.clone(),
         }),
+        dns: Default::default(),
     }
 }
 

@@ -26,6 +26,10 @@ pub(super) async fn create(client: &Client, args: &CreateArgs) -> Result<String,
         labels: Some(key_values(&args.labels)),
         host_config: Some(types::HostConfig {
             network_mode: args.network.clone().unwrap_or_else(|| "none".into()),
+            dns: Some(args.dns.clone()),
+            dns_search: Some(args.dns_search.clone()),
+            dns_options: Some(args.dns_options.clone()),
+            extra_hosts: Some(args.add_hosts.clone()),
         }),
         networking_config: Some(types::NetworkingConfig {
             endpoints_config: endpoints,

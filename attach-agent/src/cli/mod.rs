@@ -152,6 +152,10 @@ pub enum NetworkCmd {
         labels: Vec<String>,
         #[arg(short = 'o', long = "opt")]
         opts: Vec<String>,
+        /// DNS server for the names that are not local of every container on it without its
+        /// own --dns (repeatable; Podman's --dns): the option attach-agent.dns_servers.
+        #[arg(long = "dns")]
+        dns: Vec<String>,
         name: String,
     },
     /// Connect a container to a network.
@@ -254,6 +258,19 @@ pub struct CreateArgs {
     /// The MAC of the interface on `--network`.
     #[arg(long = "mac-address")]
     pub mac_address: Option<String>,
+    /// Upstream DNS server for this container's names that are not local (repeatable): the
+    /// gateway DNS forwards them there instead of to the network's or the host's.
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// A search domain for its resolv.conf (repeatable).
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// An option for its resolv.conf, e.g. ndots:2 (repeatable).
+    #[arg(long = "dns-option")]
+    pub dns_options: Vec<String>,
+    /// A line for its hosts file, NAME:IP (IP may be host-gateway) (repeatable).
+    #[arg(long = "add-host")]
+    pub add_hosts: Vec<String>,
     #[command(flatten)]
     pub endpoint: EndpointArgs,
     #[arg(long = "label", short = 'l')]

@@ -23,8 +23,16 @@ pub(super) async fn run(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientE
             driver,
             labels,
             opts,
+            dns,
             name,
         } => {
+            let mut options = key_values(&opts);
+            if !dns.is_empty() {
+                options.insert(
+                    crate::agent::request::NETWORK_DNS_OPTION.to_string(),
+                    dns.join(","),
+                );
+            }
             let req = types::NetworkCreateRequest {
                 name,
                 check_duplicate: true,
@@ -37,7 +45,7 @@ pub(super) async fn run(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientE
                     config: Some(ipam_config(&subnets, &ip_ranges, &gateways)?),
                 }),
                 enable_ipv6: Some(ipv6),
-                options: Some(key_values(&opts)),
+                options: Some(options),
                 labels: Some(key_values(&labels)),
                 ..Default::default()
             };

@@ -12,7 +12,7 @@ use super::foreground::{ForegroundRuns, Inspect};
 use super::networks::endpoint_request;
 use super::version::{self, ApiVersion};
 use super::{bad_request, json_body, render, types, ApiError, ApiResult};
-use crate::agent::{Agent, ContainerCreate, EndpointRequest};
+use crate::agent::{Agent, ContainerCreate, ContainerDnsRequest, EndpointRequest};
 use crate::error::AgentError;
 use crate::ids::ContainerId;
 
@@ -146,6 +146,15 @@ pub(super) async fn create(
             netns: req.netns.map(Into::into),
             labels: req.labels.unwrap_or_default(),
             networks,
+            dns: req
+                .host_config
+                .map(|h| ContainerDnsRequest {
+                    servers: h.dns.unwrap_or_default(),
+                    search: h.dns_search.unwrap_or_default(),
+                    options: h.dns_options.unwrap_or_default(),
+                    extra_hosts: h.extra_hosts.unwrap_or_default(),
+                })
+                .unwrap_or_default(),
         })
         .await
         .map_err(|e| match e {

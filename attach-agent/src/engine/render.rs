@@ -181,6 +181,7 @@ pub fn container_summary(c: &Container, state: &State, v: ApiVersion) -> Contain
         status,
         host_config: HostConfig {
             network_mode: network_mode(c, state),
+            ..HostConfig::default()
         },
         network_settings: SummaryNetworkSettings {
             networks: networks_of(c, state, v),
@@ -227,7 +228,20 @@ pub fn container_json(c: &Container, state: &State, v: ApiVersion) -> ContainerJ
                 name: "no".into(),
                 maximum_retry_count: 0,
             },
-            ..HostConfigJson::default()
+            auto_remove: false,
+            dns: c.dns.servers.iter().map(ToString::to_string).collect(),
+            dns_search: c.dns.search.clone(),
+            dns_options: c.dns.options.clone(),
+            extra_hosts: (!c.dns.extra_hosts.is_empty()).then(|| {
+                c.dns
+                    .extra_hosts
+                    .iter()
+                    .map(|h| match h.ip {
+                        Some(ip) => format!("{}:{ip}", h.name),
+                        None => format!("{}:host-gateway", h.name),
+                    })
+                    .collect()
+            }),
         },
         config: ContainerConfig {
             hostname: c.hostname.clone(),

@@ -166,6 +166,14 @@ pub struct PruneResponse {
 #[serde(rename_all = "PascalCase", default)]
 pub struct HostConfig {
     pub network_mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_search: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_options: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_hosts: Option<Vec<String>>,
 }
 
 /// `{"Type": "json-file", "Config": {}}`: the Engine's default log driver, as its inspect

@@ -244,6 +244,16 @@ fn etc_dir(name: &str) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// What a container's /etc files say besides its gateways and its own addresses: `--dns-search`
+/// domains, `--dns-option`s and `--add-host` lines, already checked (no whitespace or
+/// newline can reach the files).
+#[derive(Debug, Default)]
+pub struct EtcExtras<'a> {
+    pub search: &'a [String],
+    pub options: &'a [String],
+    pub hosts: Vec<(IpAddr, &'a str)>,
+}
+
 /// Write /etc/netns/NAME/resolv.conf (the gateways of the container's networks) and
 /// /etc/netns/NAME/hosts, atomically, so `ip netns exec NAME` resolves through the agent.
 pub fn write_etc(
@@ -251,6 +261,7 @@ pub fn write_etc(
     nameservers: &[IpAddr],
     hostname: &str,
     own: &[IpAddr],
+    extras: &EtcExtras,
 ) -> io::Result<()> {
     let dir = etc_dir(name)?;
     std::fs::create_dir_all(&dir)?;
@@ -258,10 +269,21 @@ pub fn write_etc(
     for ns in nameservers {
         resolv.push_str(&format!("nameserver {ns}\n"));
     }
-    resolv.push_str("options ndots:0\n");
+    if !extras.search.is_empty() {
+        resolv.push_str(&format!("search {}\n", extras.search.join(" ")));
+    }
+    // ndots:0 (as Docker's embedded DNS sets it) unless the user chose one.
+    let mut options: Vec<&str> = extras.options.iter().map(String::as_str).collect();
+    if !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.insert(0, "ndots:0");
+    }
+    resolv.push_str(&format!("options {}\n", options.join(" ")));
     let mut hosts = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
+    for (ip, host) in &extras.hosts {
+        hosts.push_str(&format!("{ip}\t{host}\n"));
+    }
     for a in own {
         hosts.push_str(&format!("{a}\t{hostname}\n"));
     }

@@ -14,7 +14,10 @@ pub mod journal;
 pub mod model;
 
 pub use disk::{Changed, Saving, StateDir};
-pub use model::{Attached, CniOwner, Container, Driver, Endpoint, Network, RunState, State, Undo};
+pub use model::{
+    Attached, CniOwner, Container, ContainerDns, Driver, Endpoint, ExtraHost, Network, RunState,
+    State, Undo,
+};
 
 /// A local network on `subnet` (and `v6`, if given) for unit tests of what reads networks.
 #[cfg(test)]
@@ -89,6 +92,7 @@ mod tests {
             state_since: String::new(),
             labels: BTreeMap::new(),
             cni: None,
+            dns: Default::default(),
             endpoints: eps
                 .iter()
                 .map(|(net, v4)| Endpoint {

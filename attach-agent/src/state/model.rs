@@ -255,6 +255,37 @@ pub struct Container {
     /// process and namespace, and it leaves when its last attachment is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniOwner>,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
+    #[serde(default, skip_serializing_if = "ContainerDns::is_empty")]
+    pub dns: ContainerDns,
+}
+
+/// What a container's resolver is told besides its networks' gateways, as `docker run` takes
+/// it: its own upstream servers (the gateway DNS forwards its names that are not local there,
+/// instead of to the host's), search domains and options for its resolv.conf, and extra
+/// lines for its hosts file. Checked before it is kept (`agent::request::check_container_dns`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerDns {
+    pub servers: Vec<IpAddr>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+    pub extra_hosts: Vec<ExtraHost>,
+}
+
+impl ContainerDns {
+    pub fn is_empty(&self) -> bool {
+        *self == ContainerDns::default()
+    }
+}
+
+/// `--add-host NAME:IP` (`IP` may be `host-gateway`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraHost {
+    pub name: String,
+    /// `None`: `host-gateway`, the host's address as the container sees it (the configured
+    /// `host_address`, else the gateway of its first network).
+    pub ip: Option<IpAddr>,
 }
 
 /// Who a CNI-attached container belongs to.

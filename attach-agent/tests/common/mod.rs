@@ -374,6 +374,13 @@ impl Env {
         v[0].clone()
     }
 
+    /// `container inspect` of one container.
+    pub fn inspect_container(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["container", "inspect", name]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0].clone()
+    }
+
     /// The full id of a container.
     pub fn container_id(&self, container: &str) -> String {
         let out = self.ok(&["container", "inspect", container]);

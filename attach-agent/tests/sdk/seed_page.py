@@ -165,6 +165,24 @@ expect_error(
 )
 assert f"{P}-c5" not in names_of_all()
 
+# --- DNS options as the SDK sends them (HostConfig.Dns, DnsSearch, DnsOptions, ExtraHosts) -
+h = client.containers.run("busybox", "sleep 1000", name=f"{P}-h", network="dual", detach=True,
+                          dns=[f"127.{O}.0.53"], dns_search=["example.test"], dns_opt=["ndots:3"],
+                          extra_hosts={"db.local": "10.9.9.9", "gw.local": "host-gateway"})
+h.reload()
+hc = h.attrs["HostConfig"]
+assert hc["Dns"] == [f"127.{O}.0.53"] and hc["DnsSearch"] == ["example.test"], hc
+assert hc["DnsOptions"] == ["ndots:3"], hc
+assert sorted(hc["ExtraHosts"]) == ["db.local:10.9.9.9", "gw.local:host-gateway"], hc
+resolv = open(f"/etc/netns/{h.name}/resolv.conf").read()
+assert "search example.test\n" in resolv and "options ndots:3\n" in resolv, resolv
+hosts = open(f"/etc/netns/{h.name}/hosts").read()
+assert "10.9.9.9\tdb.local\n" in hosts and f"10.{O}.200.1\tgw.local\n" in hosts, hosts
+expect_error(400, "invalid DNS server address", client.containers.create, "busybox",
+             name=f"{P}-bad", network="dual", dns=["not-an-ip"])
+assert f"{P}-bad" not in names_of_all()
+h.remove(force=True)
+
 # --- runs: detached works, in the foreground is refused with words and leaves nothing ----
 d = client.containers.run("busybox", "sleep 1000", name=f"{P}-d", network="dual", detach=True)
 d.reload()

@@ -38,7 +38,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::cache::{Cache, CacheLimits};
-use crate::upstream::Upstreams;
+use crate::upstream::{Servers, Upstreams};
 use crate::wire::{self, Rcode};
 use budget::{Budget, Refusal};
 use health::{Health, Order, PROBE_EVERY};
@@ -203,13 +203,16 @@ impl Forwarder {
         &self.inner.budget
     }
 
-    /// Take `query` (raw bytes as `asker` sent them; already known to parse) for forwarding:
-    /// answered into `out` at once from the cache (or REFUSED over a cap), or sent upstream
-    /// with its reply going to `reply_to`. Never waits.
+    /// Take `query` (raw bytes as `asker` sent them; already known to parse) for forwarding
+    /// to `servers` (the asker's own; `None`: the host's upstreams): answered into `out` at
+    /// once from the cache (or REFUSED over a cap), or sent upstream with its reply going to
+    /// `reply_to`. Never waits. Answers of other servers than the host's are cached apart,
+    /// under their servers' tag.
     pub fn start(
         &self,
         query: &[u8],
         asker: IpAddr,
+        servers: Option<&Servers>,
         transport: Transport,
         reply_to: ReplyTo,
         out: &mut Vec<u8>,
@@ -224,7 +227,10 @@ impl Forwarder {
             Transport::Udp => req.udp_limit(),
             Transport::Tcp => wire::TCP_LIMIT,
         };
-        let key = wire::cache_key(&req);
+        let mut key = wire::cache_key(&req);
+        if let Some(s) = servers {
+            key.extend_from_slice(&s.tag().to_be_bytes());
+        }
         if inner.cache.get(&key, &req, out) {
             inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             fit(out, &req, limit);
@@ -249,7 +255,10 @@ impl Forwarder {
             question_end: req.question_end,
             key: key.as_slice().into(),
             upstream: SmallVec::from_vec(upstream),
-            order: inner.health.order(&inner.upstreams.current()),
+            order: match servers {
+                Some(s) => inner.health.order(s.list()),
+                None => inner.health.order(&inner.upstreams.current()),
+            },
             next: 0,
             limit,
             reply_to,
@@ -265,10 +274,23 @@ impl Forwarder {
     }
 
     /// The reply to `query` from `asker`, however long forwarding takes (TCP askers).
-    pub async fn forward(&self, query: &[u8], asker: IpAddr, transport: Transport) -> Vec<u8> {
+    pub async fn forward(
+        &self,
+        query: &[u8],
+        asker: IpAddr,
+        servers: Option<&Servers>,
+        transport: Transport,
+    ) -> Vec<u8> {
         let (tx, rx) = oneshot::channel();
         let mut out = Vec::new();
-        match self.start(query, asker, transport, ReplyTo::Waiter(tx), &mut out) {
+        match self.start(
+            query,
+            asker,
+            servers,
+            transport,
+            ReplyTo::Waiter(tx),
+            &mut out,
+        ) {
             Started::Replied => out,
             Started::Pending => match rx.await {
                 Ok(reply) => reply,

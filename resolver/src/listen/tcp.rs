@@ -106,11 +106,13 @@ async fn serve(stream: TcpStream, peer: SocketAddr, net: NetKey, ctx: &ListenCtx
                     }
                 }
                 Outcome::Drop => break,
-                Outcome::Forward => {
+                Outcome::Forward(servers) => {
                     let (fwd, tx) = (ctx.forwarder.clone(), tx.clone());
                     let asker = peer.ip();
                     forwards.spawn(async move {
-                        let reply = fwd.forward(&msg, asker, Transport::Tcp).await;
+                        let reply = fwd
+                            .forward(&msg, asker, servers.as_ref(), Transport::Tcp)
+                            .await;
                         let _ = tx.send(reply).await;
                         drop(permit);
                     });

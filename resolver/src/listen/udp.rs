@@ -117,16 +117,20 @@ pub(super) fn serve(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: 
             match ctx.responder.respond(query, &arrival, &mut b.outs[i]) {
                 Outcome::Reply => queue(&mut b, i, &mut replies),
                 Outcome::Drop => {}
-                Outcome::Forward => {
+                Outcome::Forward(servers) => {
                     let reply_to = ReplyTo::Udp {
                         socket: sock.clone(),
                         client: src,
                     };
                     let out = &mut b.outs[i];
-                    match ctx
-                        .forwarder
-                        .start(query, src.ip(), Transport::Udp, reply_to, out)
-                    {
+                    match ctx.forwarder.start(
+                        query,
+                        src.ip(),
+                        servers.as_ref(),
+                        Transport::Udp,
+                        reply_to,
+                        out,
+                    ) {
                         Started::Replied => queue(&mut b, i, &mut replies),
                         Started::Pending => {}
                     }

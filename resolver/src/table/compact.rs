@@ -233,6 +233,8 @@ pub(super) struct Container {
     pub(super) id: ContainerId,
     /// Its networks in the order it was connected to them: what its queries search.
     pub(super) scope: SmallVec<[ScopeEntry; 2]>,
+    /// Its own upstream servers (`--dns`), if it has any.
+    pub(super) servers: Option<crate::upstream::Servers>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +245,8 @@ pub(super) struct NetMeta {
     pub(super) internal: bool,
     pub(super) bridge_ifindex: Option<u32>,
     pub(super) host_addresses: Box<[IpAddr]>,
+    /// The network's upstream servers for its askers without servers of their own.
+    pub(super) servers: Option<crate::upstream::Servers>,
 }
 
 /// Links declared by one endpoint: (alias, target), both normalised.

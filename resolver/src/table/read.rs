@@ -313,8 +313,30 @@ impl Table {
                 internal: m.internal,
                 bridge_ifindex: m.bridge_ifindex,
                 host_addresses: m.host_addresses.to_vec(),
+                dns_servers: m
+                    .servers
+                    .as_ref()
+                    .map(|s| s.list().to_vec())
+                    .unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Where `asker`'s names that are not local go: its container's own servers, else those
+    /// of the network it asked on, else (`None`) the host's upstreams. Podman's order.
+    pub fn servers_for(&self, asker: &Asker) -> Option<crate::upstream::Servers> {
+        let own = asker.container.and_then(|k| {
+            self.inner
+                .containers
+                .get(&k)
+                .and_then(|c| c.servers.clone())
+        });
+        own.or_else(|| {
+            self.inner
+                .nets
+                .get(&asker.listener)
+                .and_then(|m| m.servers.clone())
+        })
     }
 
     /// What `host.docker.internal` answers for a query that came in on `listener`'s network

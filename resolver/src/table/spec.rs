@@ -35,6 +35,9 @@ pub struct NetworkSpec {
     /// network; empty: those names are nobody's here. `Server::add_network` sets it from
     /// its settings (`ResolverConfig::host_addresses`) and the network's listen addresses.
     pub host_addresses: Vec<IpAddr>,
+    /// Where names not local go for askers on this network that have no servers of their
+    /// own (Podman's `network create --dns`); empty: the host's upstreams.
+    pub dns_servers: Vec<std::net::SocketAddr>,
 }
 
 /// `--link target:alias`, declared by one endpoint.

@@ -9,6 +9,7 @@ fn net(t: &Table, id: &str, name: &str) -> NetKey {
         internal: false,
         bridge_ifindex: None,
         host_addresses: vec![],
+        dns_servers: vec![],
     })
     .unwrap()
 }
@@ -151,6 +152,7 @@ fn shared_address_is_told_apart_by_bridge() {
             internal: false,
             bridge_ifindex: Some(ifindex),
             host_addresses: vec![],
+            dns_servers: vec![],
         })
         .unwrap();
     }

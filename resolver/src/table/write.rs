@@ -54,6 +54,7 @@ impl Table {
                 internal: spec.internal,
                 bridge_ifindex: spec.bridge_ifindex,
                 host_addresses: spec.host_addresses.clone().into_boxed_slice(),
+                servers: crate::upstream::Servers::new(&spec.dns_servers),
             },
         );
         Ok(key)
@@ -197,6 +198,19 @@ impl Table {
             .find(|k| self.inner.containers.get(k).is_some_and(|c| c.id == id))
     }
 
+    /// Give container `id` upstream servers of its own (`--dns`; empty: none, the network's
+    /// or the host's then). Kept while it has endpoints here; set again after each
+    /// `upsert_endpoint` of a new container (a container's record goes with its last
+    /// endpoint).
+    pub fn set_container_servers(&self, id: &str, servers: &[std::net::SocketAddr]) {
+        let _w = self.lock();
+        if let Some(k) = self.find_container(id) {
+            if let Some(mut c) = self.inner.containers.get_mut(&k) {
+                c.servers = crate::upstream::Servers::new(servers);
+            }
+        }
+    }
+
     fn new_container(&self, id: &str) -> ContainerKey {
         let k = self.inner.next_container.fetch_add(1, Ordering::Relaxed);
         self.inner.containers.insert(
@@ -204,6 +218,7 @@ impl Table {
             Container {
                 id: ContainerId::new(id),
                 scope: SmallVec::new(),
+                servers: None,
             },
         );
         hold(

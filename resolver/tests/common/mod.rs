@@ -55,6 +55,7 @@ pub fn net_spec(id: &str, name: &str) -> NetworkSpec {
         internal: false,
         bridge_ifindex: None,
         host_addresses: vec![],
+        dns_servers: vec![],
     }
 }
 
