@@ -69,6 +69,23 @@ pub fn mac_for(v4: std::net::Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// An endpoint's MAC: Docker's from its IPv4 address; on an IPv6-only network `02:42`
+/// followed by the last four bytes of its IPv6 address (distinct within any subnet of /96 or
+/// longer, and the same after every restart).
+pub fn mac_for_addresses(
+    v4: Option<std::net::Ipv4Addr>,
+    v6: Option<std::net::Ipv6Addr>,
+) -> [u8; 6] {
+    match (v4, v6) {
+        (Some(v4), _) => mac_for(v4),
+        (None, Some(v6)) => {
+            let o = v6.octets();
+            [0x02, 0x42, o[12], o[13], o[14], o[15]]
+        }
+        (None, None) => [0x02, 0x42, 0, 0, 0, 1],
+    }
+}
+
 fn to_u128(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u32::from(a) as u128,

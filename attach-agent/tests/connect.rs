@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Env;
+use common::{Env, ProcessNetns};
 
 #[test]
 fn connect_page_examples() {
@@ -763,4 +763,85 @@ fn the_default_route_follows_gateway_priority_as_in_docker() {
     assert!(default4().contains(&via(2)), "{}", default4());
     let routes = default4();
     assert_eq!(routes.lines().count(), 1, "one default route: {routes}");
+}
+
+/// A namespace the agent was given keeps the default route another plugin set up there: the
+/// agent adds its own only where there is none, and takes one over only from its own
+/// endpoints. Interface names an endpoint asks for are not handed out to the others.
+#[test]
+fn a_given_namespaces_default_route_is_kept_and_asked_names_are_reserved() {
+    use std::process::Command;
+    let env = Env::new();
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "agentnet"]);
+    env.ok(&["network", "create", "--subnet", &env.subnet(2), "second"]);
+    let sandbox = ProcessNetns::new();
+    let path = sandbox.path();
+    let inside = |args: &[&str]| {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={path}"))
+            .args(args)
+            .output()
+            .expect("nsenter");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // Another plugin's interface and default route.
+    let theirs = env.ip(9, 1);
+    inside(&[
+        "ip", "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+    ]);
+    inside(&["ip", "link", "set", "other1", "up"]);
+    inside(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/24", env.ip(9, 2)),
+        "dev",
+        "other0",
+    ]);
+    inside(&["ip", "link", "set", "other0", "up"]);
+    inside(&["ip", "route", "add", "default", "via", &theirs]);
+    let c = env.name("given");
+    env.ok(&[
+        "run",
+        "--name",
+        &c,
+        "--netns",
+        &path,
+        "--network",
+        "agentnet",
+        "busybox",
+    ]);
+    env.ok(&["network", "connect", "second", &c]);
+    let routes = inside(&["ip", "-4", "route", "show", "default"]);
+    assert!(routes.contains(&format!("via {theirs} ")), "{routes}");
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+
+    // `--driver-opt com.docker.network.endpoint.ifname=eth0` on the second network of a
+    // stopped container: its first network gets another name at the start.
+    let d = env.name("named");
+    env.ok(&[
+        "container",
+        "create",
+        "--name",
+        &d,
+        "--network",
+        "agentnet",
+        "busybox",
+    ]);
+    env.ok(&[
+        "network",
+        "connect",
+        "--driver-opt",
+        "com.docker.network.endpoint.ifname=eth0",
+        "second",
+        &d,
+    ]);
+    env.ok(&["container", "start", &d]);
+    assert_eq!(env.addrs_in(&d, "eth0"), [format!("{}/24", env.ip(2, 3))]);
+    assert_eq!(env.addrs_in(&d, "eth1"), [format!("{}/24", env.ip(1, 3))]);
 }

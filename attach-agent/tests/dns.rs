@@ -386,3 +386,115 @@ fn dns_servers_per_container_and_per_network() {
     assert_eq!(env.dig(&c1, &["other.example.com", "A"]), "192.0.2.1");
     assert_eq!(env.dig(&c3, &["other.example.com", "A"]), "192.0.2.3");
 }
+
+/// An IPv6-only network (`--ipv4=false`) end to end: interfaces with IPv6 alone, the default
+/// route over IPv6, the DNS server on the IPv6 gateway alone, AAAA and PTR in ip6.arpa, A
+/// without answers, `host.docker.internal` over IPv6; and it comes back after a restart.
+#[test]
+fn an_ipv6_only_network_serves_the_same_dns() {
+    let mut env = Env::new();
+    let o = env.octet;
+    let v6net = format!("fd{o:02x}:6::/64");
+    let gw = format!("fd{o:02x}:6::1");
+    let refused = env.fails(&["network", "create", "--ipv4=false", "--subnet", &v6net, "x"]);
+    assert!(refused.contains("needs --ipv6"), "{refused}");
+    let refused = env.fails(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--ipv4=false",
+        "--subnet",
+        &env.subnet(1),
+        "--subnet",
+        &v6net,
+        "x",
+    ]);
+    assert!(refused.contains("IPv4 is disabled"), "{refused}");
+    env.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--ipv4=false",
+        "--subnet",
+        &v6net,
+        "v6only",
+    ]);
+    let (a, b) = (env.name("a"), env.name("b"));
+    env.ok(&[
+        "run",
+        "--name",
+        &a,
+        "--network",
+        "v6only",
+        "--alias",
+        "web",
+        "busybox",
+    ]);
+    env.ok(&["run", "--name", &b, "--network", "v6only", "busybox"]);
+    let a_ip = format!("fd{o:02x}:6::2");
+    let addrs = env
+        .exec(&a, &["ip", "-o", "addr", "show", "dev", "eth0"])
+        .stdout;
+    assert!(addrs.contains(&format!("{a_ip}/64")), "{addrs}");
+    assert!(!addrs.contains(" inet "), "no IPv4 address: {addrs}");
+    let r6 = env
+        .exec(&a, &["ip", "-6", "route", "show", "default"])
+        .stdout;
+    assert!(r6.contains(&format!("via {gw} ")), "{r6}");
+    assert!(env
+        .exec(&a, &["ip", "-4", "route", "show", "default"])
+        .stdout
+        .trim()
+        .is_empty());
+    let resolv = std::fs::read_to_string(format!("/etc/netns/{b}/resolv.conf")).unwrap();
+    assert!(resolv.contains(&format!("nameserver {gw}\n")), "{resolv}");
+    assert_eq!(resolv.matches("nameserver").count(), 1, "{resolv}");
+    // Names, aliases, NAME.NETWORK: AAAA; A: NOERROR without answers.
+    for name in [a.clone(), "web".into(), format!("{a}.v6only")] {
+        assert_eq!(env.dig(&b, &[&name, "AAAA"]), a_ip, "{name}");
+        let full = env
+            .exec(&b, &["dig", "+time=2", "+tries=1", &name, "A"])
+            .stdout;
+        assert!(
+            full.contains("status: NOERROR") && full.contains("ANSWER: 0"),
+            "{full}"
+        );
+    }
+    assert_eq!(env.getent(&b, &a), [a_ip.as_str()]);
+    assert_eq!(env.dig(&b, &["-x", &a_ip]), format!("{a}.v6only."));
+    assert_eq!(env.dig(&b, &["host.docker.internal", "AAAA"]), gw);
+    assert_eq!(env.dig(&b, &["host.docker.internal", "A"]), "");
+    let v = env.inspect_container(&a);
+    let ep = &v["NetworkSettings"]["Networks"]["v6only"];
+    assert_eq!(ep["IPAddress"], "");
+    assert_eq!(ep["GlobalIPv6Address"], a_ip.as_str());
+    let n = env.inspect_network("v6only");
+    assert_eq!(n["IPAM"]["Config"].as_array().unwrap().len(), 1, "{n}");
+    assert_eq!(n["EnableIPv6"], true);
+    // A static IPv4 address has no subnet to be in.
+    let e = env.fails(&[
+        "network",
+        "connect",
+        "--ip",
+        &env.ip(1, 9),
+        "v6only",
+        &env.name("c"),
+    ]);
+    assert!(
+        e.contains("No such container") || e.contains("no configured subnet"),
+        "{e}"
+    );
+    let c = env.name("c");
+    env.ok(&["container", "create", "--name", &c, "busybox"]);
+    let e = env.fails(&["network", "connect", "--ip", &env.ip(1, 9), "v6only", &c]);
+    assert!(
+        e.contains("no configured subnet contains IP address"),
+        "{e}"
+    );
+
+    env.kill_daemon();
+    env.start_daemon();
+    assert_eq!(env.dig(&b, &[&a, "AAAA"]), a_ip);
+    env.ok(&["container", "restart", &a]);
+    assert_eq!(env.dig(&b, &[&a, "AAAA"]), a_ip);
+}

@@ -195,6 +195,62 @@ fn the_stock_docker_client_drives_the_agent() {
     assert!(link.contains("02:42:ac:11:00:77"), "{link}");
     env.dok(&["rm", "-f", &c4]);
 
+    // What a client of API 1.48 or later sends (Debian's 20.10 speaks 1.41: these steps are
+    // the SDK test's then, through the raw API): --gw-priority moves the default route, and
+    // --ipv4=false makes an IPv6-only network.
+    let client_api = env.dok(&["version", "--format", "{{.Client.APIVersion}}"]);
+    let client_api = attach_agent::engine::version::ApiVersion::parse(client_api.trim())
+        .expect("the client's API version");
+    if client_api.at_least(attach_agent::engine::version::GW_PRIORITY) {
+        let default4 = || {
+            env.exec(&c2, &["ip", "-4", "route", "show", "default"])
+                .stdout
+        };
+        assert!(
+            default4().contains(&format!("via 10.{o}.200.1 ")),
+            "{}",
+            default4()
+        );
+        // dual (both families, and first by name) has it; back on the other network with a
+        // priority, that one has it.
+        env.dok(&["network", "disconnect", "multi-host-network", &c2]);
+        env.dok(&[
+            "network",
+            "connect",
+            "--gw-priority",
+            "7",
+            "multi-host-network",
+            &c2,
+        ]);
+        assert!(
+            default4().contains(&format!("via 10.{o}.0.1 ")),
+            "{}",
+            default4()
+        );
+        let v6only = format!("fd{o:02x}:9::/64");
+        env.dok(&[
+            "network",
+            "create",
+            "--ipv6",
+            "--ipv4=false",
+            "--subnet",
+            &v6only,
+            "v6o",
+        ]);
+        let n = env.dok(&["network", "inspect", "-f", "{{.EnableIPv4}}", "v6o"]);
+        assert_eq!(n.trim(), "false");
+        env.dok(&["network", "rm", "v6o"]);
+        env.dok(&["network", "disconnect", "multi-host-network", &c2]);
+        assert!(
+            default4().contains(&format!("via 10.{o}.200.1 ")),
+            "{}",
+            default4()
+        );
+        env.dok(&["network", "connect", "multi-host-network", &c2]);
+    } else {
+        eprintln!("docker client speaks API {client_api}: --gw-priority and --ipv4=false are tested through the SDK test's raw API only");
+    }
+
     // disconnect, rm, prune.
     env.dok(&["network", "disconnect", "dual", &c2]);
     assert!(!env.links_in(&c2).contains(&"eth1".to_string()));

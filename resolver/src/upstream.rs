@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 /// Upstream servers of some askers only (a container's `--dns`, a network's DNS servers),
-/// instead of the host's: a fixed list, and a tag that keeps their answers apart in the cache
-/// (one container's upstream's answer is never given to another asking other servers).
+/// instead of the host's: a fixed list, and its bytes for the cache key, which keep their
+/// answers apart in the cache (one container's upstream's answer is never given to another
+/// asking other servers; the list itself, not a digest that could be made to collide).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Servers {
     list: Arc<[SocketAddr]>,
-    tag: u64,
+    key: Arc<[u8]>,
 }
 
 impl Servers {
@@ -26,16 +27,25 @@ impl Servers {
         if list.is_empty() {
             return None;
         }
-        // FNV-1a over the addresses: stable, and the same list always gets the same tag.
-        let mut tag: u64 = 0xcbf2_9ce4_8422_2325;
+        // A marker no question's key ends with, then each address whole (family, address,
+        // port): the same list always gives the same bytes, different lists different ones.
+        let mut key = vec![0xff];
         for a in list {
-            for b in a.to_string().bytes().chain([b',']) {
-                tag = (tag ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            match a.ip() {
+                IpAddr::V4(ip) => {
+                    key.push(4);
+                    key.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    key.push(6);
+                    key.extend_from_slice(&ip.octets());
+                }
             }
+            key.extend_from_slice(&a.port().to_be_bytes());
         }
         Some(Servers {
             list: list.into(),
-            tag,
+            key: key.into(),
         })
     }
 
@@ -44,8 +54,8 @@ impl Servers {
     }
 
     /// What the cache key of their answers ends with.
-    pub fn tag(&self) -> u64 {
-        self.tag
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.key
     }
 }
 

@@ -1,7 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::request::{check_endpoint, EndpointRequest};
-use super::{endpoint_spec, mac_for, Agent, Cleanup, Freed, Withdrawn, OVERLAY_MTU};
+use super::{endpoint_spec, mac_for_addresses, Agent, Cleanup, Freed, Withdrawn, OVERLAY_MTU};
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::kernel::handles::Inside;
@@ -77,17 +77,21 @@ pub(crate) struct AttachPlan {
     /// Both ends of the veth (an overlay's tunnel header takes 50 bytes).
     mtu: Option<u32>,
     bridge: String,
-    prefix4: u8,
-    gateway4: IpAddr,
-    /// The network's IPv6 prefix length and gateway, when it has IPv6.
+    /// The network's IPv4 / IPv6 prefix length and gateway, for each family it has.
+    v4_pool: Option<(u8, IpAddr)>,
     v6_pool: Option<(u8, IpAddr)>,
-    pub(crate) v4: Ipv4Addr,
+    /// `None` on an IPv6-only network.
+    pub(crate) v4: Option<Ipv4Addr>,
     pub(crate) v6: Option<Ipv6Addr>,
     link_local: Vec<IpAddr>,
     /// This attachment gives the container its IPv4 / IPv6 default route (`super::gateway`):
     /// it takes it over from whichever endpoint had it.
     route4: bool,
     route6: bool,
+    /// The gateways whose default routes this attachment takes over from the container's
+    /// other endpoints (empty: none of the agent's had them): a replace, put back if the
+    /// attachment fails; without any, an existing default route is kept.
+    previous_routes: Vec<IpAddr>,
     /// The container's first attachment in a namespace it was given: `lo` goes up too.
     lo_up: bool,
     host_veth: String,
@@ -307,8 +311,9 @@ impl Agent {
         let after = super::gateway::Gateways::of(c, state, None, Some(leaving));
         let mut moved = Vec::new();
         if before.v4.as_ref() == Some(leaving) {
-            if let Some(net) = after.v4.and_then(|id| state.networks.get(&id)) {
-                moved.push(net.v4.gateway);
+            let next = after.v4.and_then(|id| state.networks.get(&id));
+            if let Some(p) = next.and_then(|n| n.v4.as_ref()) {
+                moved.push(p.gateway);
             }
         }
         if before.v6.as_ref() == Some(leaving) {
@@ -432,10 +437,33 @@ impl Agent {
             gateways.v4.as_ref() == Some(net_id),
             gateways.v6.as_ref() == Some(net_id),
         );
+        // Who gives the routes now: taken over from another of the agent's endpoints (a route
+        // replace, and given back if this attachment fails), or none of ours (a route already
+        // there, as another CNI plugin's in a runtime's namespace, is kept).
+        let before = super::gateway::Gateways::of(c, state, None, Some(net_id));
+        let gateway_of = |id: Option<&NetworkId>, v6: bool| {
+            let net = state.networks.get(id?)?;
+            let pool = if v6 { net.v6.as_ref() } else { net.v4.as_ref() };
+            pool.map(|p| p.gateway)
+        };
+        let mut previous_routes = Vec::new();
+        if route4 {
+            previous_routes.extend(gateway_of(before.v4.as_ref(), false));
+        }
+        if route6 {
+            previous_routes.extend(gateway_of(before.v6.as_ref(), true));
+        }
+        // Interface names other endpoints of the container asked for are not handed out.
+        let reserved: Vec<String> = c
+            .endpoints
+            .iter()
+            .filter(|e| e.network_id != *net_id)
+            .filter_map(|e| e.ifname.clone())
+            .collect();
         let netns_path = c.netns.clone();
         // The namespace first (a missing one fails before any address is taken).
         let (ns, inside, ifname) = self
-            .open_inside(&netns_path, c.owns_netns, want_ifname)
+            .open_inside(&netns_path, c.owns_netns, want_ifname, &reserved)
             .await?;
         let global = state.network(net_id)?.is_global();
         if global && want_mac.is_some() {
@@ -454,7 +482,7 @@ impl Agent {
             if claimed.is_err() {
                 self.leave_if_idle(state, net_id).await;
             }
-            claimed?
+            claimed.map(|(v4, v6)| (Some(v4), v6))?
         } else {
             Self::allocate_local(state, net_id, static_v4, static_v6)?
         };
@@ -465,18 +493,18 @@ impl Agent {
             global: global.then_some(endpoint_id),
             mtu: global.then_some(OVERLAY_MTU),
             bridge: net.bridge.clone(),
-            prefix4: net.v4.prefix_len(),
-            gateway4: net.v4.gateway,
+            v4_pool: net.v4.as_ref().map(|p| (p.prefix_len(), p.gateway)),
             v6_pool: net.v6.as_ref().map(|p| (p.prefix_len(), p.gateway)),
             v4,
             v6,
             link_local,
             route4,
             route6,
+            previous_routes,
             lo_up,
             host_veth: self.veth_name(),
             ifname,
-            mac: want_mac.unwrap_or(mac_for(v4)),
+            mac: want_mac.unwrap_or(mac_for_addresses(v4, v6)),
             ns,
             inside,
         })
@@ -488,15 +516,17 @@ impl Agent {
         net_id: &NetworkId,
         static_v4: Option<Ipv4Addr>,
         static_v6: Option<Ipv6Addr>,
-    ) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
         let net = state.network_mut(net_id)?;
         let what = format!("{} ({})", net.name, net.id);
-        let v4 = match static_v4 {
-            Some(ip) => {
-                net.v4.reserve(IpAddr::V4(ip))?;
-                ip
+        let v4 = match (&mut net.v4, static_v4) {
+            (Some(pool), Some(ip)) => {
+                pool.reserve(IpAddr::V4(ip))?;
+                Some(ip)
             }
-            None => net.v4.allocate_v4(&what)?,
+            (Some(pool), None) => Some(pool.allocate_v4(&what)?),
+            // An IPv6-only network (a static IPv4 address was refused by check_endpoint).
+            (None, _) => None,
         };
         let v6 = match (&mut net.v6, static_v6) {
             (Some(pool), Some(ip)) => pool.reserve(IpAddr::V6(ip)).map(|()| Some(ip)),
@@ -520,6 +550,7 @@ impl Agent {
         path: &std::path::Path,
         owned: bool,
         wanted: Option<String>,
+        reserved: &[String],
     ) -> Result<(std::sync::Arc<std::fs::File>, Netlink, String)> {
         let (ns, inside) = match self.inner.insides.get(path) {
             Some(kept) => (kept.ns, kept.netlink),
@@ -544,7 +575,7 @@ impl Agent {
         // The names in use are finitely many, so one of eth0, eth1, … is free.
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
-            .find(|n| !present.contains(n))
+            .find(|n| !present.contains(n) && !reserved.contains(n))
             .expect("a finite set of names leaves some ethN free");
         Ok((ns, inside, ifname))
     }
@@ -610,9 +641,9 @@ impl Agent {
             .await?
             .ok_or_else(|| crate::kernel::netlink::NetlinkError::NoLink(plan.ifname.clone()))?;
         timer.lap("peer");
-        inside
-            .add_address(index, IpAddr::V4(plan.v4), plan.prefix4)
-            .await?;
+        if let (Some(ip), Some((prefix, _))) = (plan.v4, plan.v4_pool) {
+            inside.add_address(index, IpAddr::V4(ip), prefix).await?;
+        }
         if let (Some(ip), Some((prefix, _))) = (plan.v6, plan.v6_pool) {
             inside.add_address(index, IpAddr::V6(ip), prefix).await?;
         }
@@ -629,11 +660,20 @@ impl Agent {
                 inside.set_up(lo).await?;
             }
         }
-        if plan.route4 {
-            inside.replace_default_route(plan.gateway4).await?;
+        let take_over = !plan.previous_routes.is_empty();
+        let route = |gw: IpAddr| async move {
+            let has = |g: &IpAddr| g.is_ipv4() == gw.is_ipv4();
+            if take_over && plan.previous_routes.iter().any(has) {
+                inside.replace_default_route(gw).await
+            } else {
+                inside.add_default_route(gw).await
+            }
+        };
+        if let (true, Some(_), Some((_, gw))) = (plan.route4, plan.v4, plan.v4_pool) {
+            route(gw).await?;
         }
         if let (true, Some(_), Some((_, gw))) = (plan.route6, plan.v6, plan.v6_pool) {
-            inside.replace_default_route(gw).await?;
+            route(gw).await?;
         }
         timer.lap("route");
         Ok(())
@@ -701,6 +741,12 @@ impl Agent {
             Ok(()) => {
                 if let Some(n) = state.networks.get_mut(&plan.net_id) {
                     n.release(plan.v4, plan.v6);
+                }
+                // The routes it took over went with it: back to the endpoints that had them.
+                for gw in &plan.previous_routes {
+                    if let Err(e) = plan.inside.replace_default_route(*gw).await {
+                        tracing::error!(gateway = %gw, error = %e, "cannot give the default route back after a failed attachment");
+                    }
                 }
             }
             Err(e) => {

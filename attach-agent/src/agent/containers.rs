@@ -244,8 +244,10 @@ impl Agent {
         let mut own = Vec::new();
         for e in &c.endpoints {
             if let (Some(a), Some(n)) = (&e.attached, state.networks.get(&e.network_id)) {
-                servers.push(n.v4.gateway);
-                own.push(IpAddr::V4(a.v4));
+                if let (Some(v4), Some(p)) = (a.v4, &n.v4) {
+                    servers.push(p.gateway);
+                    own.push(IpAddr::V4(v4));
+                }
                 if let (Some(v6), Some(p)) = (a.v6, &n.v6) {
                     servers.push(p.gateway);
                     own.push(IpAddr::V6(v6));

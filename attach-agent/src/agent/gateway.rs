@@ -58,7 +58,7 @@ impl Gateways {
                 .find(|e| e.attached.is_some() || Some(&e.network_id) == joining)
                 .and_then(|e| state.networks.get(&e.network_id));
             return Gateways {
-                v4: first.map(|n| n.id.clone()),
+                v4: first.filter(|n| n.v4.is_some()).map(|n| n.id.clone()),
                 v6: first.filter(|n| n.v6.is_some()).map(|n| n.id.clone()),
             };
         }
@@ -73,7 +73,7 @@ impl Gateways {
                     network_id: &net.id,
                     network_name: &net.name,
                     priority: e.gw_priority,
-                    v4: true,
+                    v4: net.v4.is_some(),
                     v6: net.v6.is_some(),
                 })
             })

@@ -304,7 +304,7 @@ impl Agent {
             .map(|r| Withdrawn {
                 network_id: r.network_id.clone(),
                 endpoint_id: r.endpoint_id.clone(),
-                v4: r.v4,
+                v4: Some(r.v4),
                 v6: r.v6,
             })
             .collect();
@@ -340,7 +340,7 @@ impl Agent {
                 let (true, Some(a)) = (global, &e.attached) else {
                     continue;
                 };
-                for ip in std::iter::once(IpAddr::V4(a.v4)).chain(a.v6.map(IpAddr::V6)) {
+                for ip in a.addresses() {
                     match cluster.claim(&e.network_id, ip, &e.endpoint_id).await {
                         Ok(Claimed::Ours) => {}
                         Ok(other) => {
@@ -457,10 +457,9 @@ impl Agent {
         let clash = state.networks.values().any(|n| {
             !n.is_global()
                 && (n.name == rec.name
-                    || std::iter::once(&rec.v4).chain(rec.v6.as_ref()).any(|p| {
-                        n.v4.overlaps(&p.subnet)
-                            || n.v6.as_ref().is_some_and(|q| q.overlaps(&p.subnet))
-                    }))
+                    || std::iter::once(&rec.v4)
+                        .chain(rec.v6.as_ref())
+                        .any(|p| n.pools().any(|q| q.overlaps(&p.subnet))))
         });
         if clash {
             let key = layout::network(&rec.id);
@@ -527,7 +526,7 @@ impl Agent {
                 self.withdraw(&Withdrawn {
                     network_id: rec.network_id.clone(),
                     endpoint_id: rec.endpoint_id.clone(),
-                    v4: rec.v4,
+                    v4: Some(rec.v4),
                     v6: rec.v6,
                 })
                 .await;
@@ -547,7 +546,9 @@ impl Agent {
             work.0.push((rec.clone(), true));
         }
         if let Some(n) = state.networks.get_mut(&rec.network_id) {
-            n.v4.allocated.insert(IpAddr::V4(rec.v4));
+            if let Some(p) = n.v4.as_mut() {
+                p.allocated.insert(IpAddr::V4(rec.v4));
+            }
             if let (Some(p), Some(v6)) = (n.v6.as_mut(), rec.v6) {
                 p.allocated.insert(IpAddr::V6(v6));
             }
@@ -674,11 +675,12 @@ fn sync_pools(state: &mut State, view: &View) {
             .collect();
         for c in containers.values() {
             if let Some(a) = c.endpoint(&net.id).and_then(|e| e.attached.as_ref()) {
-                held.insert(IpAddr::V4(a.v4));
-                held.extend(a.v6.map(IpAddr::V6));
+                held.extend(a.addresses());
             }
         }
-        net.v4.allocated = held.iter().filter(|ip| ip.is_ipv4()).copied().collect();
+        if let Some(p) = net.v4.as_mut() {
+            p.allocated = held.iter().filter(|ip| ip.is_ipv4()).copied().collect();
+        }
         if let Some(p) = net.v6.as_mut() {
             p.allocated = held.iter().filter(|ip| ip.is_ipv6()).copied().collect();
         }

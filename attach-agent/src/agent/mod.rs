@@ -126,7 +126,7 @@ pub(crate) struct Cleanup {
 #[derive(Debug)]
 pub(crate) struct Freed {
     pub(crate) network_id: NetworkId,
-    pub(crate) v4: Ipv4Addr,
+    pub(crate) v4: Option<Ipv4Addr>,
     pub(crate) v6: Option<std::net::Ipv6Addr>,
     /// The host-side veth that held them; `None` when it is gone already.
     pub(crate) veth: Option<String>,
@@ -220,7 +220,7 @@ impl Cleanup {
 pub(crate) fn endpoint_spec(
     c: &Container,
     ep: &Endpoint,
-    v4: Ipv4Addr,
+    v4: Option<Ipv4Addr>,
     v6: Option<std::net::Ipv6Addr>,
 ) -> resolver::EndpointSpec {
     resolver::EndpointSpec {
@@ -230,12 +230,12 @@ pub(crate) fn endpoint_spec(
         hostname: Some(c.hostname.clone()),
         aliases: ep.aliases.clone(),
         links: ep.links.clone(),
-        ipv4: Some(v4),
+        ipv4: v4,
         ipv6: v6,
     }
 }
 
-pub(crate) use crate::ipam::mac_for;
+pub(crate) use crate::ipam::{mac_for, mac_for_addresses};
 
 impl Agent {
     /// Load the state, reconcile it with the kernel, and serve DNS for every network.

@@ -22,7 +22,7 @@ impl Agent {
         let taken: Vec<IpNet> = state
             .networks
             .values()
-            .flat_map(|n| std::iter::once(n.v4.subnet).chain(n.v6.as_ref().map(|p| p.subnet)))
+            .flat_map(|n| n.pools().map(|p| p.subnet))
             .collect();
         let NetworkPlan { driver, v4, v6 } = plan_network(&req, &taken)?;
         if driver == Driver::Overlay {
@@ -31,13 +31,15 @@ impl Agent {
                 .await;
         }
         let v4 = match v4 {
-            Some(p) => p,
+            Some(p) => Some(p),
+            // IPv6-only (`--ipv4=false`): plan_network made sure it has an IPv6 subnet.
+            None if req.ipv4_disabled => None,
             None => {
                 let mut avoid = taken.clone();
                 avoid.extend(self.inner.host.ipv4_routes().await?);
                 let mut p = Pool::new(ipam::pick_default(&avoid)?, None, None)?;
                 p.show_gateway = true;
-                p
+                Some(p)
             }
         };
         let id = NetworkId::random();
@@ -74,17 +76,15 @@ impl Agent {
             self.tear_down_network(&net).await;
             return Err(e);
         }
-        tracing::info!(network = %net.name, %id, subnet = %net.v4.subnet, bridge = %net.bridge, "network created");
+        let subnets: Vec<String> = net.pools().map(|p| p.subnet.to_string()).collect();
+        tracing::info!(network = %net.name, %id, ?subnets, bridge = %net.bridge, "network created");
         Ok(id)
     }
 
     /// Bridge with its gateways (and a global network's tunnel), and DNS listeners on them.
     /// Idempotent (used at start too).
     pub(crate) async fn bring_up_network(&self, net: &Network) -> Result<()> {
-        let addrs: Vec<(IpAddr, u8)> = std::iter::once(&net.v4)
-            .chain(net.v6.as_ref())
-            .map(|p| (p.gateway, p.prefix_len()))
-            .collect();
+        let addrs: Vec<(IpAddr, u8)> = net.pools().map(|p| (p.gateway, p.prefix_len())).collect();
         let index = self
             .inner
             .host

@@ -46,7 +46,9 @@ pub const OVERLAY_MTU: u32 = 1450;
 pub struct Withdrawn {
     pub network_id: NetworkId,
     pub endpoint_id: EndpointId,
-    pub v4: Ipv4Addr,
+    /// Always set on a global network (they have IPv4); `None` for a local one's endpoint
+    /// withdrawn just in case (nothing of it is in the store).
+    pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
 }
 
@@ -98,8 +100,8 @@ pub async fn join(cfg: &ClusterConfig) -> Result<Option<Cluster>> {
     Ok(Some(cluster))
 }
 
-pub(super) fn record_of(net: &Network) -> NetworkRecord {
-    NetworkRecord {
+pub(super) fn record_of(net: &Network) -> Result<NetworkRecord> {
+    Ok(NetworkRecord {
         id: net.id.clone(),
         name: net.name.clone(),
         created: net.created.clone(),
@@ -109,9 +111,9 @@ pub(super) fn record_of(net: &Network) -> NetworkRecord {
         labels: net.labels.clone(),
         options: net.options.clone(),
         vni: net.vni.unwrap_or(0),
-        v4: net.v4.clone(),
+        v4: net.overlay_v4()?.clone(),
         v6: net.v6.clone(),
-    }
+    })
 }
 
 /// Whether a local attached endpoint holds `ip` on `net_id`.
@@ -119,7 +121,7 @@ pub(super) fn held_locally(state: &State, net_id: &NetworkId, ip: IpAddr) -> boo
     state.containers.values().any(|c| {
         c.endpoint(net_id)
             .and_then(|e| e.attached.as_ref())
-            .is_some_and(|a| IpAddr::V4(a.v4) == ip || a.v6.map(IpAddr::V6) == Some(ip))
+            .is_some_and(|a| a.addresses().any(|held| held == ip))
     })
 }
 
@@ -149,7 +151,7 @@ impl Agent {
             options: rec.options.clone(),
             bridge: self.bridge_name(&rec.id),
             bridge_mac: [0x02, 0x42, tail[0], tail[1], tail[2], tail[3]],
-            v4,
+            v4: Some(v4),
             v6,
             vni: Some(rec.vni),
         }
@@ -203,14 +205,14 @@ impl Agent {
             }
             return Err(e);
         }
-        tracing::info!(network = %net.name, id = %net.id, vni = rec.vni, subnet = %net.v4.subnet, "global network created");
+        tracing::info!(network = %net.name, id = %net.id, vni = rec.vni, subnet = %rec.v4.subnet, "global network created");
         Ok(net.id)
     }
 
     /// Remove a global network from the store, unless an endpoint of any host is on it.
     pub(crate) async fn remove_global_network(&self, net: &Network) -> Result<()> {
         let cluster = self.need_cluster()?;
-        if !cluster.remove_network(&record_of(net)).await? {
+        if !cluster.remove_network(&record_of(net)?).await? {
             return Err(AgentError::ActiveEndpoints(net.name.clone()));
         }
         Ok(())
@@ -346,7 +348,7 @@ impl Agent {
             Ok(IpAddr::V4(ip)) => Err(AgentError::BadIpv6(ip.to_string())),
             Err(e) => {
                 if let Some(n) = state.networks.get_mut(net_id) {
-                    n.v4.release(IpAddr::V4(v4));
+                    n.release(Some(v4), None);
                 }
                 let _ = cluster.release(net_id, IpAddr::V4(v4), endpoint_id).await;
                 Err(e)
@@ -374,7 +376,9 @@ impl Agent {
                 .ok_or_else(|| AgentError::NoSuchNetwork(net_id.to_string()))?;
             let label = format!("{} ({})", net.name, net.id);
             let pool = match (v6, net.v6.as_mut()) {
-                (false, _) => &mut net.v4,
+                (false, _) => net.v4.as_mut().ok_or_else(|| {
+                    AgentError::Invalid(format!("network {net_id} has no IPv4 subnet"))
+                })?,
                 (true, Some(p)) => p,
                 (true, None) => {
                     return Err(AgentError::BadIpv6(format!("{net_id} has no IPv6 subnet")))
@@ -457,7 +461,7 @@ impl Agent {
             .attached
             .clone()?;
         let mut rec = self.endpoint_names(state, cid, net_id)?;
-        (rec.v4, rec.v6, rec.mac) = (a.v4, a.v6, a.mac);
+        (rec.v4, rec.v6, rec.mac) = (a.v4?, a.v6, a.mac);
         Some(rec)
     }
 
@@ -482,9 +486,11 @@ impl Agent {
         };
         let r = async {
             cluster.withdraw(&w.network_id, &w.endpoint_id).await?;
-            cluster
-                .release(&w.network_id, IpAddr::V4(w.v4), &w.endpoint_id)
-                .await?;
+            if let Some(v4) = w.v4 {
+                cluster
+                    .release(&w.network_id, IpAddr::V4(v4), &w.endpoint_id)
+                    .await?;
+            }
             if let Some(v6) = w.v6 {
                 cluster
                     .release(&w.network_id, IpAddr::V6(v6), &w.endpoint_id)

@@ -158,7 +158,7 @@ impl Agent {
         state.network_mut(net_id)?.release(was.v4, was.v6);
         let e = state.endpoint_mut(cid, net_id)?;
         let asked = (e.static_v4, e.static_v6);
-        (e.static_v4, e.static_v6) = (Some(was.v4), was.v6);
+        (e.static_v4, e.static_v6) = (was.v4, was.v6);
         e.attached = None;
         let attached = self.attach(state, cid, net_id).await;
         let e = state.endpoint_mut(cid, net_id)?;

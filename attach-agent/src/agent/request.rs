@@ -23,6 +23,8 @@ pub struct NetworkCreate {
     pub internal: bool,
     pub attachable: bool,
     pub enable_ipv6: bool,
+    /// `--ipv4=false` (the Engine's `EnableIPv4: false`): an IPv6-only network.
+    pub ipv4_disabled: bool,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
     /// (subnet, ip-range, gateway), as strings: validated here, with Docker's errors.
@@ -234,7 +236,11 @@ pub fn check_endpoint(req: &EndpointRequest, net: &Network) -> Result<EndpointCo
     let v4 = match nonempty(&req.ipv4) {
         Some(s) => {
             let ip: Ipv4Addr = s.parse().map_err(|_| AgentError::BadIpv4(s.to_string()))?;
-            if !net.v4.subnet.contains(&IpAddr::V4(ip)) {
+            if !net
+                .v4
+                .as_ref()
+                .is_some_and(|p| p.subnet.contains(&IpAddr::V4(ip)))
+            {
                 return Err(ipam::IpamError::OutsideSubnet(IpAddr::V4(ip)).into());
             }
             Some(ip)
@@ -403,6 +409,23 @@ pub fn plan_network(req: &NetworkCreate, taken: &[IpNet]) -> Result<NetworkPlan>
         }
         *slot = Some(pool);
     }
+    if req.ipv4_disabled {
+        if v4.is_some() {
+            return Err(AgentError::Invalid(
+                "an IPv4 subnet cannot be given when IPv4 is disabled (--ipv4=false)".into(),
+            ));
+        }
+        if !req.enable_ipv6 {
+            return Err(AgentError::Invalid(
+                "a network needs IPv4 or IPv6: --ipv4=false needs --ipv6".into(),
+            ));
+        }
+        if driver == Driver::Overlay {
+            return Err(AgentError::Invalid(
+                "a global (overlay) network needs IPv4: its tunnels and the other hosts' records are keyed by IPv4 addresses".into(),
+            ));
+        }
+    }
     if v6.is_some() && !req.enable_ipv6 {
         return Err(AgentError::Invalid(
             "an IPv6 subnet needs --ipv6 (EnableIPv6)".into(),
@@ -516,7 +539,10 @@ mod tests {
             assert!(bad.is_err(), "{bad:?}");
         }
         let mut opts = BTreeMap::new();
-        opts.insert(NETWORK_DNS_OPTION.to_string(), "10.0.0.1, fd00::1".to_string());
+        opts.insert(
+            NETWORK_DNS_OPTION.to_string(),
+            "10.0.0.1, fd00::1".to_string(),
+        );
         assert_eq!(network_dns_servers(&opts).unwrap().len(), 2);
         opts.insert(NETWORK_DNS_OPTION.to_string(), "10.0.0.1,bad".to_string());
         assert!(network_dns_servers(&opts).is_err());

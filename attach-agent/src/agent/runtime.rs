@@ -294,7 +294,10 @@ impl Agent {
         };
         let ep = c.endpoint(net_id).ok_or_else(not_attached)?;
         let a = ep.attached.as_ref().ok_or_else(not_attached)?;
-        let mut addresses = vec![(IpAddr::V4(a.v4), net.v4.prefix_len(), net.v4.gateway)];
+        let mut addresses = Vec::new();
+        if let (Some(v4), Some(p)) = (a.v4, &net.v4) {
+            addresses.push((IpAddr::V4(v4), p.prefix_len(), p.gateway));
+        }
         if let (Some(v6), Some(p)) = (a.v6, &net.v6) {
             addresses.push((IpAddr::V6(v6), p.prefix_len(), p.gateway));
         }

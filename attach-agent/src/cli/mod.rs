@@ -142,6 +142,9 @@ pub enum NetworkCmd {
         gateways: Vec<String>,
         #[arg(long)]
         ipv6: bool,
+        /// `--ipv4=false`: an IPv6-only network (with --ipv6 and an IPv6 --subnet).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+        ipv4: bool,
         #[arg(long)]
         internal: bool,
         #[arg(long)]

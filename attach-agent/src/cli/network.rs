@@ -18,6 +18,7 @@ pub(super) async fn run(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientE
             ip_ranges,
             gateways,
             ipv6,
+            ipv4,
             internal,
             attachable,
             driver,
@@ -45,6 +46,7 @@ pub(super) async fn run(client: &Client, cmd: NetworkCmd) -> Result<i32, ClientE
                     config: Some(ipam_config(&subnets, &ip_ranges, &gateways)?),
                 }),
                 enable_ipv6: Some(ipv6),
+                enable_ipv4: (!ipv4).then_some(false),
                 options: Some(options),
                 labels: Some(key_values(&labels)),
                 ..Default::default()

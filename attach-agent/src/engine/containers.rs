@@ -103,6 +103,13 @@ fn apply_container_mac(
         "default" | "bridge" if has_bridge => "bridge",
         m => m,
     };
+    if networks.is_empty() {
+        // No network to give it to (no `bridge` network here, or `--network none`): the
+        // create goes ahead, as with Docker 20.10, and says so.
+        return Ok(vec![format!(
+            "the container-wide MacAddress {wide} is not used: the container has no network"
+        )]);
+    }
     let Some((_, ep)) = networks.first_mut().filter(|(name, _)| name == main) else {
         return Err(bad_request(
             "if a container-wide MAC address is supplied, HostConfig.NetworkMode must match the identity of a network in NetworkSettings.Networks",
@@ -332,6 +339,7 @@ pub(super) async fn wait(
 #[derive(Deserialize)]
 pub(super) struct LogsQuery {
     follow: Option<String>,
+    stderr: Option<String>,
 }
 
 /// `GET /containers/{id}/logs`: the agent runs no processes, so there are none; 501. When
@@ -347,7 +355,12 @@ pub(super) async fn logs(
         Ok(cid) => cid,
         Err(e) => return e.into(),
     };
-    if truthy(&q.follow) && runs.follows_logs(&cid) {
+    // The SDK's run follows stdout alone (its default, `stderr=0`); a program's own
+    // `logs(follow=True)` right after its create and start asks for both, and keeps its
+    // container.
+    let stdout_only = matches!(q.stderr.as_deref(), Some("0" | "false" | "False"));
+    let runs_logs = truthy(&q.follow) && stdout_only;
+    if runs_logs && runs.follows_logs(&cid) {
         return ApiError(
             StatusCode::NOT_IMPLEMENTED,
             format!(

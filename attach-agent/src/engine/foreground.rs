@@ -6,9 +6,11 @@
 //!   open, empty: the docker client shows no text of a refused attach); the start is refused
 //!   with 501 and the container removed.
 //! - the Python SDK's `containers.run` without `detach`: create, inspect, start, logs with
-//!   `follow`, inspect. The logs are refused with 501; the SDK then inspects the container
-//!   (to learn whether it has a TTY) before it raises that error: that inspect is answered,
-//!   and the container removed.
+//!   `follow` of stdout alone (`stderr=0`, run's default), inspect. The logs are refused with
+//!   501; the SDK then inspects the container (to learn whether it has a TTY) before it raises
+//!   that error: that inspect is answered, and the container removed. (The SDK's own
+//!   `create`, `start` and `logs(follow=True)` ask for stderr too, and keep their container;
+//!   `containers.run(stderr=True)` in the foreground then keeps its container as well.)
 //!
 //! Any other request about the container in between (`docker start -a` inspects first;
 //! `docker logs -f` inspects after the start) ends the watch, and a request for output then
@@ -70,7 +72,8 @@ impl ForegroundRuns {
         if attached {
             self.with(|m| {
                 if m.len() >= MAX_WATCHED {
-                    m.clear();
+                    // A held attach stays: its run's start is still to come.
+                    m.retain(|_, step| matches!(step, Step::Attached(_)));
                 }
                 m.insert(id.clone(), Step::Created);
             });

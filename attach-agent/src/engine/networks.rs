@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::filters::{check_network_filters, network_matches, parse_filters};
 use super::foreground::ForegroundRuns;
+use super::version::ApiVersion;
 use super::{json_body, render, types, ApiError, ApiResult};
 use crate::agent::{Agent, EndpointRequest, IpamRequest, NetworkCreate};
 use crate::error::AgentError;
@@ -20,6 +21,7 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list(
     AxState(agent): AxState<Agent>,
+    Extension(v): Extension<ApiVersion>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let filters = parse_filters(q.filters.as_ref())?;
@@ -29,7 +31,7 @@ pub(super) async fn list(
         .networks
         .values()
         .filter(|net| network_matches(&filters, net, &state))
-        .map(|net| render::network_resource(net, &state, false))
+        .map(|net| render::network_resource(net, &state, false, v))
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(out).into_response())
@@ -37,6 +39,7 @@ pub(super) async fn list(
 
 pub(super) async fn inspect(
     AxState(agent): AxState<Agent>,
+    Extension(v): Extension<ApiVersion>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Response> {
     let nid = agent.network_id(&id).await?;
@@ -45,7 +48,7 @@ pub(super) async fn inspect(
         .networks
         .get(&nid)
         .ok_or_else(|| ApiError::from(AgentError::NoSuchNetwork(id.clone())))?;
-    Ok(Json(render::network_resource(net, &state, true)).into_response())
+    Ok(Json(render::network_resource(net, &state, true, v)).into_response())
 }
 
 pub(super) async fn create(
@@ -100,6 +103,7 @@ pub fn network_create(req: types::NetworkCreateRequest) -> NetworkCreate {
         internal: req.internal,
         attachable: req.attachable,
         enable_ipv6: req.enable_ipv6.unwrap_or(false),
+        ipv4_disabled: req.enable_ipv4 == Some(false),
         labels: req.labels.unwrap_or_default(),
         options: req.options.unwrap_or_default(),
         ipam,

@@ -13,9 +13,14 @@ use crate::mac::text as mac_text;
 
 /// A network as `GET /networks/{id}` shows it; `with_containers` for inspect (the list
 /// leaves `Containers` empty, as the Engine does).
-pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> NetworkResource {
-    let config = std::iter::once(&net.v4)
-        .chain(net.v6.as_ref())
+pub fn network_resource(
+    net: &Network,
+    state: &State,
+    with_containers: bool,
+    v: ApiVersion,
+) -> NetworkResource {
+    let config = net
+        .pools()
         .map(|p| IpamConfig {
             subnet: Some(p.subnet.to_string()),
             ip_range: p.ip_range.map(|r| r.to_string()),
@@ -34,7 +39,10 @@ pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> 
                             name: c.name.clone(),
                             endpoint_id: ep.endpoint_id.to_string(),
                             mac_address: mac_text(a.mac),
-                            ipv4_address: format!("{}/{}", a.v4, net.v4.prefix_len()),
+                            ipv4_address: match (a.v4, &net.v4) {
+                                (Some(ip), Some(p)) => format!("{ip}/{}", p.prefix_len()),
+                                _ => String::new(),
+                            },
                             ipv6_address: match (a.v6, &net.v6) {
                                 (Some(ip), Some(p)) => format!("{ip}/{}", p.prefix_len()),
                                 _ => String::new(),
@@ -51,6 +59,9 @@ pub fn network_resource(net: &Network, state: &State, with_containers: bool) -> 
         created: net.created.clone(),
         scope: net.scope().into(),
         driver: net.driver.to_string(),
+        enable_ipv4: v
+            .at_least(version::ENABLE_IPV4)
+            .then_some(net.enable_ipv4()),
         enable_ipv6: net.enable_ipv6(),
         ipam: Ipam {
             driver: "default".into(),
@@ -120,9 +131,11 @@ pub fn endpoint_settings(
     };
     if let Some(a) = &ep.attached {
         s.endpoint_id = ep.endpoint_id.to_string();
-        s.gateway = net.v4.gateway.to_string();
-        s.ip_address = a.v4.to_string();
-        s.ip_prefix_len = net.v4.prefix_len();
+        if let (Some(ip), Some(p)) = (a.v4, &net.v4) {
+            s.gateway = p.gateway.to_string();
+            s.ip_address = ip.to_string();
+            s.ip_prefix_len = p.prefix_len();
+        }
         s.mac_address = mac_text(a.mac);
         if let (Some(ip), Some(p)) = (a.v6, &net.v6) {
             s.ipv6_gateway = p.gateway.to_string();

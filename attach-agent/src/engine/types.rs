@@ -40,6 +40,9 @@ pub struct NetworkCreateRequest {
     pub ipam: Option<Ipam>,
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: Option<bool>,
+    /// API 1.48: `false` makes an IPv6-only network (absent: IPv4 on).
+    #[serde(rename = "EnableIPv4", skip_serializing_if = "Option::is_none")]
+    pub enable_ipv4: Option<bool>,
     pub options: Option<BTreeMap<String, String>>,
     pub labels: Option<BTreeMap<String, String>>,
 }
@@ -140,6 +143,9 @@ pub struct NetworkResource {
     pub created: String,
     pub scope: String,
     pub driver: String,
+    /// Shown from API 1.48.
+    #[serde(rename = "EnableIPv4", skip_serializing_if = "Option::is_none")]
+    pub enable_ipv4: Option<bool>,
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
     #[serde(rename = "IPAM")]

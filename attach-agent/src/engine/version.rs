@@ -48,12 +48,14 @@ impl fmt::Display for ApiVersion {
 }
 
 /// The newest version the agent honours: requests without a version prefix are served as
-/// this one, as the Engine serves them at its own. 1.47 (Engine 27.3): everything up to it
+/// this one, as the Engine serves them at its own. 1.50 (Engine 28.2): everything up to it
 /// that touches networks and the container fields the agent keeps is honoured (see README,
-/// "Engine API"); 1.48 adds the gateway priority and IPv6-only networks.
-pub const CURRENT: ApiVersion = ApiVersion::new(1, 47);
+/// "Using the docker CLI"): 1.44's endpoint MACs and `DNSNames`, 1.45's `Aliases`, 1.48's
+/// `GwPriority`, `EnableIPv4` and interface-name option; 1.49 and 1.50 change only `/info`
+/// fields that may be left out. 1.51 and 1.52 reshape container inspect and are not served.
+pub const CURRENT: ApiVersion = ApiVersion::new(1, 50);
 /// [`CURRENT`] as text, for the `Api-Version` header of every response.
-pub const CURRENT_TEXT: &str = "1.47";
+pub const CURRENT_TEXT: &str = "1.50";
 /// The oldest version accepted: the Engine's own minimum since 25.0, which keeps Docker
 /// 20.10's client (1.41) and older SDKs working.
 pub const MINIMUM: ApiVersion = ApiVersion::new(1, 24);
@@ -64,6 +66,8 @@ pub const ENDPOINT_MAC: ApiVersion = ApiVersion::new(1, 44);
 pub const ALIASES_AS_ASKED: ApiVersion = ApiVersion::new(1, 45);
 /// Since 1.48: endpoints show their `GwPriority` (requests may carry it at any version).
 pub const GW_PRIORITY: ApiVersion = ApiVersion::new(1, 48);
+/// Since 1.48: networks show `EnableIPv4` (`false`: IPv6-only).
+pub const ENABLE_IPV4: ApiVersion = ApiVersion::new(1, 48);
 
 /// The version prefix of a request's path, taken off by `super::strip_version` before
 /// routing: `None` when the path had none.
@@ -114,6 +118,6 @@ mod tests {
         }
         assert_eq!(CURRENT.to_string(), CURRENT_TEXT);
         assert!(MINIMUM < ENDPOINT_MAC && ENDPOINT_MAC < ALIASES_AS_ASKED);
-        assert!(ALIASES_AS_ASKED <= CURRENT);
+        assert!(ALIASES_AS_ASKED <= CURRENT && GW_PRIORITY <= CURRENT && ENABLE_IPV4 <= CURRENT);
     }
 }

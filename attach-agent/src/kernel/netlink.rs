@@ -403,6 +403,20 @@ impl Netlink {
             .map_err(kernel(format!("replace the default route via {gateway}")))
     }
 
+    /// Add a default route via `gateway`; one already there (another plugin's, in a
+    /// runtime's namespace) is kept.
+    pub async fn add_default_route(&self, gateway: IpAddr) -> Result<()> {
+        let msg = match gateway {
+            IpAddr::V4(g) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(g).build(),
+            IpAddr::V6(g) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(g).build(),
+        };
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::EEXIST => Ok(()),
+            Err(e) => Err(kernel(format!("add default route via {gateway}"))(e)),
+        }
+    }
+
     /// The IPv4 destinations routed in this namespace (not the default route): a default
     /// address pool must not overlap any of them.
     pub async fn ipv4_routes(&self) -> Result<Vec<IpNet>> {

@@ -269,8 +269,15 @@ pub fn write_etc(
     for ns in nameservers {
         resolv.push_str(&format!("nameserver {ns}\n"));
     }
-    if !extras.search.is_empty() {
-        resolv.push_str(&format!("search {}\n", extras.search.join(" ")));
+    // "." means no search domain (as Docker takes it): no line for it.
+    let search: Vec<&str> = extras
+        .search
+        .iter()
+        .map(String::as_str)
+        .filter(|d| *d != ".")
+        .collect();
+    if !search.is_empty() {
+        resolv.push_str(&format!("search {}\n", search.join(" ")));
     }
     // ndots:0 (as Docker's embedded DNS sets it) unless the user chose one.
     let mut options: Vec<&str> = extras.options.iter().map(String::as_str).collect();

@@ -36,7 +36,7 @@ pub(crate) fn test_network(name: &str, subnet: &str, v6: Option<&str>) -> Networ
         options: Default::default(),
         bridge: format!("br-{name}"),
         bridge_mac: [2, 0x42, 0, 0, 0, 1],
-        v4: pool(subnet),
+        v4: Some(pool(subnet)),
         v6: v6.map(pool),
         vni: None,
     }
@@ -74,7 +74,7 @@ mod tests {
             bridge: format!("br-{id}"),
             bridge_mac: [2, 0x42, 0, 0, 0, 1],
             vni: None,
-            v4: Pool::new(subnet.parse().unwrap(), None, None).unwrap(),
+            v4: Some(Pool::new(subnet.parse().unwrap(), None, None).unwrap()),
             v6: None,
         }
     }
@@ -110,7 +110,7 @@ mod tests {
                         ifname: "eth0".into(),
                         host_veth: format!("v{id}"),
                         mac: [0; 6],
-                        v4: Ipv4Addr::from(a),
+                        v4: Some(Ipv4Addr::from(a)),
                         v6: None,
                     }),
                 })
@@ -118,8 +118,10 @@ mod tests {
         }
     }
 
-    fn ips(p: &Pool) -> Vec<String> {
-        p.allocated.iter().map(ToString::to_string).collect()
+    fn ips(p: &Option<Pool>) -> Vec<String> {
+        p.iter()
+            .flat_map(|p| p.allocated.iter().map(ToString::to_string))
+            .collect()
     }
 
     #[test]
@@ -174,6 +176,8 @@ mod tests {
         );
         assert!(loaded.networks[&nid("n1")]
             .v4
+            .as_ref()
+            .unwrap()
             .allocated
             .contains(&"10.1.0.2".parse().unwrap()));
         for p in &aside {

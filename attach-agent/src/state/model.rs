@@ -169,7 +169,8 @@ pub struct Network {
     /// The Linux bridge backing it.
     pub bridge: String,
     pub bridge_mac: [u8; 6],
-    pub v4: Pool,
+    /// `None`: an IPv6-only network (`--ipv4=false`, the Engine's `EnableIPv4: false`).
+    pub v4: Option<Pool>,
     pub v6: Option<Pool>,
     /// Global (overlay) networks: the VXLAN id. Their definition lives in the cluster store;
     /// the file here is a cache that keeps this host's endpoints on them across restarts.
@@ -195,24 +196,41 @@ impl Network {
         self.v6.is_some()
     }
 
+    pub fn enable_ipv4(&self) -> bool {
+        self.v4.is_some()
+    }
+
+    /// Its pools: IPv4 first.
+    pub fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.v4.iter().chain(self.v6.iter())
+    }
+
+    /// The IPv4 pool, which a global (overlay) network always has (checked at its creation
+    /// and when its record is read from the store).
+    pub fn overlay_v4(&self) -> Result<&Pool> {
+        self.v4
+            .as_ref()
+            .ok_or_else(|| AgentError::Invalid(format!("network {} has no IPv4 subnet", self.name)))
+    }
+
     pub fn gateways(&self) -> Vec<IpAddr> {
-        std::iter::once(self.v4.gateway)
-            .chain(self.v6.as_ref().map(|p| p.gateway))
-            .collect()
+        self.pools().map(|p| p.gateway).collect()
     }
 
     /// The pool of `ip`'s family, if the network has one.
     pub fn pool_for(&mut self, ip: IpAddr) -> Option<&mut Pool> {
         if ip.is_ipv4() {
-            Some(&mut self.v4)
+            self.v4.as_mut()
         } else {
             self.v6.as_mut()
         }
     }
 
     /// Give an endpoint's addresses back to the pools.
-    pub fn release(&mut self, v4: Ipv4Addr, v6: Option<Ipv6Addr>) {
-        self.v4.release(IpAddr::V4(v4));
+    pub fn release(&mut self, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) {
+        if let (Some(p), Some(ip)) = (self.v4.as_mut(), v4) {
+            p.release(IpAddr::V4(ip));
+        }
         if let (Some(p), Some(ip)) = (self.v6.as_mut(), v6) {
             p.release(IpAddr::V6(ip));
         }
@@ -352,8 +370,19 @@ pub struct Attached {
     pub ifname: String,
     pub host_veth: String,
     pub mac: [u8; 6],
-    pub v4: Ipv4Addr,
+    /// `None` on an IPv6-only network.
+    pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
+}
+
+impl Attached {
+    /// Its addresses: IPv4 first.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.v4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.v6.map(IpAddr::V6))
+    }
 }
 
 /// Rebuild what is not stored: endpoints on networks that no longer exist are dropped, and
@@ -384,12 +413,16 @@ pub(super) fn derive(state: &mut State) {
                 (Some(p), Some(ip)) => p.reserve(IpAddr::V6(ip)).map(|()| Some(ip)),
                 _ => Ok(None),
             };
-            match (net.v4.reserve(IpAddr::V4(a.v4)), v6) {
-                (Ok(()), Ok(_)) => {}
+            let v4 = match (net.v4.as_mut(), a.v4) {
+                (Some(p), Some(ip)) => p.reserve(IpAddr::V4(ip)).map(|()| Some(ip)),
+                _ => Ok(None),
+            };
+            match (v4, v6) {
+                (Ok(_), Ok(_)) => {}
                 (r4, r6) => {
                     tracing::error!(container = %c.name, network = %net.name, "address held twice in the state; detaching the later holder");
-                    if r4.is_ok() {
-                        net.v4.release(IpAddr::V4(a.v4));
+                    if let (Ok(Some(ip)), Some(p)) = (r4, net.v4.as_mut()) {
+                        p.release(IpAddr::V4(ip));
                     }
                     if let (Ok(Some(ip)), Some(p)) = (r6, net.v6.as_mut()) {
                         p.release(IpAddr::V6(ip));

@@ -183,6 +183,37 @@ expect_error(400, "invalid DNS server address", client.containers.create, "busyb
 assert f"{P}-bad" not in names_of_all()
 h.remove(force=True)
 
+# --- API 1.48 through the raw API (the SDK does not know these fields) ---------------------
+def raw(method, path, body=None):
+    r = api.request(method, f"{api.base_url}/v{CURRENT}{path}", json=body)
+    return r.status_code, (r.json() if r.content else None)
+
+g = client.containers.run("busybox", "sleep 1000", name=f"{P}-g", network="dual", detach=True)
+def default4():
+    return ns_run(g.name, "ip", "-4", "route", "show", "default").stdout
+assert f"via 10.{O}.200.1 " in default4(), default4()
+status, _ = raw("POST", f"/networks/{net.id}/connect",
+                {"Container": g.id, "EndpointConfig": {"GwPriority": 3}})
+assert status == 200, status
+assert f"via 10.{O}.0.1 " in default4(), default4()
+status, ins = raw("GET", f"/containers/{g.id}/json")
+assert ins["NetworkSettings"]["Networks"]["multi-host-network"]["GwPriority"] == 3, ins
+net.disconnect(g)
+assert f"via 10.{O}.200.1 " in default4(), default4()
+status, created = raw("POST", "/networks/create", {
+    "Name": "v6o", "EnableIPv4": False, "EnableIPv6": True,
+    "IPAM": {"Config": [{"Subnet": f"fd{O:02x}:9::/64"}]}})
+assert status == 201, (status, created)
+status, v6o = raw("GET", "/networks/v6o")
+assert v6o["EnableIPv4"] is False and len(v6o["IPAM"]["Config"]) == 1, v6o
+client.networks.get("v6o").connect(g)
+g.reload()
+ep6 = g.attrs["NetworkSettings"]["Networks"]["v6o"]
+assert ep6["IPAddress"] == "" and ep6["GlobalIPv6Address"].startswith(f"fd{O:02x}:9::"), ep6
+client.networks.get("v6o").disconnect(g)
+client.networks.get("v6o").remove()
+g.remove(force=True)
+
 # --- runs: detached works, in the foreground is refused with words and leaves nothing ----
 d = client.containers.run("busybox", "sleep 1000", name=f"{P}-d", network="dual", detach=True)
 d.reload()
@@ -195,6 +226,13 @@ for extra in ({}, {"remove": True}):
     assert "detach=True" in e.explanation
     assert names_of_all() == before, names_of_all()
     assert not os.path.exists(f"/run/netns/{P}-fg")
+
+# A program's own create, start and logs(follow=True) is not a run: 501, container kept.
+own = client.containers.create("busybox", "sleep 1000", name=f"{P}-own", network="dual")
+own.start()
+e = expect_error(501, "has no output", own.logs, stream=True, follow=True)
+assert f"{P}-own" in names_of_all()
+own.remove(force=True)
 
 # --- teardown through the SDK: disconnect, stop, remove, prune -------------------------
 net.disconnect(c3)

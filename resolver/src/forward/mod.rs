@@ -141,6 +141,10 @@ struct Inner {
     cache: Cache,
     stats: ForwardStats,
     pools: DashMap<SocketAddr, Arc<Pool<Job>>>,
+    /// Servers of some askers only (`Servers`: a container's `--dns`, a network's), with when
+    /// a query last went to them: their pools are kept, and they are probed when demoted, for
+    /// as long as they are in use (`EXTRA_KEPT` after the last query).
+    extra: DashMap<SocketAddr, Instant>,
     /// Sockets out of their pool (rotated, or their server unlisted) with queries that may
     /// still be waiting: their replies are still read and their deadlines still kept.
     draining: std::sync::Mutex<Vec<Arc<UpSocket<Job>>>>,
@@ -175,6 +179,7 @@ impl Forwarder {
             settings,
             stats: ForwardStats::default(),
             pools: DashMap::new(),
+            extra: DashMap::new(),
             draining: std::sync::Mutex::new(Vec::new()),
             tcp: tcp::TcpUpstreams::default(),
             runtime: Handle::current(),
@@ -229,7 +234,9 @@ impl Forwarder {
         };
         let mut key = wire::cache_key(&req);
         if let Some(s) = servers {
-            key.extend_from_slice(&s.tag().to_be_bytes());
+            // The servers themselves, not a digest of them: no list's answers can be made
+            // to pass for another's.
+            key.extend_from_slice(s.key_bytes());
         }
         if inner.cache.get(&key, &req, out) {
             inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -248,6 +255,12 @@ impl Forwarder {
                 return Started::Replied;
             }
         };
+        if let Some(s) = servers {
+            let now = Instant::now();
+            for server in s.list() {
+                inner.extra.insert(*server, now);
+            }
+        }
         let mut upstream = Vec::with_capacity(320);
         wire::write_upstream_query(&mut upstream, &req, 0);
         let job = Job {
@@ -571,6 +584,8 @@ async fn receive(inner: Weak<Inner>, up: Arc<UpSocket<Job>>) {
 
 /// How often waiting jobs are checked against their deadline.
 const TICK: Duration = Duration::from_millis(20);
+/// How long the pool of a server some askers use (`Servers`) outlives their last query.
+const EXTRA_KEPT: Duration = Duration::from_secs(300);
 
 /// Time out waiting jobs, probe demoted servers, rotate sockets, close pools of servers no
 /// longer listed; until the forwarder is gone.
@@ -617,11 +632,15 @@ async fn maintain(inner: Weak<Inner>) {
                 }
             }
         }
-        // Pools of servers no longer listed: retired whole, their sockets drained.
+        // Pools of servers no longer listed (nor in use by some askers): retired whole, their
+        // sockets drained.
         let listed = inner.upstreams.current();
+        inner
+            .extra
+            .retain(|_, used| now.duration_since(*used) < EXTRA_KEPT);
         let mut unlisted = Vec::new();
         inner.pools.retain(|server, pool| {
-            let keep = listed.contains(server);
+            let keep = listed.contains(server) || inner.extra.contains_key(server);
             if !keep {
                 unlisted.extend(pool.retire_all());
             }
@@ -630,7 +649,9 @@ async fn maintain(inner: Weak<Inner>) {
         inner.drain_later(unlisted);
         if now.duration_since(last_probe) >= PROBE_EVERY {
             last_probe = now;
-            for server in inner.health.demoted(&listed) {
+            let mut servers: Vec<SocketAddr> = listed.to_vec();
+            servers.extend(inner.extra.iter().map(|e| *e.key()));
+            for server in inner.health.demoted(&servers) {
                 probe(&inner, server);
             }
         }
