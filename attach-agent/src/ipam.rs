@@ -69,20 +69,21 @@ pub fn mac_for(v4: std::net::Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
-/// An endpoint's MAC: Docker's from its IPv4 address; on an IPv6-only network `02:42`
-/// followed by the last four bytes of its IPv6 address (distinct within any subnet of /96 or
-/// longer, and the same after every restart).
-pub fn mac_for_addresses(
+/// An endpoint's MAC: Docker's from its IPv4 address; on an IPv6-only network (nothing to
+/// derive it from: the tail of an IPv6 address repeats across a /64) `02:42` followed by the
+/// first four bytes of its random 256-bit endpoint id, as Docker 28 gives such endpoints a
+/// random MAC, and the same after every restart.
+pub fn mac_for_endpoint(
     v4: Option<std::net::Ipv4Addr>,
-    v6: Option<std::net::Ipv6Addr>,
+    endpoint: &crate::ids::EndpointId,
 ) -> [u8; 6] {
-    match (v4, v6) {
-        (Some(v4), _) => mac_for(v4),
-        (None, Some(v6)) => {
-            let o = v6.octets();
-            [0x02, 0x42, o[12], o[13], o[14], o[15]]
+    match v4 {
+        Some(v4) => mac_for(v4),
+        None => {
+            let hex = endpoint.as_str();
+            let byte = |i: usize| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0);
+            [0x02, 0x42, byte(0), byte(1), byte(2), byte(3)]
         }
-        (None, None) => [0x02, 0x42, 0, 0, 0, 1],
     }
 }
 

@@ -1,13 +1,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::request::{check_endpoint, EndpointRequest};
-use super::{endpoint_spec, mac_for_addresses, Agent, Cleanup, Freed, Withdrawn, OVERLAY_MTU};
+use super::{endpoint_spec, mac_for_endpoint, Agent, Cleanup, Freed, Withdrawn, OVERLAY_MTU};
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::kernel::handles::Inside;
 use crate::kernel::netlink::Netlink;
 use crate::kernel::netns;
-use crate::state::{Attached, Changed, Container, Endpoint, State};
+use crate::state::{Attached, Changed, Container, Endpoint, Network, State};
 
 /// Where an operation's time goes, phase by phase, logged at debug level under the target
 /// `attach_agent::timing` (the comparison tool turns it on to print its breakdown). Costs two
@@ -300,7 +300,7 @@ impl Agent {
         state: &State,
         cid: &ContainerId,
         leaving: &NetworkId,
-    ) -> Vec<IpAddr> {
+    ) -> Vec<(IpAddr, IpAddr)> {
         let Ok(c) = state.container(cid) else {
             return vec![];
         };
@@ -309,28 +309,38 @@ impl Agent {
         }
         let before = super::gateway::Gateways::of(c, state, None, None);
         let after = super::gateway::Gateways::of(c, state, None, Some(leaving));
+        let Some(gone) = state.networks.get(leaving) else {
+            return vec![];
+        };
         let mut moved = Vec::new();
-        if before.v4.as_ref() == Some(leaving) {
-            let next = after.v4.and_then(|id| state.networks.get(&id));
-            if let Some(p) = next.and_then(|n| n.v4.as_ref()) {
-                moved.push(p.gateway);
+        for v6 in [false, true] {
+            let (was, next) = if v6 {
+                (before.v6.as_ref(), after.v6.as_ref())
+            } else {
+                (before.v4.as_ref(), after.v4.as_ref())
+            };
+            if was != Some(leaving) {
+                continue;
             }
-        }
-        if before.v6.as_ref() == Some(leaving) {
-            let next = after.v6.and_then(|id| state.networks.get(&id));
-            if let Some(p) = next.and_then(|n| n.v6.as_ref()) {
-                moved.push(p.gateway);
+            let gateway = |n: &Network| {
+                let pool = if v6 { n.v6.as_ref() } else { n.v4.as_ref() };
+                pool.map(|p| p.gateway)
+            };
+            let next = next.and_then(|id| state.networks.get(id)).and_then(gateway);
+            if let (Some(next), Some(old)) = (next, gateway(gone)) {
+                moved.push((next, old));
             }
         }
         moved
     }
 
-    /// Point a running container's default routes at `gateways` (one per family).
+    /// Point a running container's default routes at the new gateways of `moved` (new, old),
+    /// where they still go via the old one (a route another plugin holds stays).
     async fn reroute(
         &self,
         netns: &std::path::Path,
         owned: bool,
-        gateways: &[IpAddr],
+        moved: &[(IpAddr, IpAddr)],
     ) -> Result<()> {
         let inside = match self.inner.insides.get(netns) {
             Some(kept) => kept.netlink,
@@ -342,8 +352,8 @@ impl Agent {
                 opened.netlink
             }
         };
-        for gw in gateways {
-            inside.replace_default_route(*gw).await?;
+        for (new, old) in moved {
+            inside.move_default_route(*new, &[*old]).await?;
         }
         Ok(())
     }
@@ -487,6 +497,7 @@ impl Agent {
             Self::allocate_local(state, net_id, static_v4, static_v6)?
         };
         let net = state.network(net_id)?;
+        let mac = mac_for_endpoint(v4, &endpoint_id);
         Ok(AttachPlan {
             cid: cid.clone(),
             net_id: net_id.clone(),
@@ -504,7 +515,7 @@ impl Agent {
             lo_up,
             host_veth: self.veth_name(),
             ifname,
-            mac: want_mac.unwrap_or(mac_for_addresses(v4, v6)),
+            mac: want_mac.unwrap_or(mac),
             ns,
             inside,
         })
@@ -660,11 +671,15 @@ impl Agent {
                 inside.set_up(lo).await?;
             }
         }
-        let take_over = !plan.previous_routes.is_empty();
         let route = |gw: IpAddr| async move {
-            let has = |g: &IpAddr| g.is_ipv4() == gw.is_ipv4();
-            if take_over && plan.previous_routes.iter().any(has) {
-                inside.replace_default_route(gw).await
+            if plan
+                .previous_routes
+                .iter()
+                .any(|g| g.is_ipv4() == gw.is_ipv4())
+            {
+                // Taken over from another of the agent's endpoints, if the route is still
+                // theirs (one another plugin set stays).
+                inside.move_default_route(gw, &plan.previous_routes).await
             } else {
                 inside.add_default_route(gw).await
             }
@@ -742,9 +757,14 @@ impl Agent {
                 if let Some(n) = state.networks.get_mut(&plan.net_id) {
                     n.release(plan.v4, plan.v6);
                 }
-                // The routes it took over went with it: back to the endpoints that had them.
+                // The routes it took over went with it: back to the endpoints that had them
+                // (a route another plugin holds stays as it is).
                 for gw in &plan.previous_routes {
-                    if let Err(e) = plan.inside.replace_default_route(*gw).await {
+                    if let Err(e) = plan
+                        .inside
+                        .move_default_route(*gw, &plan.previous_routes)
+                        .await
+                    {
                         tracing::error!(gateway = %gw, error = %e, "cannot give the default route back after a failed attachment");
                     }
                 }

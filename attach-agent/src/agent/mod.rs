@@ -235,7 +235,7 @@ pub(crate) fn endpoint_spec(
     }
 }
 
-pub(crate) use crate::ipam::{mac_for, mac_for_addresses};
+pub(crate) use crate::ipam::{mac_for, mac_for_endpoint};
 
 impl Agent {
     /// Load the state, reconcile it with the kernel, and serve DNS for every network.

@@ -82,7 +82,10 @@ pub(super) async fn info(AxState(agent): AxState<Agent>) -> Response {
     Json(v).into_response()
 }
 
-pub(super) async fn unsupported(method: Method, uri: Uri) -> ApiError {
+/// 501 for what the agent does not serve. The request's body is read first (and dropped): a
+/// client still sending it (`docker exec` posts its config) would otherwise meet a closed
+/// connection and print a broken pipe instead of these words.
+pub(super) async fn unsupported(method: Method, uri: Uri, _body: axum::body::Bytes) -> ApiError {
     ApiError(
         StatusCode::NOT_IMPLEMENTED,
         format!(

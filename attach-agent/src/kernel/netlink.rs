@@ -417,6 +417,44 @@ impl Netlink {
         }
     }
 
+    /// The gateway of this namespace's default route of that family (main table), if any.
+    pub async fn default_gateway(&self, v6: bool) -> Result<Option<IpAddr>> {
+        let request = if v6 {
+            self.handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        } else {
+            self.handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        };
+        let routes: Vec<_> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(kernel("list routes"))?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length == 0)
+            .find_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                    _ => None,
+                })
+            }))
+    }
+
+    /// Point the default route of `gateway`'s family at `gateway` only if it now goes via
+    /// one of `ours` (the gateways of the agent's own endpoints) or there is none: a route
+    /// another plugin set in a runtime's namespace is never taken over.
+    pub async fn move_default_route(&self, gateway: IpAddr, ours: &[IpAddr]) -> Result<()> {
+        match self.default_gateway(gateway.is_ipv6()).await? {
+            Some(current) if !ours.contains(&current) => Ok(()),
+            _ => self.replace_default_route(gateway).await,
+        }
+    }
+
     /// The IPv4 destinations routed in this namespace (not the default route): a default
     /// address pool must not overlap any of them.
     pub async fn ipv4_routes(&self) -> Result<Vec<IpNet>> {

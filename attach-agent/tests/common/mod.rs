@@ -283,15 +283,31 @@ impl Env {
 
     /// Run the stock docker client against this daemon's socket.
     pub fn docker(&self, args: &[&str]) -> Out {
-        Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .env_remove("DOCKER_CONTEXT")
-            .stdin(Stdio::null())
+        self.docker_command(args)
+            .env_remove("DOCKER_API_VERSION")
             .output()
             .expect("the docker client must be on PATH (.ci/run installs it)")
             .into()
+    }
+
+    /// The stock docker client speaking API version `api` (`DOCKER_API_VERSION`), whatever
+    /// it and the agent could negotiate.
+    pub fn docker_at(&self, api: &str, args: &[&str]) -> Out {
+        self.docker_command(args)
+            .env("DOCKER_API_VERSION", api)
+            .output()
+            .expect("the docker client must be on PATH (.ci/run installs it)")
+            .into()
+    }
+
+    fn docker_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(Stdio::null());
+        cmd
     }
 
     /// The docker client must succeed; its stdout.
