@@ -195,6 +195,39 @@ fn the_stock_docker_client_drives_the_agent() {
     assert!(link.contains("02:42:ac:11:00:77"), "{link}");
     env.dok(&["rm", "-f", &c4]);
 
+    // DNS options as the client sends them: the container's resolv.conf and hosts file, and
+    // its inspect.
+    let c5 = env.name("c5");
+    env.dok(&[
+        "run",
+        "-d",
+        "--network",
+        "dual",
+        "--dns",
+        "127.0.0.1",
+        "--dns-search",
+        "example.test",
+        "--dns-option",
+        "ndots:2",
+        "--add-host",
+        "db.local:10.9.9.9",
+        "--add-host",
+        "gw.local:host-gateway",
+        "--name",
+        &c5,
+        "busybox",
+    ]);
+    let resolv = std::fs::read_to_string(format!("/etc/netns/{c5}/resolv.conf")).unwrap();
+    assert!(
+        resolv.contains("search example.test\n") && resolv.contains("options ndots:2\n"),
+        "{resolv}"
+    );
+    assert_eq!(env.getent(&c5, "db.local"), ["10.9.9.9"]);
+    assert_eq!(env.getent(&c5, "gw.local"), [format!("10.{o}.200.1")]);
+    let dns = env.dok(&["inspect", "-f", "{{json .HostConfig.Dns}}", &c5]);
+    assert_eq!(dns.trim(), r#"["127.0.0.1"]"#);
+    env.dok(&["rm", "-f", &c5]);
+
     // What a client of API 1.48 or later sends (Debian's 20.10 speaks 1.41: these steps are
     // the SDK test's then, through the raw API): --gw-priority moves the default route, and
     // --ipv4=false makes an IPv6-only network.
