@@ -11,11 +11,11 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use attach_agent::engine::{container_networks, endpoint_request, json_body, network_create};
+use attach_agent::agent::request::{check_endpoint, check_hostname, plan_network};
 use attach_agent::engine::types as docker;
+use attach_agent::engine::{container_networks, endpoint_request, json_body, network_create};
 use attach_agent::error::AgentError;
 use attach_agent::ipam::Pool;
-use attach_agent::agent::request::{check_endpoint, check_hostname, plan_network};
 use attach_agent::state::Network;
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
@@ -50,7 +50,7 @@ fn network() -> Network {
         options: Default::default(),
         bridge: "fuzzbr".into(),
         bridge_mac: [2, 0x42, 0, 0, 0, 1],
-        v4: Pool::new(subnet("10.9.0.0/16"), Some(subnet("10.9.1.0/24")), None).unwrap(),
+        v4: Some(Pool::new(subnet("10.9.0.0/16"), Some(subnet("10.9.1.0/24")), None).unwrap()),
         v6: Some(Pool::new(subnet("fd00:9::/64"), None, None).unwrap()),
         vni: None,
     }
@@ -60,7 +60,7 @@ fn check_endpoint_of(req: &attach_agent::agent::request::EndpointRequest, net: &
     match check_endpoint(req, net) {
         Ok(cfg) => {
             if let Some(v4) = cfg.v4 {
-                assert!(net.v4.subnet.contains(&IpAddr::V4(v4)));
+                assert!(net.v4.as_ref().unwrap().subnet.contains(&IpAddr::V4(v4)));
             }
             if let Some(v6) = cfg.v6 {
                 assert!(net.v6.as_ref().unwrap().subnet.contains(&IpAddr::V6(v6)));

@@ -41,6 +41,13 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
             name: name.into(),
             internal: name == "back",
             bridge_ifindex: None,
+            // The host names answer on "front" (the policy's special names get fuzzed too).
+            host_addresses: if name == "front" {
+                vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()]
+            } else {
+                vec![]
+            },
+            dns_servers: vec![],
         })
         .unwrap();
     }
@@ -111,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
                 panic!("reply does not decode: {e}\nquery {packet:02x?}\nreply {out:02x?}");
             }
         }
-        Outcome::Forward => {
+        Outcome::Forward(_) => {
             assert!(
                 resolver::wire::parse(packet).is_ok(),
                 "forwarding a packet the parser refused"
