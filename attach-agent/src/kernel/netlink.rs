@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
 use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder,
 };
@@ -419,21 +419,9 @@ impl Netlink {
 
     /// The gateway of this namespace's default route of that family (main table), if any.
     pub async fn default_gateway(&self, v6: bool) -> Result<Option<IpAddr>> {
-        let request = if v6 {
-            self.handle
-                .route()
-                .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-        } else {
-            self.handle
-                .route()
-                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        };
-        let routes: Vec<_> = request
-            .execute()
-            .try_collect()
-            .await
-            .map_err(kernel("list routes"))?;
-        Ok(routes
+        Ok(self
+            .routes(v6)
+            .await?
             .iter()
             .filter(|r| r.header.destination_prefix_length == 0)
             .find_map(|r| {
@@ -443,6 +431,24 @@ impl Netlink {
                     _ => None,
                 })
             }))
+    }
+
+    /// Every route of one family in this namespace (one dump).
+    async fn routes(&self, v6: bool) -> Result<Vec<RouteMessage>> {
+        let request = if v6 {
+            self.handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        } else {
+            self.handle
+                .route()
+                .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        };
+        request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(kernel("list routes"))
     }
 
     /// Point the default route of `gateway`'s family at `gateway` only if it now goes via
@@ -458,15 +464,9 @@ impl Netlink {
     /// The IPv4 destinations routed in this namespace (not the default route): a default
     /// address pool must not overlap any of them.
     pub async fn ipv4_routes(&self) -> Result<Vec<IpNet>> {
-        let routes: Vec<_> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(kernel("list routes"))?;
-        Ok(routes
+        Ok(self
+            .routes(false)
+            .await?
             .iter()
             .filter(|r| r.header.destination_prefix_length > 0)
             .filter_map(|r| {
