@@ -10,7 +10,7 @@
 //! capped. An expired entry is kept a while longer to be served stale (RFC 8767) when every
 //! upstream fails.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -80,6 +80,18 @@ pub struct Cache {
     /// Held by the one thread making room; others insert over the bound meanwhile rather than
     /// wait (by at most a few entries).
     evicting: Mutex<()>,
+    counts: CacheCounts,
+}
+
+/// What the cache did, for the metrics.
+#[derive(Debug, Default)]
+pub struct CacheCounts {
+    /// Lookups answered with a fresh reply.
+    pub hits: AtomicU64,
+    /// Lookups that found nothing fresh.
+    pub misses: AtomicU64,
+    /// Entries dropped to make room (expired ones included, when making room found them).
+    pub evictions: AtomicU64,
 }
 
 impl Cache {
@@ -89,6 +101,7 @@ impl Cache {
             limits,
             bytes: AtomicUsize::new(0),
             evicting: Mutex::new(()),
+            counts: CacheCounts::default(),
         }
     }
 
@@ -102,12 +115,17 @@ impl Cache {
         if !self.enabled() {
             return false;
         }
-        let Some(e) = self.entries.get(key) else {
+        let fresh = self.entries.get(key).and_then(|e| {
+            match e.age(Instant::now(), self.limits.stale_for) {
+                Age::Fresh(age) => Some((e, age)),
+                _ => None,
+            }
+        });
+        let Some((e, age)) = fresh else {
+            self.counts.misses.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        let Age::Fresh(age) = e.age(Instant::now(), self.limits.stale_for) else {
-            return false;
-        };
+        self.counts.hits.fetch_add(1, Ordering::Relaxed);
         out.clear();
         out.extend_from_slice(&e.reply);
         wire::age_ttls(out, &e.ttl_offsets, age);
@@ -217,11 +235,17 @@ impl Cache {
                 };
                 if drop {
                     self.bytes.fetch_sub(e.cost, Ordering::Relaxed);
+                    self.counts.evictions.fetch_add(1, Ordering::Relaxed);
                     remaining -= 1;
                 }
                 !drop
             });
         }
+    }
+
+    /// Hits, misses and evictions so far.
+    pub fn counts(&self) -> &CacheCounts {
+        &self.counts
     }
 
     /// Number of cached replies.

@@ -14,6 +14,8 @@ pub mod forward;
 pub mod huge_pages;
 pub mod listen;
 pub mod logging;
+pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod records;
 pub mod respond;

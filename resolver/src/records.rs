@@ -26,6 +26,8 @@ pub enum RecordsError {
     },
     #[error("{0}")]
     Syntax(#[from] toml::de::Error),
+    #[error(transparent)]
+    MetricsAddr(#[from] crate::observe::BadMetricsAddr),
     #[error("network {0:?} is defined twice")]
     DuplicateNetwork(String),
     #[error("container {0:?} is defined twice")]
@@ -58,6 +60,10 @@ pub enum RecordsError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordsFile {
+    /// Where `/metrics`, `/health` and `/ready` listen (`IP:PORT`; empty: off). Read at start
+    /// only.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
     /// DNS server settings (TTL and upstreams also apply on reload).
     #[serde(default)]
     pub dns: Option<ResolverConfig>,
@@ -107,6 +113,8 @@ pub struct EndpointEntry {
 /// A checked records file, ready to apply.
 #[derive(Debug, Clone, Default)]
 pub struct Records {
+    /// Checked: an address or empty (see [`crate::observe::parse_metrics_addr`]).
+    pub metrics_addr: Option<String>,
     pub dns: Option<ResolverConfig>,
     /// Networks with their listen addresses, in file order.
     pub networks: Vec<(NetworkSpec, Vec<IpAddr>)>,
@@ -151,6 +159,9 @@ impl Records {
         let file: RecordsFile = toml::from_str(text)?;
         if let Some(dns) = &file.dns {
             dns.validate()?;
+        }
+        if let Some(addr) = &file.metrics_addr {
+            crate::observe::parse_metrics_addr(addr)?;
         }
         let mut networks = Vec::new();
         let mut by_name: HashMap<&str, String> = HashMap::new();
@@ -251,6 +262,7 @@ impl Records {
             }
         }
         Ok(Records {
+            metrics_addr: file.metrics_addr,
             dns: file.dns,
             networks,
             endpoints,

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use crate::metrics::QueryOutcome;
 use crate::policy::{self, Decision};
 use crate::table::{NetKey, Table};
 use crate::upstream::Servers;
@@ -16,12 +17,12 @@ use crate::wire::{self, Rcode};
 /// What became of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// `out` holds the reply.
-    Reply,
+    /// `out` holds the reply; the query ended so.
+    Reply(QueryOutcome),
     /// Not a local name: hand the query to the forwarder, for these servers (the asker's or
     /// its network's) or, `None`, the host's upstreams.
     Forward(Option<Servers>),
-    /// Send nothing.
+    /// Send nothing (the query ended [`QueryOutcome::Dropped`]).
     Drop,
 }
 
@@ -67,8 +68,14 @@ impl Responder {
         let req = match wire::parse(bytes) {
             Ok(r) => r,
             Err(reject) => {
+                let outcome = match reject {
+                    wire::Reject::Drop => QueryOutcome::Dropped,
+                    wire::Reject::FormErr => QueryOutcome::FormErr,
+                    wire::Reject::NotImp => QueryOutcome::NotImp,
+                    wire::Reject::BadVers => QueryOutcome::BadVers,
+                };
                 return match wire::write_reject(out, bytes, reject) {
-                    Some(()) => Outcome::Reply,
+                    Some(()) => Outcome::Reply(outcome),
                     None => Outcome::Drop,
                 };
             }
@@ -76,16 +83,26 @@ impl Responder {
         let asker = self.table.asker(from.src, from.ifindex, from.listener);
         let limit = from.fixed_limit.unwrap_or_else(|| req.udp_limit());
         let ttl = self.ttl.load(Ordering::Relaxed);
-        match policy::decide(&self.table, &asker, &req) {
+        let outcome = match policy::decide(&self.table, &asker, &req) {
             Decision::Addresses(mut addrs) => {
                 fastrand::shuffle(&mut addrs);
                 wire::write_addresses(out, &req, &addrs, ttl, limit);
+                QueryOutcome::Local
             }
-            Decision::Ptr(target) => wire::write_ptr(out, &req, &target, ttl, limit),
-            Decision::NoData => wire::write_empty(out, &req, Rcode::NoError),
-            Decision::NxDomain => wire::write_empty(out, &req, Rcode::NxDomain),
+            Decision::Ptr(target) => {
+                wire::write_ptr(out, &req, &target, ttl, limit);
+                QueryOutcome::Local
+            }
+            Decision::NoData => {
+                wire::write_empty(out, &req, Rcode::NoError);
+                QueryOutcome::NoData
+            }
+            Decision::NxDomain => {
+                wire::write_empty(out, &req, Rcode::NxDomain);
+                QueryOutcome::NxDomain
+            }
             Decision::Forward => return Outcome::Forward(self.table.servers_for(&asker)),
-        }
-        Outcome::Reply
+        };
+        Outcome::Reply(outcome)
     }
 }

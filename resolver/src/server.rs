@@ -14,6 +14,8 @@ use tokio::sync::Mutex;
 use crate::config::{ConfigError, ResolverConfig};
 use crate::forward::Forwarder;
 use crate::listen::{ListenCtx, Listener};
+use crate::metrics::exposition::Exposition;
+use crate::metrics::DnsMetrics;
 use crate::respond::Responder;
 use crate::table::{NetworkSpec, Table, TableError};
 use crate::upstream::Upstreams;
@@ -36,6 +38,7 @@ struct Inner {
     responder: Responder,
     forwarder: Forwarder,
     ctx: ListenCtx,
+    metrics: DnsMetrics,
     port: u16,
     /// The `host_names` and `host_address` settings (a restart changes them).
     host: ResolverConfig,
@@ -59,9 +62,20 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Build a server around `table`. Must run inside a tokio runtime: forwarding and TCP use
-    /// it, and a resolv.conf watcher is spawned on it when no upstreams are configured.
+    /// Build a server around `table`, counting what it does (see [`crate::metrics`]). Must run
+    /// inside a tokio runtime: forwarding and TCP use it, and a resolv.conf watcher is spawned
+    /// on it when no upstreams are configured.
     pub fn new(config: &ResolverConfig, table: Table) -> Result<Server, ServerError> {
+        Server::with_metrics(config, table, DnsMetrics::on())
+    }
+
+    /// [`Server::new`] counting into `metrics` ([`DnsMetrics::off`]: nothing is counted, when
+    /// nobody can scrape them).
+    pub fn with_metrics(
+        config: &ResolverConfig,
+        table: Table,
+        metrics: DnsMetrics,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
         let fixed = config.fixed_upstreams()?;
         let upstreams = if fixed.is_empty() {
@@ -69,7 +83,7 @@ impl Server {
         } else {
             Upstreams::fixed(fixed)
         };
-        let forwarder = Forwarder::new(upstreams, config.forward_settings());
+        let forwarder = Forwarder::new(upstreams, config.forward_settings(), metrics.clone());
         let responder = Responder::new(table.clone(), config.ttl);
         let ctx = ListenCtx {
             responder: responder.clone(),
@@ -78,6 +92,7 @@ impl Server {
             tcp_idle: config.tcp_idle_timeout(),
             tcp_max: config.max_tcp_connections,
             tcp_inflight: config.max_inflight_per_tcp,
+            metrics: metrics.clone(),
         };
         Ok(Server {
             inner: Arc::new(Inner {
@@ -85,6 +100,7 @@ impl Server {
                 responder,
                 forwarder,
                 ctx,
+                metrics,
                 port: config.port,
                 host: ResolverConfig {
                     host_names: config.host_names,
@@ -108,6 +124,20 @@ impl Server {
         &self.inner.responder
     }
 
+    pub fn metrics(&self) -> &DnsMetrics {
+        &self.inner.metrics
+    }
+
+    /// Write every DNS metric family (Prometheus text format) into `e`.
+    pub fn render_metrics(&self, e: &mut Exposition) {
+        crate::metrics::render::dns(
+            e,
+            &self.inner.metrics,
+            &self.inner.forwarder,
+            &self.inner.table,
+        );
+    }
+
     /// Register a network and listen on its gateway addresses. On a listen error nothing is
     /// left behind (for a network that was new). Adding an existing network again updates it
     /// and replaces its listeners with `listen`.
@@ -124,6 +154,7 @@ impl Server {
             ..spec.clone()
         };
         let key = self.inner.table.add_network(spec)?;
+        let stats = self.inner.metrics.network(&spec.id, &spec.name);
         // Keep listeners on addresses that stay; open the new ones; close the rest.
         let mut old: Vec<Listener> = all.remove(&spec.id).unwrap_or_default();
         let mut opened = Vec::new();
@@ -142,6 +173,7 @@ impl Server {
                 self.inner.port,
                 spec.bridge_ifindex,
                 key,
+                stats.clone(),
                 &self.inner.ctx,
             ) {
                 Ok(l) => opened.push(l),
@@ -155,6 +187,7 @@ impl Server {
                         all.insert(spec.id.clone(), old);
                     } else {
                         self.inner.table.remove_network(&spec.id);
+                        self.inner.metrics.remove_network(&spec.id);
                     }
                     return Err(ServerError::Listen {
                         addr: SocketAddr::new(ip, self.inner.port),
@@ -178,6 +211,7 @@ impl Server {
             l.close().await;
         }
         self.inner.table.remove_network(id);
+        self.inner.metrics.remove_network(id);
     }
 
     /// Where a network's listeners are bound.

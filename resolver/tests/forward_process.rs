@@ -37,6 +37,8 @@ fn start(b: [u8; 3], dir: &Path, upstreams: &[SocketAddr], dns: &str) -> (Runnin
         path.to_str().unwrap(),
         "--port",
         &port.to_string(),
+        "--metrics-addr",
+        "127.0.0.1:0",
     ]);
     for u in upstreams {
         cmd.args(["--upstream", &u.to_string()]);

@@ -84,6 +84,7 @@ async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
             &port.to_string(),
         ])
         .args(["--upstream", &up.addr.to_string()])
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -168,4 +169,114 @@ async fn serves_a_records_file_to_dig_and_reloads_without_dropping_queries() {
         !log.contains('\x1b'),
         "a log that is not a terminal has no ANSI escapes: {log:?}"
     );
+}
+
+/// The standalone resolver serves `/metrics`, `/health` and `/ready` too: each kind of query
+/// counted once under its outcome and transport, the upstream and cache figures, and an
+/// exposition promtool accepts. With `--metrics-addr ""` there is no listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_metrics_that_count_every_query_once() {
+    use test_support::prometheus::{http_get, promtool_check, sample};
+    let b = block();
+    let up = upstream(Behaviour::Answer("192.0.2.53".parse().unwrap(), 60)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.toml");
+    std::fs::write(&path, records(b, "")).unwrap();
+    let port = free_port(ip(b, 1));
+    let start = |metrics: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_resolver"))
+            .args(["--records", path.to_str().unwrap()])
+            .args(["--port", &port.to_string()])
+            .args(["--upstream", &up.addr.to_string()])
+            .args(["--metrics-addr", metrics])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let running = Running(child);
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        (running, lines.next().unwrap().unwrap())
+    };
+    let (off, said) = start("");
+    assert_eq!(said, "metrics off");
+    drop(off);
+
+    let (running, said) = start("127.0.0.1:0");
+    let addr: std::net::SocketAddr = said
+        .strip_prefix("metrics http://")
+        .unwrap_or_else(|| panic!("{said:?}"))
+        .parse()
+        .unwrap();
+    assert_eq!(http_get(addr, "/health").unwrap(), (200, "ok\n".into()));
+    assert_eq!(
+        http_get(addr, "/ready").unwrap(),
+        (200, "ready\nok records loaded and listeners open\n".into())
+    );
+    let (gw, client) = (ip(b, 1), ip(b, 3));
+    for _ in 0..2 {
+        assert_eq!(
+            dig(gw, port, client, &["+short", "www"]),
+            ip(b, 2).to_string()
+        );
+    }
+    assert_eq!(dig(gw, port, client, &["+short", "web", "AAAA"]), "");
+    for _ in 0..2 {
+        assert_eq!(
+            dig(gw, port, client, &["+short", "example.com"]),
+            "192.0.2.53"
+        );
+    }
+    assert_eq!(
+        dig(gw, port, client, &["+short", "+tcp", "www"]),
+        ip(b, 2).to_string()
+    );
+    // A header announcing five questions and carrying none: FORMERR.
+    let sock = std::net::UdpSocket::bind((client, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&[0x12, 0x34, 1, 0, 0, 5, 0, 0, 0, 0, 0, 0], (gw, port))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = sock.recv_from(&mut buf).expect("a FORMERR reply");
+    assert_eq!(buf[3] & 0x0f, 1, "FORMERR: {:?}", &buf[..n]);
+
+    let (status, text) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let q = |transport: &str, outcome: &str| {
+        sample(
+            &text,
+            "attach_agent_dns_queries_total",
+            &[
+                ("network", "front"),
+                ("transport", transport),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(q("udp", "local"), Some(2.0), "{text}");
+    assert_eq!(q("udp", "nodata"), Some(1.0));
+    assert_eq!(q("udp", "forwarded"), Some(1.0));
+    assert_eq!(q("udp", "cached"), Some(1.0));
+    assert_eq!(q("udp", "formerr"), Some(1.0));
+    assert_eq!(q("udp", "nxdomain"), Some(0.0));
+    assert_eq!(q("tcp", "local"), Some(1.0));
+    let upstream = [("upstream", up.addr.to_string())];
+    let upstream: Vec<(&str, &str)> = upstream.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        sample(&text, "attach_agent_dns_upstream_queries_total", &upstream),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "attach_agent_dns_upstream_healthy", &upstream),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "attach_agent_dns_cache_hits_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "attach_agent_dns_endpoints", &[]), Some(2.0));
+    assert_eq!(sample(&text, "attach_agent_ready", &[]), Some(1.0));
+    let (ok, said) = promtool_check(&text);
+    assert!(ok, "promtool check metrics: {said}\n{text}");
+    drop(running);
 }

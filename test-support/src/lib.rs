@@ -7,12 +7,14 @@
 //!   differential test, the benchmark's Docker row);
 //! - [`podman`]: podman with private configuration, storage and CNI directories, on the
 //!   agent's plugin or on netavark (the CNI tests, the benchmark's podman rows);
+//! - [`prometheus`]: promtool and a Prometheus server, the metrics' real consumers;
 //! - [`report`]: the figures tests give the reliability report;
 //! - [`require_root`]: the tests that make namespaces, bridges and veths say so when not root.
 
 pub mod docker_engine;
 pub mod docker_sdk;
 pub mod podman;
+pub mod prometheus;
 pub mod report;
 
 pub use report::report;

@@ -2,9 +2,14 @@
 //! change or SIGHUP without dropping queries.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
+use resolver::metrics::exposition::Exposition;
+use resolver::metrics::DnsMetrics;
+use resolver::observe::{self, Check, ObserveListener, Observed};
 use resolver::records::Records;
 use resolver::{ResolverConfig, Server, Table};
 use tokio::signal::unix::{signal, SignalKind};
@@ -35,6 +40,10 @@ struct Args {
     /// Per-upstream timeout in milliseconds.
     #[arg(long)]
     forward_timeout_ms: Option<u64>,
+    /// Where /metrics, /health and /ready listen, IP:PORT (overrides the file's
+    /// metrics_addr; default 127.0.0.1:9253); "" turns them off.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// Log filter (tracing's EnvFilter syntax), e.g. info or resolver=debug; RUST_LOG when
     /// not given. Logs go to stderr, without colour unless it is a terminal.
     #[arg(long, env = "RUST_LOG", default_value = resolver::logging::DEFAULT_FILTER)]
@@ -64,6 +73,27 @@ impl Args {
     }
 }
 
+/// What the metrics listener shows of the standalone resolver.
+struct Shown {
+    server: Server,
+    /// The records applied and every listener open.
+    serving: AtomicBool,
+}
+
+impl Observed for Shown {
+    async fn render(&self, mut e: Exposition) -> Exposition {
+        self.server.render_metrics(&mut e);
+        e
+    }
+
+    fn readiness(&self) -> Vec<Check> {
+        vec![Check {
+            name: "records loaded and listeners open",
+            ok: self.serving.load(Ordering::Relaxed),
+        }]
+    }
+}
+
 fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
@@ -85,7 +115,29 @@ async fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let records = Records::load(&args.records)?;
     let config = args.config(&records);
-    let server = Server::new(&config, Table::new())?;
+    let metrics_text = args
+        .metrics_addr
+        .clone()
+        .or_else(|| records.metrics_addr.clone())
+        .unwrap_or_else(|| observe::DEFAULT_METRICS_ADDR.to_string());
+    let metrics_addr = observe::parse_metrics_addr(&metrics_text)?;
+    let counting = match metrics_addr {
+        Some(_) => DnsMetrics::on(),
+        None => DnsMetrics::off(),
+    };
+    let server = Server::with_metrics(&config, Table::new(), counting)?;
+    let shown = Arc::new(Shown {
+        server: server.clone(),
+        serving: AtomicBool::new(false),
+    });
+    let observer: Option<ObserveListener> = match metrics_addr {
+        Some(addr) => Some(
+            ObserveListener::open(addr, shown.clone())
+                .await
+                .map_err(|e| format!("metrics_addr {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let mut records = records;
     records.dns = Some(config);
     records.apply(&server).await?;
@@ -99,8 +151,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     drop(records);
     // SAFETY: malloc_trim only releases free heap pages.
     unsafe { libc::malloc_trim(0) };
-    // Tests and scripts wait for this line to know every listener is open.
-    println!("ready");
+    shown.serving.store(true, Ordering::Relaxed);
+    // Tests and scripts wait for this line to know every listener is open; the next says
+    // where the metrics are (a port 0 asked for is known only now).
+    // One write, its error ignored: a reader that took the first line and closed the pipe
+    // must not take the resolver down.
+    let metrics_line = match &observer {
+        Some(o) => format!("metrics http://{}", o.addr()),
+        None => "metrics off".to_string(),
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(format!("ready\n{metrics_line}\n").as_bytes());
+        let _ = out.flush();
+    }
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;

@@ -108,6 +108,11 @@ impl Budget {
         Ok(slot)
     }
 
+    /// Forwarded queries in flight now on the host.
+    pub fn host_in_flight(&self) -> usize {
+        self.inner.host.load(Ordering::Relaxed)
+    }
+
     /// Queries in flight now, for the host and for `asker`.
     pub fn in_flight(&self, asker: IpAddr) -> (usize, usize) {
         let b = &self.inner;

@@ -10,7 +10,7 @@
 //! keeps a server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,25 @@ struct ServerHealth {
     /// Smoothed round-trip time in microseconds; 0 until the first answer.
     srtt_us: AtomicU32,
     demoted: AtomicBool,
+    /// Queries sent to it (each attempt counts), over UDP and TCP.
+    queries: AtomicU64,
+    /// Attempts that got no usable answer other than by timing out: SERVFAIL or REFUSED
+    /// answers, a closed port, a failed send.
+    failures: AtomicU64,
+    /// Attempts it did not answer in time.
+    timeouts: AtomicU64,
+}
+
+/// One upstream as the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamReport {
+    pub server: SocketAddr,
+    pub queries: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    /// Smoothed RTT, when measured.
+    pub srtt: Option<Duration>,
+    pub demoted: bool,
 }
 
 /// What is known of every upstream. Cheap to clone.
@@ -92,8 +111,58 @@ impl Health {
         }
     }
 
-    /// `server` did not answer (`why`): demote it, and say so the first time.
+    /// A query (an attempt) went to `server`.
+    pub fn sent(&self, server: SocketAddr) {
+        self.of(server).queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An attempt at `server` failed without saying anything of its health (a SERVFAIL or
+    /// REFUSED answer, a failed send, anything over TCP): counted, not demoted.
+    pub fn attempt_failed(&self, server: SocketAddr) {
+        self.of(server).failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An attempt at `server` over TCP timed out: counted, not demoted (health is UDP's).
+    pub fn attempt_timed_out(&self, server: SocketAddr) {
+        self.of(server).timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `server` did not answer in time: demote it.
+    pub fn timed_out(&self, server: SocketAddr) {
+        self.attempt_timed_out(server);
+        self.demote(server, "timed out");
+    }
+
+    /// `server` failed (`why`: its port is closed): demote it.
     pub fn failed(&self, server: SocketAddr, why: &str) {
+        self.attempt_failed(server);
+        self.demote(server, why);
+    }
+
+    /// Every server known (asked at least once, or listed for an order), by address.
+    pub fn report(&self) -> Vec<UpstreamReport> {
+        let mut all: Vec<UpstreamReport> = self
+            .servers
+            .iter()
+            .map(|e| {
+                let h = e.value();
+                let us = h.srtt_us.load(Ordering::Relaxed);
+                UpstreamReport {
+                    server: *e.key(),
+                    queries: h.queries.load(Ordering::Relaxed),
+                    failures: h.failures.load(Ordering::Relaxed),
+                    timeouts: h.timeouts.load(Ordering::Relaxed),
+                    srtt: (us > 0).then(|| Duration::from_micros(u64::from(us))),
+                    demoted: h.demoted.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        all.sort_by_key(|r| r.server);
+        all
+    }
+
+    /// Demote `server`, and say so the first time.
+    fn demote(&self, server: SocketAddr, why: &str) {
         let h = self.of(server);
         if !h.demoted.swap(true, Ordering::Relaxed) {
             tracing::warn!(%server, reason = why, "upstream demoted: later queries go to the next server first; probing it every second");

@@ -38,6 +38,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::cache::{Cache, CacheLimits};
+use crate::metrics::{DnsMetrics, QueryOutcome, Tally};
 use crate::upstream::{Servers, Upstreams};
 use crate::wire::{self, Rcode};
 use budget::{Budget, Refusal};
@@ -46,11 +47,7 @@ use pool::{Pending, Pool, SendError, UpSocket};
 
 /// Which transport the asker used: the reply must fit it, and a TCP asker is forwarded over
 /// TCP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
+pub use crate::wire::Transport;
 
 /// Where a forwarded query's reply goes once it is there.
 #[derive(Debug)]
@@ -69,8 +66,8 @@ pub enum ReplyTo {
 /// What [`Forwarder::start`] did with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Started {
-    /// The reply is in `out` (a cache hit, or REFUSED over a cap, or FORMERR).
-    Replied,
+    /// The reply is in `out`: a cache hit, or REFUSED over a cap, or FORMERR.
+    Replied(QueryOutcome),
     /// Sent upstream: the reply will go where `reply_to` says.
     Pending,
 }
@@ -123,6 +120,10 @@ struct Job {
     reply_to: ReplyTo,
     /// The asker's share of the budget, given back when the job ends.
     _slot: Option<budget::Slot>,
+    /// Where its outcome is counted (none: a probe, or metrics off).
+    tally: Option<Tally>,
+    /// When the asker's query was taken (the forwarded-answer latency).
+    taken: Instant,
 }
 
 impl Job {
@@ -150,6 +151,7 @@ struct Inner {
     draining: std::sync::Mutex<Vec<Arc<UpSocket<Job>>>>,
     tcp: tcp::TcpUpstreams,
     runtime: Handle,
+    metrics: DnsMetrics,
 }
 
 /// The forwarder. Cheap to clone; clones share the cache, sockets, health and budget. The
@@ -169,8 +171,9 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder to `upstreams`. Must run inside a tokio runtime: its tasks run there.
-    pub fn new(upstreams: Upstreams, settings: ForwardSettings) -> Self {
+    /// A forwarder to `upstreams`, timing its answers into `metrics`. Must run inside a tokio
+    /// runtime: its tasks run there.
+    pub fn new(upstreams: Upstreams, settings: ForwardSettings, metrics: DnsMetrics) -> Self {
         let inner = Arc::new(Inner {
             upstreams,
             health: Health::new(settings.strict_order),
@@ -183,6 +186,7 @@ impl Forwarder {
             draining: std::sync::Mutex::new(Vec::new()),
             tcp: tcp::TcpUpstreams::default(),
             runtime: Handle::current(),
+            metrics,
         });
         inner.runtime.spawn(maintain(Arc::downgrade(&inner)));
         Forwarder { inner }
@@ -212,7 +216,9 @@ impl Forwarder {
     /// to `servers` (the asker's own; `None`: the host's upstreams): answered into `out` at
     /// once from the cache (or REFUSED over a cap), or sent upstream with its reply going to
     /// `reply_to`. Never waits. Answers of other servers than the host's are cached apart,
-    /// under their servers' tag.
+    /// under their servers' tag. A query sent upstream has its outcome counted in `tally`
+    /// when it ends; one answered at once is the caller's to count.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &self,
         query: &[u8],
@@ -220,13 +226,14 @@ impl Forwarder {
         servers: Option<&Servers>,
         transport: Transport,
         reply_to: ReplyTo,
+        tally: Option<Tally>,
         out: &mut Vec<u8>,
     ) -> Started {
         let inner = &self.inner;
         let Ok(req) = wire::parse(query) else {
             // The listeners only hand over parsed queries; answer FORMERR defensively.
             wire::write_reject(out, query, wire::Reject::FormErr);
-            return Started::Replied;
+            return Started::Replied(QueryOutcome::FormErr);
         };
         let limit = match transport {
             Transport::Udp => req.udp_limit(),
@@ -241,7 +248,7 @@ impl Forwarder {
         if inner.cache.get(&key, &req, out) {
             inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             fit(out, &req, limit);
-            return Started::Replied;
+            return Started::Replied(QueryOutcome::Cached);
         }
         let slot = match inner.budget.acquire(asker) {
             Ok(slot) => slot,
@@ -252,7 +259,7 @@ impl Forwarder {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 wire::write_empty(out, &req, Rcode::Refused);
-                return Started::Replied;
+                return Started::Replied(QueryOutcome::Refused);
             }
         };
         if let Some(s) = servers {
@@ -276,6 +283,8 @@ impl Forwarder {
             limit,
             reply_to,
             _slot: Some(slot),
+            tally,
+            taken: Instant::now(),
         };
         match transport {
             Transport::Udp => dispatch(inner, job),
@@ -286,25 +295,29 @@ impl Forwarder {
         Started::Pending
     }
 
-    /// The reply to `query` from `asker`, however long forwarding takes (TCP askers).
+    /// The reply to `query` from `asker`, however long forwarding takes (TCP askers), and
+    /// how the query ended when that is known here (answered at once); a query sent upstream
+    /// is counted in `tally` when it ends.
     pub async fn forward(
         &self,
         query: &[u8],
         asker: IpAddr,
         servers: Option<&Servers>,
         transport: Transport,
-    ) -> Vec<u8> {
+        tally: Option<Tally>,
+    ) -> (Vec<u8>, Option<QueryOutcome>) {
         let (tx, rx) = oneshot::channel();
         let mut out = Vec::new();
-        match self.start(
+        let reply = match self.start(
             query,
             asker,
             servers,
             transport,
             ReplyTo::Waiter(tx),
+            tally,
             &mut out,
         ) {
-            Started::Replied => out,
+            Started::Replied(outcome) => return (out, Some(outcome)),
             Started::Pending => match rx.await {
                 Ok(reply) => reply,
                 // The job was dropped without a reply (the forwarder is shutting down).
@@ -315,7 +328,8 @@ impl Forwarder {
                     out
                 }
             },
-        }
+        };
+        (reply, None)
     }
 }
 
@@ -372,6 +386,7 @@ fn dispatch(inner: &Arc<Inner>, mut job: Job) {
             match up.send(&mut query, job, inner.settings.timeout) {
                 Ok(()) => {
                     inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    inner.health.sent(server);
                     return;
                 }
                 Err((back, SendError::Retired | SendError::Full)) => job = back,
@@ -384,6 +399,8 @@ fn dispatch(inner: &Arc<Inner>, mut job: Job) {
                         for waited in up.drain() {
                             dispatch(inner, waited.job);
                         }
+                    } else {
+                        inner.health.attempt_failed(server);
                     }
                     tracing::debug!(%server, error = %e, "send to upstream failed, trying next");
                     job = back;
@@ -403,6 +420,7 @@ async fn forward_tcp(inner: Arc<Inner>, mut job: Job) {
     while let Some(&server) = job.order.get(job.next) {
         job.next += 1;
         inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        inner.health.sent(server);
         let asked = inner
             .tcp
             .ask(
@@ -416,6 +434,7 @@ async fn forward_tcp(inner: Arc<Inner>, mut job: Job) {
             Ok(reply) => {
                 if matches!(wire::rcode_of(&reply), Some(2) | Some(5)) {
                     tracing::debug!(%server, "upstream answered SERVFAIL/REFUSED, trying next");
+                    inner.health.attempt_failed(server);
                     continue;
                 }
                 return finish(&inner, job, &reply);
@@ -423,6 +442,9 @@ async fn forward_tcp(inner: Arc<Inner>, mut job: Job) {
             Err(e) => {
                 if matches!(e, tcp::AskError::Timeout) {
                     inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    inner.health.attempt_timed_out(server);
+                } else {
+                    inner.health.attempt_failed(server);
                 }
                 tracing::debug!(%server, error = %e, "upstream over TCP failed, trying next");
             }
@@ -440,14 +462,17 @@ fn fail(inner: &Inner, job: Job) {
         return;
     };
     let mut out = Vec::new();
-    if inner.cache.get_stale(&job.key, &req, &mut out) {
+    let outcome = if inner.cache.get_stale(&job.key, &req, &mut out) {
         inner.stats.served_stale.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(name = ?req.name, "no upstream answered: serving a stale answer");
         fit(&mut out, &req, job.limit);
+        QueryOutcome::Stale
     } else {
         inner.stats.servfail.fetch_add(1, Ordering::Relaxed);
         wire::write_empty(&mut out, &req, Rcode::ServFail);
-    }
+        QueryOutcome::ServFail
+    };
+    ended(inner, &job, outcome);
     send(job.reply_to, out);
 }
 
@@ -458,6 +483,7 @@ fn on_reply(inner: &Arc<Inner>, server: SocketAddr, waited: Pending<Job>, reply:
     match wire::rcode_of(reply) {
         Some(2) | Some(5) => {
             tracing::debug!(%server, "upstream answered SERVFAIL/REFUSED, trying next");
+            inner.health.attempt_failed(server);
             return dispatch(inner, job);
         }
         _ => {}
@@ -478,7 +504,16 @@ fn finish(inner: &Inner, job: Job, reply: &[u8]) {
     wire::set_id(&mut out, req.id);
     wire::restore_question(&mut out, &req);
     fit(&mut out, &req, job.limit);
+    ended(inner, &job, QueryOutcome::Forwarded);
     send(job.reply_to, out);
+}
+
+/// Count how an asker's job ended, and how long it took.
+fn ended(inner: &Inner, job: &Job, outcome: QueryOutcome) {
+    if let Some(t) = &job.tally {
+        t.count(outcome);
+    }
+    inner.metrics.forwarded_answer(job.taken.elapsed());
 }
 
 fn send(to: ReplyTo, reply: Vec<u8>) {
@@ -607,7 +642,7 @@ async fn maintain(inner: Weak<Inner>) {
         for up in live.chain(draining) {
             for waited in up.expired(now) {
                 inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                inner.health.failed(up.server, "timed out");
+                inner.health.timed_out(up.server);
                 dispatch(&inner, waited.job);
             }
         }
@@ -672,6 +707,8 @@ fn probe(inner: &Arc<Inner>, server: SocketAddr) {
         limit: wire::CLASSIC_UDP_LIMIT,
         reply_to: ReplyTo::Discard,
         _slot: None,
+        tally: None,
+        taken: Instant::now(),
     };
     dispatch(inner, job);
 }

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 
 use crate::forward::Forwarder;
+use crate::metrics::{DnsMetrics, NetworkStats};
 use crate::respond::Responder;
 use crate::table::NetKey;
 
@@ -46,6 +47,7 @@ pub struct ListenCtx {
     pub tcp_max: usize,
     /// Forwarded queries in flight per TCP connection.
     pub tcp_inflight: usize,
+    pub metrics: DnsMetrics,
 }
 
 /// UDP and TCP on one address of one network.
@@ -69,12 +71,14 @@ impl std::fmt::Debug for Listener {
 
 impl Listener {
     /// Bind UDP and TCP on `ip:port` (port 0: one free port for both), and to interface
-    /// `device` when given, and start serving for network `net`.
+    /// `device` when given, and start serving for network `net`, counting into `stats`
+    /// (none: metrics off).
     pub fn open(
         ip: IpAddr,
         port: u16,
         device: Option<u32>,
         net: NetKey,
+        stats: Option<Arc<NetworkStats>>,
         ctx: &ListenCtx,
     ) -> io::Result<Listener> {
         let (udp, tcp) = bind_pair(ip, port, device)?;
@@ -82,15 +86,16 @@ impl Listener {
         let udp = Arc::new(udp);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (udp, stop, ctx) = (udp.clone(), stop.clone(), ctx.clone());
+            let (udp, stop, ctx, stats) = (udp.clone(), stop.clone(), ctx.clone(), stats.clone());
             std::thread::Builder::new()
                 .name(format!("dns-udp-{addr}"))
-                .spawn(move || udp::serve(&udp, &stop, net, &ctx))?
+                .spawn(move || udp::serve(&udp, &stop, net, stats.as_ref(), &ctx))?
         };
         let tcp = {
             let _enter = ctx.runtime.enter();
             let listener = TcpListener::from_std(tcp)?;
-            ctx.runtime.spawn(tcp::accept(listener, net, ctx.clone()))
+            ctx.runtime
+                .spawn(tcp::accept(listener, net, stats, ctx.clone()))
         };
         tracing::debug!(%addr, ?device, "listening");
         Ok(Listener {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,13 +12,19 @@ use tokio::task::JoinSet;
 
 use super::ListenCtx;
 use crate::forward::Transport;
+use crate::metrics::{NetworkStats, QueryOutcome, Tally};
 use crate::respond::{Arrival, Outcome};
 use crate::table::NetKey;
 use crate::wire;
 
 /// Accept connections for ever, at most `tcp_max` served at once (one over the cap is closed
 /// at once); aborting this task closes them all.
-pub(super) async fn accept(listener: TcpListener, net: NetKey, ctx: ListenCtx) {
+pub(super) async fn accept(
+    listener: TcpListener,
+    net: NetKey,
+    stats: Option<Arc<NetworkStats>>,
+    ctx: ListenCtx,
+) {
     let slots = Arc::new(Semaphore::new(ctx.tcp_max));
     // Owning the connections here means aborting this task closes them all.
     let mut conns = JoinSet::new();
@@ -36,9 +42,9 @@ pub(super) async fn accept(listener: TcpListener, net: NetKey, ctx: ListenCtx) {
             tracing::debug!(%peer, "tcp connection cap reached, closing");
             continue;
         };
-        let ctx = ctx.clone();
+        let (ctx, stats) = (ctx.clone(), stats.clone());
         conns.spawn(async move {
-            serve(stream, peer, net, &ctx).await;
+            serve(stream, peer, net, stats, &ctx).await;
             drop(slot);
         });
     }
@@ -48,7 +54,13 @@ pub(super) async fn accept(listener: TcpListener, net: NetKey, ctx: ListenCtx) {
 /// overtake each other, RFC 7766 §6.2.1.1), closed after the idle timeout without a query.
 /// A local answer waits for the writer's channel; a forwarded one holds one of the
 /// connection's in-flight permits until its reply is handed to the writer.
-async fn serve(stream: TcpStream, peer: SocketAddr, net: NetKey, ctx: &ListenCtx) {
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    net: NetKey,
+    stats: Option<Arc<NetworkStats>>,
+    ctx: &ListenCtx,
+) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let idle = ctx.tcp_idle;
@@ -99,20 +111,41 @@ async fn serve(stream: TcpStream, peer: SocketAddr, net: NetKey, ctx: &ListenCtx
                 _ => break,
             }
             while forwards.try_join_next().is_some() {}
+            let began = Instant::now();
+            let count = |outcome: QueryOutcome| {
+                if let Some(s) = &stats {
+                    s.count(Transport::Tcp, outcome);
+                }
+            };
             match ctx.responder.respond(&msg, &arrival, &mut out) {
-                Outcome::Reply => {
+                Outcome::Reply(outcome) => {
+                    count(outcome);
+                    if outcome.is_local() {
+                        ctx.metrics.tcp_local_answer(began.elapsed());
+                    }
                     if tx.send(out.clone()).await.is_err() {
                         break;
                     }
                 }
-                Outcome::Drop => break,
+                Outcome::Drop => {
+                    count(QueryOutcome::Dropped);
+                    break;
+                }
                 Outcome::Forward(servers) => {
                     let (fwd, tx) = (ctx.forwarder.clone(), tx.clone());
                     let asker = peer.ip();
+                    let stats = stats.clone();
+                    let tally = stats.clone().map(|network| Tally {
+                        network,
+                        transport: Transport::Tcp,
+                    });
                     forwards.spawn(async move {
-                        let reply = fwd
-                            .forward(&msg, asker, servers.as_ref(), Transport::Tcp)
+                        let (reply, outcome) = fwd
+                            .forward(&msg, asker, servers.as_ref(), Transport::Tcp, tally)
                             .await;
+                        if let (Some(s), Some(o)) = (&stats, outcome) {
+                            s.count(Transport::Tcp, o);
+                        }
                         let _ = tx.send(reply).await;
                         drop(permit);
                     });

@@ -7,10 +7,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::ListenCtx;
 use crate::forward::{ReplyTo, Started, Transport};
+use crate::metrics::{NetworkStats, QueryOutcome, Tally};
 use crate::respond::{Arrival, Outcome};
 use crate::table::NetKey;
 
@@ -74,7 +75,29 @@ impl Batch {
 
 /// Answer queries on one UDP socket: a batch of datagrams per `recvmmsg`, the local answers of
 /// the whole batch in one `sendmmsg`; forwarded queries go to the async runtime one by one.
-pub(super) fn serve(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: &ListenCtx) {
+/// Counted into `stats` (none: metrics off) through cells of this thread's own.
+pub(super) fn serve(
+    sock: &Arc<UdpSocket>,
+    stop: &AtomicBool,
+    net: NetKey,
+    stats: Option<&Arc<NetworkStats>>,
+    ctx: &ListenCtx,
+) {
+    let cells = stats.map(|s| s.thread_cells());
+    serve_counted(sock, stop, net, stats, cells.as_deref(), ctx);
+    if let (Some(s), Some(c)) = (stats, &cells) {
+        s.retire(c);
+    }
+}
+
+fn serve_counted(
+    sock: &Arc<UdpSocket>,
+    stop: &AtomicBool,
+    net: NetKey,
+    stats: Option<&Arc<NetworkStats>>,
+    cells: Option<&crate::metrics::ThreadCells>,
+    ctx: &ListenCtx,
+) {
     let fd = sock.as_raw_fd();
     let mut b = Batch::new();
     loop {
@@ -100,6 +123,15 @@ pub(super) fn serve(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: 
             }
             continue;
         }
+        // Local answers are timed per batch: from here to their sendmmsg.
+        let began = cells.map(|_| Instant::now());
+        let mut local = 0u64;
+        let mut count = |outcome: QueryOutcome| {
+            if let Some(c) = cells {
+                c.count(outcome);
+                local += u64::from(outcome.is_local());
+            }
+        };
         let mut replies = 0;
         for i in 0..n as usize {
             let len = b.msgs[i].msg_len as usize;
@@ -115,13 +147,20 @@ pub(super) fn serve(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: 
             };
             let query = &b.bufs[i][..len];
             match ctx.responder.respond(query, &arrival, &mut b.outs[i]) {
-                Outcome::Reply => queue(&mut b, i, &mut replies),
-                Outcome::Drop => {}
+                Outcome::Reply(outcome) => {
+                    queue(&mut b, i, &mut replies);
+                    count(outcome);
+                }
+                Outcome::Drop => count(QueryOutcome::Dropped),
                 Outcome::Forward(servers) => {
                     let reply_to = ReplyTo::Udp {
                         socket: sock.clone(),
                         client: src,
                     };
+                    let tally = stats.map(|s| Tally {
+                        network: s.clone(),
+                        transport: Transport::Udp,
+                    });
                     let out = &mut b.outs[i];
                     match ctx.forwarder.start(
                         query,
@@ -129,9 +168,13 @@ pub(super) fn serve(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: 
                         servers.as_ref(),
                         Transport::Udp,
                         reply_to,
+                        tally,
                         out,
                     ) {
-                        Started::Replied => queue(&mut b, i, &mut replies),
+                        Started::Replied(outcome) => {
+                            queue(&mut b, i, &mut replies);
+                            count(outcome);
+                        }
                         Started::Pending => {}
                     }
                 }
@@ -155,6 +198,9 @@ pub(super) fn serve(sock: &Arc<UdpSocket>, stop: &AtomicBool, net: NetKey, ctx: 
             } else {
                 sent += r as usize;
             }
+        }
+        if let (Some(c), Some(began)) = (cells, began) {
+            c.local_answers(local, began.elapsed());
         }
     }
 }

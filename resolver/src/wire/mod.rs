@@ -134,6 +134,24 @@ impl Request<'_> {
     }
 }
 
+/// The transport a query came over: the reply must fit it (UDP's limit, or TCP's), and a TCP
+/// asker's forwarded query goes upstream over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// As the metrics' `transport` label says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
 /// Why a packet cannot be answered normally, and what to do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {

@@ -189,7 +189,7 @@ fn start(
                     "--port",
                     &PORT.to_string(),
                 ])
-                .args(["--log", "warn"]);
+                .args(["--log", "warn", "--metrics-addr", "127.0.0.1:0"]);
             for u in &with_port {
                 cmd.args(["--upstream", u]);
             }

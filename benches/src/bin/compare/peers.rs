@@ -195,7 +195,8 @@ fn ours(cmd: &mut Command, n: u32, work: &Path, exe_dir: &Path) {
             "--port",
             &PORT.to_string(),
         ])
-        .args(["--upstream", "127.0.0.1:9", "--log", "warn"]);
+        .args(["--upstream", "127.0.0.1:9", "--log", "warn"])
+        .args(["--metrics-addr", "127.0.0.1:0"]);
 }
 
 /// dnsmasq on a hosts file of the `n` names, its own configuration only.
