@@ -39,6 +39,8 @@ pub enum ConfigError {
     LeaseTtl,
     #[error(transparent)]
     Dns(#[from] resolver::config::ConfigError),
+    #[error(transparent)]
+    MetricsAddr(#[from] resolver::observe::BadMetricsAddr),
 }
 
 /// Name families of interfaces hosts, runtimes and VPNs make. A `link_prefix` that one of these
@@ -109,6 +111,9 @@ pub struct AgentConfig {
     /// Prefix of every bridge and veth the agent makes (at most 6 characters). Links with this
     /// prefix that the state does not know are removed at start.
     pub link_prefix: String,
+    /// Where `/metrics` (Prometheus), `/health` and `/ready` listen, `IP:PORT`; empty: no
+    /// listener, and nothing is counted.
+    pub metrics_addr: String,
     /// The DNS server.
     pub dns: ResolverConfig,
     /// Multi-host: the cluster store shared with other hosts' agents (global networks).
@@ -252,6 +257,7 @@ impl Default for AgentConfig {
             state_dir: DEFAULT_STATE_DIR.into(),
             socket_group: None,
             link_prefix: "aag".into(),
+            metrics_addr: resolver::observe::DEFAULT_METRICS_ADDR.into(),
             dns: ResolverConfig::default(),
             cluster: ClusterConfig::default(),
         }
@@ -295,7 +301,13 @@ impl AgentConfig {
             return Err(ConfigError::LeaseTtl);
         }
         self.cluster.validate_security()?;
+        self.metrics_addr()?;
         Ok(self.dns.validate()?)
+    }
+
+    /// Where the metrics listener goes (none: off).
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        Ok(resolver::observe::parse_metrics_addr(&self.metrics_addr)?)
     }
 }
 

@@ -1,14 +1,19 @@
 //! `attach-agent daemon`: configuration, the agent, the API socket, signals.
 
 use std::ffi::CString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
+use resolver::metrics::exposition::Exposition;
+use resolver::observe::{Check, ObserveListener, Observed};
 use thiserror::Error;
 
 use crate::agent::Agent;
 use crate::cli::DaemonArgs;
 use crate::config::{AgentConfig, ConfigError};
 use crate::error::AgentError;
+use crate::readiness::Startup;
 
 /// Why the daemon could not start, or stopped serving.
 #[derive(Debug, Error)]
@@ -23,6 +28,12 @@ pub enum DaemonError {
     Agent(#[from] AgentError),
     #[error("signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("metrics_addr {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("API socket {}: {source}", path.display())]
     Socket {
         path: PathBuf,
@@ -57,6 +68,9 @@ pub fn config(args: &DaemonArgs) -> Result<AgentConfig, ConfigError> {
     }
     if let Some(p) = &args.link_prefix {
         c.link_prefix = p.clone();
+    }
+    if let Some(a) = &args.metrics_addr {
+        c.metrics_addr = a.clone();
     }
     if let Some(s) = &args.cluster_store {
         c.cluster.store = Some(s.clone());
@@ -104,6 +118,26 @@ fn group_id(name: &str) -> Result<u32, DaemonError> {
     }
 }
 
+/// What the metrics listener shows of the daemon: nothing but readiness until the agent is
+/// open, then its metrics and its DNS server's.
+struct Shown {
+    startup: Arc<Startup>,
+    agent: OnceLock<Agent>,
+}
+
+impl Observed for Shown {
+    async fn render(&self, mut e: Exposition) -> Exposition {
+        if let Some(agent) = self.agent.get() {
+            agent.render_metrics(&mut e).await;
+        }
+        e
+    }
+
+    fn readiness(&self) -> Vec<Check> {
+        self.startup.checks()
+    }
+}
+
 /// Run until SIGTERM or SIGINT.
 pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
     let cfg = config(&args)?;
@@ -112,15 +146,43 @@ pub async fn run(args: DaemonArgs) -> Result<(), DaemonError> {
         return Err(DaemonError::NotRoot);
     }
     let group = cfg.socket_group.as_deref().map(group_id).transpose()?;
-    let agent = Agent::open(cfg.clone()).await?;
-    tracing::info!(socket = %cfg.socket.display(), state = %cfg.state_dir.display(), "attach-agent ready");
+    // The metrics listener first: /ready answers (503) while the state loads and reconciles.
+    let shown = Arc::new(Shown {
+        startup: Arc::default(),
+        agent: OnceLock::new(),
+    });
+    let observer = match cfg.metrics_addr()? {
+        Some(addr) => Some(
+            ObserveListener::open(addr, shown.clone())
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let agent = Agent::open_reporting(cfg.clone(), shown.startup.clone()).await?;
+    if let Some(o) = &observer {
+        agent.metrics_listening(o.addr());
+    }
+    let _ = shown.agent.set(agent.clone());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(DaemonError::Signal)?;
     // One socket, two fronts: the Engine API, and the CNI plugin's calls.
     let app = crate::engine::router(agent.clone()).merge(crate::cni::front::router(agent.clone()));
-    let server = crate::engine::serve(app, &cfg.socket, group);
+    let socket_error = |source| DaemonError::Socket {
+        path: cfg.socket.clone(),
+        source,
+    };
+    let listener = crate::engine::bind(&cfg.socket, group).map_err(socket_error)?;
+    shown.startup.api_listening();
+    tracing::info!(
+        socket = %cfg.socket.display(),
+        state = %cfg.state_dir.display(),
+        metrics = ?observer.as_ref().map(|o| o.addr()),
+        "attach-agent ready"
+    );
+    let server = crate::engine::serve_on(app, listener, group);
     tokio::select! {
-        r = server => r.map_err(|source| DaemonError::Socket { path: cfg.socket.clone(), source })?,
+        r = server => r.map_err(socket_error)?,
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }

@@ -35,7 +35,11 @@ pub mod ipam;
 pub mod kernel;
 /// MAC addresses: one parser for the Engine API and the CNI front.
 pub mod mac;
+/// The agent's own counters and metric families (the DNS server's are the resolver's).
+pub mod metrics;
 /// Docker-style generated container names.
 pub mod names;
+/// How far the daemon's start has got (`/ready`, `attach-agent info`).
+pub mod readiness;
 /// The model (networks, containers, endpoints) and its files.
 pub mod state;

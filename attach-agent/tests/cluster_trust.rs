@@ -371,6 +371,7 @@ fn try_agent(h: &Hosts, tag: &str, flags: &[String]) -> Option<(i32, String)> {
         .arg("--state-dir")
         .arg(dir.join("state"))
         .args(["--link-prefix", &format!("{}9", h.prefix)])
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .args(["--upstream", "127.0.0.1:9"])
         .args(["--advertise-addr", &format!("10.{}.0.9", h.octet)])
         .args(flags)

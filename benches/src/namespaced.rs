@@ -139,7 +139,8 @@ fn agent_command(bin: &Path, work: &Path, cpu: &str, prefix: &str, upstreams: &[
         .arg(work.join("agent.sock"))
         .arg("--state-dir")
         .arg(work.join("state"))
-        .args(["--link-prefix", prefix]);
+        .args(["--link-prefix", prefix])
+        .args(["--metrics-addr", "127.0.0.1:0"]);
     for u in upstreams {
         cmd.args(["--upstream", u]);
     }

@@ -7,6 +7,7 @@ use crate::ids::{ContainerId, EndpointId, NetworkId};
 use crate::kernel::handles::Inside;
 use crate::kernel::netlink::Netlink;
 use crate::kernel::netns;
+use crate::metrics::Operation;
 use crate::state::{Attached, Changed, Container, Endpoint, Network, State};
 
 /// Where an operation's time goes, phase by phase, logged at debug level under the target
@@ -113,6 +114,16 @@ impl Agent {
     /// marks the container pending (its other operations wait); the second makes the
     /// attachment answer, or undoes it whole.
     pub async fn connect(&self, net_key: &str, ctr_key: &str, req: &EndpointRequest) -> Result<()> {
+        let work = self.connect_uncounted(net_key, ctr_key, req);
+        self.counted(Operation::Connect, work).await
+    }
+
+    async fn connect_uncounted(
+        &self,
+        net_key: &str,
+        ctr_key: &str,
+        req: &EndpointRequest,
+    ) -> Result<()> {
         let mut timer = PhaseTimer::start();
         let (mut state, cid) = self.lock_container(ctr_key).await?;
         timer.lap("lock");
@@ -215,6 +226,11 @@ impl Agent {
 
     /// Disconnect: records gone, interface removed, dynamic address freed.
     pub async fn disconnect(&self, net_key: &str, ctr_key: &str, force: bool) -> Result<()> {
+        let work = self.disconnect_uncounted(net_key, ctr_key, force);
+        self.counted(Operation::Disconnect, work).await
+    }
+
+    async fn disconnect_uncounted(&self, net_key: &str, ctr_key: &str, force: bool) -> Result<()> {
         // Once the container (if there is one) has no connect half done.
         let mut state = loop {
             let state = self.inner.state.lock().await;

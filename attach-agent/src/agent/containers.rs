@@ -8,6 +8,7 @@ use crate::clock::now_rfc3339;
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::netns;
+use crate::metrics::Operation;
 use crate::state::{Changed, Container, Endpoint, RunState, State};
 
 impl Agent {
@@ -93,6 +94,11 @@ impl Agent {
     /// Start: attach every configured network in order; any failure leaves it stopped with
     /// nothing attached.
     pub async fn start(&self, key: &str) -> Result<()> {
+        self.counted(Operation::Start, self.start_uncounted(key))
+            .await
+    }
+
+    async fn start_uncounted(&self, key: &str) -> Result<()> {
         let (mut state, cid) = self.lock_container(key).await?;
         if state.container(&cid)?.state.is_up() {
             return Ok(());
@@ -150,6 +156,11 @@ impl Agent {
 
     /// Stop: records removed, interfaces removed, dynamic addresses freed, settings kept.
     pub async fn stop(&self, key: &str) -> Result<()> {
+        self.counted(Operation::Stop, self.stop_uncounted(key))
+            .await
+    }
+
+    async fn stop_uncounted(&self, key: &str) -> Result<()> {
         let (mut state, cid) = self.lock_container(key).await?;
         let undo = state.undo_point(&cid, &[]);
         let cleanup = self.stop_in_memory(&mut state, &cid)?;

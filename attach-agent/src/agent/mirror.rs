@@ -54,6 +54,7 @@ impl Agent {
             match cluster.load().await {
                 Ok(view) => {
                     self.apply_view(&view).await;
+                    cluster.applied(view.revision);
                     Some(view)
                 }
                 Err(StoreError::Unavailable(why)) => {
@@ -136,6 +137,7 @@ impl Agent {
                         }
                         self.run_tunnel_work(work).await;
                         view.revision = batch.revision;
+                        cluster.applied(batch.revision);
                         drop(state);
                         self.notify();
                     }
@@ -208,6 +210,7 @@ impl Agent {
             match cluster.load().await {
                 Ok(view) => {
                     self.apply_view(&view).await;
+                    cluster.applied(view.revision);
                     tracing::info!(revision = view.revision, "reloaded the cluster store");
                     return view;
                 }

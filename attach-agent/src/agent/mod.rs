@@ -41,6 +41,8 @@ use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::handles::{BridgeIndexes, Insides};
 use crate::kernel::netlink::{LinkMark, Netlink};
+use crate::metrics::{AgentMetrics, ClusterCounts, Operation, StateCounts};
+use crate::readiness::Startup;
 use crate::state::{Changed, Container, Endpoint, State, StateDir};
 use attach::AttachPlan;
 pub use overlay::{Withdrawn, OVERLAY_MTU};
@@ -70,6 +72,11 @@ struct Inner {
     /// Changes over every container waiting for `State::pending` to empty: no connect
     /// starts meanwhile (an atomic, so that a waiter dropped half way gives it back).
     draining: std::sync::atomic::AtomicUsize,
+    metrics: AgentMetrics,
+    /// How far the start has got (the daemon marks the API socket).
+    startup: Arc<Startup>,
+    /// Where the metrics listener is bound, once it is.
+    metrics_at: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// One change over every container waiting for connects to settle (see `Inner::draining`);
@@ -240,6 +247,11 @@ pub(crate) use crate::ipam::{mac_for, mac_for_endpoint};
 impl Agent {
     /// Load the state, reconcile it with the kernel, and serve DNS for every network.
     pub async fn open(cfg: AgentConfig) -> Result<Agent> {
+        Agent::open_reporting(cfg, Arc::default()).await
+    }
+
+    /// [`Agent::open`], marking each milestone in `startup` as it passes.
+    pub async fn open_reporting(cfg: AgentConfig, startup: Arc<Startup>) -> Result<Agent> {
         let store = StateDir::new(&cfg.state_dir).map_err(AgentError::io("state directory"))?;
         let instance = store
             .instance_id()
@@ -254,7 +266,13 @@ impl Agent {
             %instance,
             "state loaded"
         );
-        let dns = Server::new(&cfg.dns, resolver::Table::new())?;
+        startup.state_loaded();
+        // Nothing is counted when nobody can scrape it (the benchmark's baseline).
+        let counting = match cfg.metrics_addr()? {
+            Some(_) => resolver::metrics::DnsMetrics::on(),
+            None => resolver::metrics::DnsMetrics::off(),
+        };
+        let dns = Server::with_metrics(&cfg.dns, resolver::Table::new(), counting)?;
         let host = Netlink::host()?;
         let cluster = overlay::join(&cfg.cluster).await?;
         // Two descriptors a kept namespace socket; a quarter of the limit for them leaves the
@@ -275,6 +293,9 @@ impl Agent {
                 cluster,
                 settled: tokio::sync::Notify::new(),
                 draining: Default::default(),
+                metrics: AgentMetrics::default(),
+                startup: startup.clone(),
+                metrics_at: std::sync::OnceLock::new(),
             }),
         };
         agent.reconcile().await?;
@@ -284,6 +305,7 @@ impl Agent {
         if agent.inner.cluster.is_some() {
             agent.start_mirror().await?;
         }
+        startup.reconciled();
         Ok(agent)
     }
 
@@ -306,6 +328,135 @@ impl Agent {
 
     pub fn dns(&self) -> &Server {
         &self.inner.dns
+    }
+
+    pub fn metrics(&self) -> &AgentMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn startup(&self) -> &Startup {
+        &self.inner.startup
+    }
+
+    /// The metrics listener is bound at `addr`.
+    pub fn metrics_listening(&self, addr: std::net::SocketAddr) {
+        let _ = self.inner.metrics_at.set(addr);
+    }
+
+    /// Where the metrics listener is bound (none: off, or not yet).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.metrics_at.get().copied()
+    }
+
+    /// Run operation `op`, counting it and its duration.
+    async fn counted<T>(
+        &self,
+        op: Operation,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let began = std::time::Instant::now();
+        let r = work.await;
+        self.inner.metrics.operation(op, r.is_ok(), began.elapsed());
+        r
+    }
+
+    /// The state's sizes and the cluster store's health, as the metrics show them.
+    pub async fn counts(&self) -> (StateCounts, Option<ClusterCounts>) {
+        let state = self.inner.state.lock().await;
+        let mut per_network: std::collections::BTreeMap<&NetworkId, usize> =
+            state.networks.keys().map(|id| (id, 0)).collect();
+        let mut running = 0;
+        for c in state.containers.values() {
+            running += usize::from(c.state.is_up());
+            for ep in &c.endpoints {
+                if ep.attached.is_some() {
+                    if let Some(n) = per_network.get_mut(&ep.network_id) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        let counts = StateCounts {
+            networks: state.networks.len(),
+            containers: state.containers.len(),
+            running,
+            endpoints: per_network
+                .into_iter()
+                .filter_map(|(id, n)| Some((state.networks.get(id)?.name.clone(), n)))
+                .collect(),
+            remote_endpoints: state.remote.len(),
+        };
+        drop(state);
+        let cluster = self.inner.cluster.as_ref().map(|c| {
+            let h = c.store_health();
+            ClusterCounts {
+                reachable: h.reachable,
+                lease_age: h.renewed.map(|t| t.elapsed()),
+                revision_lag: h.store_revision - h.applied_revision,
+            }
+        });
+        (counts, cluster)
+    }
+
+    /// Readiness and the headline numbers (`attach-agent info`).
+    pub async fn status(&self) -> crate::metrics::Status {
+        use crate::metrics::{ClusterStatus, Status, UpstreamStatus};
+        let (state, cluster) = self.counts().await;
+        let dns = &self.inner.dns;
+        let checks = self.inner.startup.checks();
+        Status {
+            ready: checks.iter().all(|c| c.ok),
+            checks: checks.iter().map(|c| (c.name.to_string(), c.ok)).collect(),
+            metrics_addr: self.metrics_addr(),
+            networks: state.networks,
+            containers: state.containers,
+            containers_up: state.running,
+            endpoints: state.endpoints.iter().map(|(_, n)| n).sum(),
+            remote_endpoints: state.remote_endpoints,
+            queries: dns
+                .metrics()
+                .outcome_totals()
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(o, n)| (o.label().to_string(), n))
+                .collect(),
+            forwarded_in_flight: dns.forwarder().budget().host_in_flight(),
+            cache_entries: dns.forwarder().cache().len(),
+            cache_bytes: dns.forwarder().cache().bytes(),
+            upstreams: dns
+                .forwarder()
+                .health()
+                .report()
+                .into_iter()
+                .map(|u| UpstreamStatus {
+                    address: u.server,
+                    healthy: !u.demoted,
+                    rtt_ms: u.srtt.map(|d| d.as_secs_f64() * 1000.0),
+                    queries: u.queries,
+                    failures: u.failures,
+                    timeouts: u.timeouts,
+                })
+                .collect(),
+            operations: Operation::ALL
+                .iter()
+                .map(|op| {
+                    let (ok, failed) = self.inner.metrics.operations(*op);
+                    (op.label().to_string(), ok, failed)
+                })
+                .collect(),
+            cluster: cluster.map(|c| ClusterStatus {
+                reachable: c.reachable,
+                lease_age_secs: c.lease_age.map(|d| d.as_secs_f64()),
+                revision_lag: c.revision_lag,
+            }),
+        }
+    }
+
+    /// Every metric family of the agent and its DNS server (Prometheus text format).
+    pub async fn render_metrics(&self, e: &mut resolver::metrics::exposition::Exposition) {
+        let (state, cluster) = self.counts().await;
+        crate::metrics::render(e, &self.inner.metrics, &state, cluster);
+        self.inner.dns.render_metrics(e);
     }
 
     pub fn config(&self) -> &AgentConfig {
@@ -387,10 +538,12 @@ impl Agent {
 
     /// Persist the objects a change touched, then tell `wait`ers.
     pub(crate) fn persist(&self, state: &State, changed: &[Changed<'_>]) -> Result<()> {
+        let began = std::time::Instant::now();
         self.inner
             .store
             .persist(state, changed)
             .map_err(AgentError::io("saving state"))?;
+        self.inner.metrics.state_write(began.elapsed());
         self.inner.changes.send_modify(|n| *n += 1);
         Ok(())
     }
@@ -407,12 +560,16 @@ impl Agent {
             .store
             .start_container_write(c)
             .map_err(AgentError::io("saving state"))?;
+        let began = std::time::Instant::now();
         let task = tokio::task::spawn_blocking(move || saving.wait());
+        let metrics = self.inner.metrics.clone();
         Ok(async move {
             task.await
                 .map_err(std::io::Error::other)
                 .and_then(|r| r)
-                .map_err(AgentError::io("saving state"))
+                .map_err(AgentError::io("saving state"))?;
+            metrics.state_write(began.elapsed());
+            Ok(())
         })
     }
 

@@ -197,7 +197,9 @@ impl Agent {
             }
             if link.is_marked(&self.inner.mark) {
                 tracing::info!(link = %name, "removing leftover link");
-                let _ = self.inner.host.delete_link(name).await;
+                if self.inner.host.delete_link(name).await.is_ok() {
+                    self.inner.metrics.links_swept(1);
+                }
             } else {
                 tracing::debug!(link = %name, alias = ?link.alias, "leaving a link with this prefix that is not this agent's");
             }

@@ -95,6 +95,9 @@ impl Agent {
                 }
             }
         }
+        self.inner
+            .metrics
+            .links_recreated(1 + u64::from(net.is_global()));
         tracing::info!(network = %net.name, ports, "network links made again");
     }
 
@@ -113,6 +116,7 @@ impl Agent {
                 if let Err(e) = self.persist(state, &[Changed::Container(cid)]) {
                     tracing::error!(container = %cid, error = %e, "cannot save an attachment made again");
                 }
+                self.inner.metrics.links_recreated(1);
                 tracing::info!(container = %cid, network = %net_id, %veth, "attached again");
             }
             Err(e) => {

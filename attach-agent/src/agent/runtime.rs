@@ -17,6 +17,7 @@ use crate::clock::now_rfc3339;
 use crate::error::{AgentError, Result};
 use crate::ids::{ContainerId, NetworkId};
 use crate::kernel::netns;
+use crate::metrics::Operation;
 use crate::state::{Changed, CniOwner, Container, Endpoint, RunState, State};
 
 /// Longest runtime container id accepted (runtimes use 64 to ~200 characters).
@@ -159,6 +160,11 @@ impl Agent {
     /// that exists in the same namespace answers with it; one for a container whose earlier
     /// namespace is gone (a restart, or a crash without DEL) replaces the old attachment.
     pub async fn runtime_attach(&self, req: RuntimeAttach) -> Result<RuntimeAttachment> {
+        self.counted(Operation::CniAdd, self.runtime_attach_uncounted(req))
+            .await
+    }
+
+    async fn runtime_attach_uncounted(&self, req: RuntimeAttach) -> Result<RuntimeAttachment> {
         check_runtime_id(&req.runtime_id)?;
         check_ifname(&req.ifname)?;
         check_netns(&req.netns)?;
@@ -322,6 +328,16 @@ impl Agent {
     /// Detach a runtime's container from a network (CNI DEL): idempotent (an unknown container,
     /// network or attachment is success), and the container leaves with its last attachment.
     pub async fn runtime_detach(
+        &self,
+        runtime_id: &str,
+        network: &str,
+        ifname: &str,
+    ) -> Result<()> {
+        let work = self.runtime_detach_uncounted(runtime_id, network, ifname);
+        self.counted(Operation::CniDel, work).await
+    }
+
+    async fn runtime_detach_uncounted(
         &self,
         runtime_id: &str,
         network: &str,

@@ -47,6 +47,12 @@ pub enum Command {
     /// attach-agent-cni plugin.
     #[command(subcommand)]
     Cni(CniCmd),
+    /// Readiness and the headline numbers of the metrics: what /ready and /metrics say.
+    Info {
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +101,10 @@ pub struct DaemonArgs {
     /// Prefix of the bridges and veths the agent makes.
     #[arg(long)]
     pub link_prefix: Option<String>,
+    /// Where /metrics, /health and /ready listen, IP:PORT (default 127.0.0.1:9253); "" turns
+    /// them off.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
     /// Join a cluster: etcd://HOST:PORT[,HOST:PORT...] (global networks, names across hosts);
     /// https:// or etcds:// for TLS.
     #[arg(long)]
@@ -340,6 +350,17 @@ pub async fn run_client(client: &Client, cmd: Command) -> Result<i32, ClientErro
         Command::Network(n) => network::run(client, n).await,
         Command::Container(c) => container::run(client, c).await,
         Command::Cni(c) => cni::run(client, c).await,
+        Command::Info { json } => {
+            let status: crate::metrics::Status = client
+                .json(Method::GET, "/attach-agent/v1/status", None::<&()>)
+                .await?;
+            if json {
+                print_json(&status);
+            } else {
+                print!("{}", status.text());
+            }
+            Ok(if status.ready { 0 } else { 1 })
+        }
         Command::Run(args) => {
             let id = container::create(client, &args).await?;
             client

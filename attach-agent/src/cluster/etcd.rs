@@ -774,7 +774,7 @@ impl ClusterStore for EtcdStore {
         .boxed()
     }
 
-    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<Revision>> {
         async move {
             // One renewal on a stream of its own: etcd answers each request on the stream, and
             // a lease that is gone with a TTL of 0.
@@ -793,7 +793,7 @@ impl ClusterStore for EtcdStore {
                 })
                 .await;
             match resp {
-                Ok(reply) if reply.ttl > 0 => Ok(()),
+                Ok(reply) if reply.ttl > 0 => Ok(reply.header.map_or(0, |h| h.revision)),
                 Ok(_) => Err(StoreError::LeaseExpired(lease)),
                 Err(s) if lease_gone(&s) => Err(StoreError::LeaseExpired(lease)),
                 Err(s) => Err(self.fail("lease keep-alive", &s)),

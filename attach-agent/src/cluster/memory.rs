@@ -203,15 +203,16 @@ impl ClusterStore for MemoryStore {
         futures::future::ready(Ok(id)).boxed()
     }
 
-    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>> {
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<Revision>> {
         let mut m = self
             .mem
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let revision = m.revision;
         let r = match m.leases.get_mut(&lease) {
             Some((ttl, until)) => {
                 *until = Instant::now() + *ttl;
-                Ok(())
+                Ok(revision)
             }
             None => Err(StoreError::LeaseExpired(lease)),
         };

@@ -163,6 +163,21 @@ struct Inner {
     renewing: tokio::sync::Mutex<()>,
     /// This host's record, as first announced (the same bytes each time it is put again).
     host_record: Vec<u8>,
+    /// What the metrics show of the store; see [`StoreHealth`].
+    health: std::sync::Mutex<StoreHealth>,
+}
+
+/// The cluster store as this host last saw it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreHealth {
+    /// Whether the last renewal (or the first grant) reached a member.
+    pub reachable: bool,
+    /// When the lease was last granted or renewed.
+    pub renewed: Option<std::time::Instant>,
+    /// The store's revision at that renewal.
+    pub store_revision: Revision,
+    /// The revision of the last change the mirror applied.
+    pub applied_revision: Revision,
 }
 
 impl Drop for Inner {
@@ -216,6 +231,11 @@ impl Cluster {
                 host_record: layout::encode(&HostRecord {
                     started: crate::clock::now_rfc3339(),
                 }),
+                health: std::sync::Mutex::new(StoreHealth {
+                    reachable: lease != NO_LEASE,
+                    renewed: (lease != NO_LEASE).then(std::time::Instant::now),
+                    ..StoreHealth::default()
+                }),
             }),
         };
         let keeper = c.spawn_keeper();
@@ -224,6 +244,31 @@ impl Cluster {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keeper);
         c
+    }
+
+    /// The store as last seen (the metrics).
+    pub fn store_health(&self) -> StoreHealth {
+        *self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The mirror applied the store's changes up to `revision`.
+    pub fn applied(&self, revision: Revision) {
+        self.with_health(|h| {
+            h.applied_revision = revision;
+            h.store_revision = h.store_revision.max(revision);
+        });
+    }
+
+    fn with_health(&self, f: impl FnOnce(&mut StoreHealth)) {
+        f(&mut self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 
     /// Whether this host has a lease (it has reached the store since it started).
@@ -532,7 +577,17 @@ impl Cluster {
         } else {
             tracing::warn!(lease = old, "cluster lease lost; taking a new one");
         }
-        let l = self.inner.store.grant(self.inner.ttl).await?;
+        let l = match self.inner.store.grant(self.inner.ttl).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.with_health(|h| h.reachable = false);
+                return Err(e);
+            }
+        };
+        self.with_health(|h| {
+            h.reachable = true;
+            h.renewed = Some(std::time::Instant::now());
+        });
         self.inner.lease.store(l, Ordering::Relaxed);
         if let Err(e) = self.announce_host().await {
             tracing::warn!(error = %e, "cannot announce this host");
@@ -587,13 +642,20 @@ impl Cluster {
                     continue;
                 }
                 match c.inner.store.keep_alive(c.lease()).await {
-                    Ok(()) => {}
+                    Ok(revision) => c.with_health(|h| {
+                        h.reachable = true;
+                        h.renewed = Some(std::time::Instant::now());
+                        h.store_revision = h.store_revision.max(revision);
+                    }),
                     Err(StoreError::LeaseExpired(old)) => {
                         if let Err(e) = c.replace_lease(old).await {
                             tracing::warn!(error = %e, "cannot take a new lease");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot renew the cluster lease"),
+                    Err(e) => {
+                        c.with_health(|h| h.reachable = false);
+                        tracing::warn!(error = %e, "cannot renew the cluster lease")
+                    }
                 }
             }
         })

@@ -103,8 +103,9 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Apply `then` atomically if every condition of `when` holds; whether it did.
     fn txn(&self, when: Vec<Cond>, then: Vec<Op>) -> BoxFuture<'_, Result<bool>>;
     fn grant(&self, ttl: Duration) -> BoxFuture<'_, Result<LeaseId>>;
-    /// Renew a lease once. `LeaseExpired` when it is gone.
-    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>>;
+    /// Renew a lease once; the store's revision as of the renewal. `LeaseExpired` when it
+    /// is gone.
+    fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<Revision>>;
     fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<()>>;
     /// Changes under `prefix` from revision `from` on. The stream ends or yields an error when
     /// the watch breaks; `Compacted` means `from` is too old (reload with `snapshot`).

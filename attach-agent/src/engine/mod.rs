@@ -74,6 +74,11 @@ pub fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> ApiResu
 /// `socket` until the task is dropped, behind the access check and with version prefixes
 /// stripped. The socket is made mode 0660.
 pub async fn serve(app: Router, socket: &Path, group: Option<u32>) -> std::io::Result<()> {
+    serve_on(app, bind(socket, group)?, group).await
+}
+
+/// Make the API socket (mode 0660, owned by root and `group`), replacing a stale one.
+pub fn bind(socket: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -87,6 +92,15 @@ pub async fn serve(app: Router, socket: &Path, group: Option<u32>) -> std::io::R
     if let Some(gid) = group {
         std::os::unix::fs::chown(socket, Some(0), Some(gid))?;
     }
+    Ok(listener)
+}
+
+/// Serve the Engine API (and whatever `app` routes) on `listener`, for root and `group`.
+pub async fn serve_on(
+    app: Router,
+    listener: UnixListener,
+    group: Option<u32>,
+) -> std::io::Result<()> {
     let app = app.layer(axum::middleware::from_fn(move |req, next| {
         auth::only_root_or_group(group, req, next)
     }));
@@ -127,6 +141,7 @@ pub fn router(agent: Agent) -> Router {
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
+        .route("/attach-agent/v1/status", get(system::status))
         .route("/networks", get(networks::list))
         .route("/networks/create", post(networks::create))
         .route("/networks/prune", post(networks::prune))

@@ -50,6 +50,11 @@ pub(super) fn no_such(
     }
 }
 
+/// The agent's own summary (`attach-agent info`): readiness and the metrics' headlines.
+pub(super) async fn status(AxState(agent): AxState<Agent>) -> Response {
+    Json(agent.status().await).into_response()
+}
+
 pub(super) async fn info(AxState(agent): AxState<Agent>) -> Response {
     let state = agent.snapshot().await;
     let count = |f: fn(crate::state::RunState) -> bool| {

@@ -227,6 +227,7 @@ impl Hosts {
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("state{i}")))
             .args(["--link-prefix", &format!("{}{i}", self.prefix)])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args([
                 "--upstream",
                 "127.0.0.1:9",

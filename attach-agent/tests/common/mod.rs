@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod podman;
+pub mod stub;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -213,6 +214,10 @@ impl Env {
             .arg(self.state_dir())
             .args(["--link-prefix", &self.prefix])
             .env_remove("RUST_LOG");
+        if !self.daemon_args.iter().any(|a| a == "--metrics-addr") {
+            // Metrics on, as in production, on a port of the test's own.
+            cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+        }
         for u in &self.upstreams {
             cmd.args(["--upstream", u]);
         }
