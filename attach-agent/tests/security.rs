@@ -209,6 +209,18 @@ fn dns_listens_on_the_gateways_only_never_a_wildcard() {
     let mut want: Vec<String> = vec![env.ip(1, 1), env.ip(2, 1), "fd00:77:1::1".into()];
     want.sort();
     let socks = sockets_of(env.daemon_pid());
+    // Besides: the metrics listener, TCP on loopback only, where `info` says.
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "--json"])).unwrap();
+    let metrics: std::net::SocketAddr = info["MetricsAddr"].as_str().unwrap().parse().unwrap();
+    assert!(metrics.ip().is_loopback(), "{metrics}");
+    let (metrics_socks, socks): (Vec<_>, Vec<_>) = socks
+        .into_iter()
+        .partition(|(table, addr)| table.starts_with("tcp") && *addr == metrics);
+    assert_eq!(
+        metrics_socks.len(),
+        1,
+        "one metrics listener: {metrics_socks:?}"
+    );
     let mut seen: Vec<String> = Vec::new();
     for (table, addr) in &socks {
         assert!(

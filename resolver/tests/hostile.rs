@@ -335,9 +335,11 @@ async fn hostile_input_never_stops_answers() {
     for _ in 0..TCP_CAP - 2 {
         idle.push(tcp_connect(gw, src).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Time for the server to accept them all; the one over the cap is closed as soon as it is
+    // accepted, so a generous limit costs nothing when the machine is quick (it is shared).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut over = tcp_connect(gw, src).await;
-    tally.add(OVER, tcp_fate(&mut over, Duration::from_millis(500)).await);
+    tally.add(OVER, tcp_fate(&mut over, Duration::from_secs(2)).await);
     let began = Instant::now();
     let trickle = async {
         let mut sent_bytes = 0;

@@ -133,10 +133,16 @@ impl Health {
         self.demote(server, "timed out");
     }
 
-    /// `server` failed (`why`: its port is closed): demote it.
+    /// An attempt at `server` failed (`why`: its port is closed): count it and demote it.
     pub fn failed(&self, server: SocketAddr, why: &str) {
         self.attempt_failed(server);
         self.demote(server, why);
+    }
+
+    /// Forget servers that are not in `keep` (no longer listed nor in use): their series go
+    /// from the metrics, and a server listed again starts afresh.
+    pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.servers.retain(|s, _| keep(s));
     }
 
     /// Every server known (asked at least once, or listed for an order), by address.
@@ -161,8 +167,8 @@ impl Health {
         all
     }
 
-    /// Demote `server`, and say so the first time.
-    fn demote(&self, server: SocketAddr, why: &str) {
+    /// Demote `server` (`why`), and say so the first time.
+    pub fn demote(&self, server: SocketAddr, why: &str) {
         let h = self.of(server);
         if !h.demoted.swap(true, Ordering::Relaxed) {
             tracing::warn!(%server, reason = why, "upstream demoted: later queries go to the next server first; probing it every second");

@@ -38,7 +38,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::cache::{Cache, CacheLimits};
-use crate::metrics::{DnsMetrics, QueryOutcome, Tally};
+use crate::metrics::{DnsMetrics, PendingTally, QueryOutcome, Tally};
 use crate::upstream::{Servers, Upstreams};
 use crate::wire::{self, Rcode};
 use budget::{Budget, Refusal};
@@ -91,7 +91,6 @@ pub struct ForwardSettings {
 pub struct ForwardStats {
     /// Queries sent upstream (each server tried counts).
     pub forwarded: AtomicU64,
-    pub cache_hits: AtomicU64,
     /// REFUSED because the host's cap was reached.
     pub refused_over_cap: AtomicU64,
     /// REFUSED because the asker's own cap was reached.
@@ -120,8 +119,8 @@ struct Job {
     reply_to: ReplyTo,
     /// The asker's share of the budget, given back when the job ends.
     _slot: Option<budget::Slot>,
-    /// Where its outcome is counted (none: a probe, or metrics off).
-    tally: Option<Tally>,
+    /// Where its outcome is counted (nowhere: a probe, or metrics off), once.
+    tally: PendingTally,
     /// When the asker's query was taken (the forwarded-answer latency).
     taken: Instant,
 }
@@ -246,7 +245,6 @@ impl Forwarder {
             key.extend_from_slice(s.key_bytes());
         }
         if inner.cache.get(&key, &req, out) {
-            inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             fit(out, &req, limit);
             return Started::Replied(QueryOutcome::Cached);
         }
@@ -283,7 +281,15 @@ impl Forwarder {
             limit,
             reply_to,
             _slot: Some(slot),
-            tally,
+            // Dropped unended (the forwarder shutting down): a UDP asker gets nothing, a TCP
+            // one SERVFAIL from its waiter.
+            tally: PendingTally::new(
+                tally,
+                match transport {
+                    Transport::Udp => QueryOutcome::Dropped,
+                    Transport::Tcp => QueryOutcome::ServFail,
+                },
+            ),
             taken: Instant::now(),
         };
         match transport {
@@ -294,42 +300,20 @@ impl Forwarder {
         }
         Started::Pending
     }
+}
 
-    /// The reply to `query` from `asker`, however long forwarding takes (TCP askers), and
-    /// how the query ended when that is known here (answered at once); a query sent upstream
-    /// is counted in `tally` when it ends.
-    pub async fn forward(
-        &self,
-        query: &[u8],
-        asker: IpAddr,
-        servers: Option<&Servers>,
-        transport: Transport,
-        tally: Option<Tally>,
-    ) -> (Vec<u8>, Option<QueryOutcome>) {
-        let (tx, rx) = oneshot::channel();
-        let mut out = Vec::new();
-        let reply = match self.start(
-            query,
-            asker,
-            servers,
-            transport,
-            ReplyTo::Waiter(tx),
-            tally,
-            &mut out,
-        ) {
-            Started::Replied(outcome) => return (out, Some(outcome)),
-            Started::Pending => match rx.await {
-                Ok(reply) => reply,
-                // The job was dropped without a reply (the forwarder is shutting down).
-                Err(_) => {
-                    if let Ok(req) = wire::parse(query) {
-                        wire::write_empty(&mut out, &req, Rcode::ServFail);
-                    }
-                    out
-                }
-            },
-        };
-        (reply, None)
+/// The reply a [`ReplyTo::Waiter`] gets for `query` (TCP askers): SERVFAIL when the job was
+/// dropped without one (the forwarder shutting down).
+pub async fn wait_reply(rx: oneshot::Receiver<Vec<u8>>, query: &[u8]) -> Vec<u8> {
+    match rx.await {
+        Ok(reply) => reply,
+        Err(_) => {
+            let mut out = Vec::new();
+            if let Ok(req) = wire::parse(query) {
+                wire::write_empty(&mut out, &req, Rcode::ServFail);
+            }
+            out
+        }
     }
 }
 
@@ -391,16 +375,18 @@ fn dispatch(inner: &Arc<Inner>, mut job: Job) {
                 }
                 Err((back, SendError::Retired | SendError::Full)) => job = back,
                 Err((back, SendError::Io(e))) => {
+                    // An attempt, failed.
+                    inner.health.sent(server);
+                    inner.health.attempt_failed(server);
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
                         // The socket's pending error: an earlier datagram met a closed port,
                         // and this send reported it instead of the reader. What waits on the
                         // socket went to that closed port too: on to the next server, now.
-                        inner.health.failed(server, "port unreachable");
+                        inner.health.demote(server, "port unreachable");
                         for waited in up.drain() {
+                            inner.health.attempt_failed(server);
                             dispatch(inner, waited.job);
                         }
-                    } else {
-                        inner.health.attempt_failed(server);
                     }
                     tracing::debug!(%server, error = %e, "send to upstream failed, trying next");
                     job = back;
@@ -454,7 +440,7 @@ async fn forward_tcp(inner: Arc<Inner>, mut job: Job) {
 }
 
 /// Every server failed: a stale answer if the cache has one, else SERVFAIL.
-fn fail(inner: &Inner, job: Job) {
+fn fail(inner: &Inner, mut job: Job) {
     if matches!(job.reply_to, ReplyTo::Discard) {
         return;
     }
@@ -472,7 +458,7 @@ fn fail(inner: &Inner, job: Job) {
         wire::write_empty(&mut out, &req, Rcode::ServFail);
         QueryOutcome::ServFail
     };
-    ended(inner, &job, outcome);
+    ended(inner, &mut job, outcome);
     send(job.reply_to, out);
 }
 
@@ -492,7 +478,7 @@ fn on_reply(inner: &Arc<Inner>, server: SocketAddr, waited: Pending<Job>, reply:
 }
 
 /// Relay `reply` to the job's asker (and keep it in the cache).
-fn finish(inner: &Inner, job: Job, reply: &[u8]) {
+fn finish(inner: &Inner, mut job: Job, reply: &[u8]) {
     if matches!(job.reply_to, ReplyTo::Discard) {
         return;
     }
@@ -504,15 +490,13 @@ fn finish(inner: &Inner, job: Job, reply: &[u8]) {
     wire::set_id(&mut out, req.id);
     wire::restore_question(&mut out, &req);
     fit(&mut out, &req, job.limit);
-    ended(inner, &job, QueryOutcome::Forwarded);
+    ended(inner, &mut job, QueryOutcome::Forwarded);
     send(job.reply_to, out);
 }
 
 /// Count how an asker's job ended, and how long it took.
-fn ended(inner: &Inner, job: &Job, outcome: QueryOutcome) {
-    if let Some(t) = &job.tally {
-        t.count(outcome);
-    }
+fn ended(inner: &Inner, job: &mut Job, outcome: QueryOutcome) {
+    job.tally.end(outcome);
     inner.metrics.forwarded_answer(job.taken.elapsed());
 }
 
@@ -598,8 +582,9 @@ async fn receive(inner: Weak<Inner>, up: Arc<UpSocket<Job>>) {
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                         // ICMP port unreachable: nothing listens there; every query waiting
                         // on this socket moves on now rather than at its timeout.
-                        inner.health.failed(up.server, "port unreachable");
+                        inner.health.demote(up.server, "port unreachable");
                         for waited in up.drain() {
+                            inner.health.attempt_failed(up.server);
                             dispatch(&inner, waited.job);
                         }
                     }
@@ -681,9 +666,15 @@ async fn maintain(inner: Weak<Inner>) {
             }
             keep
         });
+
         inner.drain_later(unlisted);
         if now.duration_since(last_probe) >= PROBE_EVERY {
             last_probe = now;
+            // And their health: the metrics show the servers in use, not every one ever
+            // asked.
+            inner
+                .health
+                .retain(|server| listed.contains(server) || inner.extra.contains_key(server));
             let mut servers: Vec<SocketAddr> = listed.to_vec();
             servers.extend(inner.extra.iter().map(|e| *e.key()));
             for server in inner.health.demoted(&servers) {
@@ -707,7 +698,7 @@ fn probe(inner: &Arc<Inner>, server: SocketAddr) {
         limit: wire::CLASSIC_UDP_LIMIT,
         reply_to: ReplyTo::Discard,
         _slot: None,
-        tally: None,
+        tally: PendingTally::new(None, QueryOutcome::Dropped),
         taken: Instant::now(),
     };
     dispatch(inner, job);

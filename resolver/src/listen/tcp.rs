@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use super::ListenCtx;
-use crate::forward::Transport;
+use crate::forward::{self, ReplyTo, Started, Transport};
 use crate::metrics::{NetworkStats, QueryOutcome, Tally};
 use crate::respond::{Arrival, Outcome};
 use crate::table::NetKey;
@@ -132,23 +132,38 @@ async fn serve(
                     break;
                 }
                 Outcome::Forward(servers) => {
-                    let (fwd, tx) = (ctx.forwarder.clone(), tx.clone());
-                    let asker = peer.ip();
-                    let stats = stats.clone();
+                    // Taken here, so a query answered at once is counted here, and one sent
+                    // upstream is counted by the forwarder when it ends, whatever becomes of
+                    // this connection meanwhile.
+                    let (reply_tx, reply_rx) = oneshot::channel();
                     let tally = stats.clone().map(|network| Tally {
                         network,
                         transport: Transport::Tcp,
                     });
-                    forwards.spawn(async move {
-                        let (reply, outcome) = fwd
-                            .forward(&msg, asker, servers.as_ref(), Transport::Tcp, tally)
-                            .await;
-                        if let (Some(s), Some(o)) = (&stats, outcome) {
-                            s.count(Transport::Tcp, o);
+                    match ctx.forwarder.start(
+                        &msg,
+                        peer.ip(),
+                        servers.as_ref(),
+                        Transport::Tcp,
+                        ReplyTo::Waiter(reply_tx),
+                        tally,
+                        &mut out,
+                    ) {
+                        Started::Replied(outcome) => {
+                            count(outcome);
+                            if tx.send(out.clone()).await.is_err() {
+                                break;
+                            }
                         }
-                        let _ = tx.send(reply).await;
-                        drop(permit);
-                    });
+                        Started::Pending => {
+                            let tx = tx.clone();
+                            forwards.spawn(async move {
+                                let reply = forward::wait_reply(reply_rx, &msg).await;
+                                let _ = tx.send(reply).await;
+                                drop(permit);
+                            });
+                        }
+                    }
                 }
             }
         }

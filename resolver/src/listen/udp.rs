@@ -138,7 +138,10 @@ fn serve_counted(
             // SAFETY: the kernel filled name and control for this message.
             let (src, ifindex) =
                 unsafe { (sockaddr_of(&b.names[i]), ifindex_of(&b.msgs[i].msg_hdr)) };
-            let Some(src) = src else { continue };
+            let Some(src) = src else {
+                count(QueryOutcome::Dropped);
+                continue;
+            };
             let arrival = Arrival {
                 src: src.ip(),
                 ifindex,

@@ -193,14 +193,15 @@ pub struct ThreadCells {
 }
 
 impl ThreadCells {
-    /// A query of this thread ended as `outcome`.
-    pub fn count(&self, outcome: QueryOutcome) {
+    /// A query of this thread ended as `outcome`. Only the thread owning the cells calls it
+    /// (a second writer could lose counts; the crate's UDP listener threads are the owners).
+    pub(crate) fn count(&self, outcome: QueryOutcome) {
         bump_owned(&self.outcomes[outcome.index()], 1);
     }
 
     /// `answers` local answers of one batch took `took` (from the batch being read to its
-    /// replies being sent).
-    pub fn local_answers(&self, answers: u64, took: Duration) {
+    /// replies being sent). The owning thread only, as [`ThreadCells::count`].
+    pub(crate) fn local_answers(&self, answers: u64, took: Duration) {
         if answers > 0 {
             self.local_latency.observe_owned(took, answers);
         }
@@ -239,14 +240,14 @@ pub struct NetworkStats {
 
 impl NetworkStats {
     /// Cells for a new UDP listener thread, read by every scrape from now on.
-    pub fn thread_cells(&self) -> Arc<ThreadCells> {
+    pub(crate) fn thread_cells(&self) -> Arc<ThreadCells> {
         let cells = Arc::new(ThreadCells::default());
         lock(&self.threads).push(cells.clone());
         cells
     }
 
     /// The thread owning `cells` ended: keep what it counted.
-    pub fn retire(&self, cells: &Arc<ThreadCells>) {
+    pub(crate) fn retire(&self, cells: &Arc<ThreadCells>) {
         let mut threads = lock(&self.threads);
         for (mine, theirs) in self.retired.outcomes.iter().zip(&cells.outcomes) {
             mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -303,6 +304,33 @@ impl Tally {
     }
 }
 
+/// A forwarded query's tally until the query ends: counted once, by [`PendingTally::end`], or
+/// when dropped unended (the forwarder shutting down) as what the asker then gets.
+#[derive(Debug)]
+pub struct PendingTally {
+    tally: Option<Tally>,
+    if_dropped: QueryOutcome,
+}
+
+impl PendingTally {
+    pub fn new(tally: Option<Tally>, if_dropped: QueryOutcome) -> PendingTally {
+        PendingTally { tally, if_dropped }
+    }
+
+    /// The query ended as `outcome` (counted the first time only).
+    pub fn end(&mut self, outcome: QueryOutcome) {
+        if let Some(t) = self.tally.take() {
+            t.count(outcome);
+        }
+    }
+}
+
+impl Drop for PendingTally {
+    fn drop(&mut self) {
+        self.end(self.if_dropped);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -314,6 +342,11 @@ struct Registry {
     tcp_local_latency: Histogram,
     /// Forwarded queries, from being taken to their reply being sent.
     forward_latency: Histogram,
+    /// What networks no longer served counted: their local answers' latency stays in the
+    /// histogram (it has no network label, so it must not go backwards), their outcomes in
+    /// the totals `attach-agent info` shows.
+    removed_local_latency: Histogram,
+    removed_outcomes: [AtomicU64; QueryOutcome::COUNT],
 }
 
 /// The DNS server's counts; `off()` counts nothing at all (the benchmark's baseline). Cheap
@@ -338,6 +371,8 @@ impl DnsMetrics {
                 networks: Mutex::new(BTreeMap::new()),
                 tcp_local_latency: Histogram::default(),
                 forward_latency: Histogram::default(),
+                removed_local_latency: Histogram::default(),
+                removed_outcomes: Default::default(),
             })),
         }
     }
@@ -361,10 +396,21 @@ impl DnsMetrics {
         Some(entry.1.clone())
     }
 
-    /// Network `id` is no longer served: its series go.
+    /// Network `id` is no longer served: its series go, its latencies and totals stay.
     pub fn remove_network(&self, id: &str) {
-        if let Some(r) = &self.inner {
-            lock(&r.networks).remove(id);
+        let Some(r) = &self.inner else { return };
+        let Some((_, stats)) = lock(&r.networks).remove(id) else {
+            return;
+        };
+        let threads = lock(&stats.threads);
+        for cells in threads.iter().map(|c| &**c).chain([&stats.retired]) {
+            r.removed_local_latency.fold(&cells.local_latency);
+        }
+        drop(threads);
+        for t in [Transport::Udp, Transport::Tcp] {
+            for (total, n) in r.removed_outcomes.iter().zip(stats.outcomes(t)) {
+                total.fetch_add(n, Ordering::Relaxed);
+            }
         }
     }
 
@@ -397,9 +443,14 @@ impl DnsMetrics {
         rows
     }
 
-    /// Queries of every network and transport, by outcome.
+    /// Queries of every network and transport, by outcome (networks removed included).
     pub fn outcome_totals(&self) -> Vec<(QueryOutcome, u64)> {
         let mut totals = [0u64; QueryOutcome::COUNT];
+        if let Some(r) = &self.inner {
+            for (t, n) in totals.iter_mut().zip(&r.removed_outcomes) {
+                *t += n.load(Ordering::Relaxed);
+            }
+        }
         for (_, _, counts) in self.query_counts() {
             for (t, c) in totals.iter_mut().zip(counts) {
                 *t += c;
@@ -418,6 +469,7 @@ impl DnsMetrics {
             s.add_local_latency(&mut local.0, &mut local.1);
         }
         r.tcp_local_latency.add_into(&mut local.0, &mut local.1);
+        r.removed_local_latency.add_into(&mut local.0, &mut local.1);
         let mut forwarded = ([0u64; BUCKETS], 0u64);
         r.forward_latency
             .add_into(&mut forwarded.0, &mut forwarded.1);
@@ -428,6 +480,27 @@ impl DnsMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_tally_counts_once_and_counts_when_dropped() {
+        let m = DnsMetrics::on();
+        let net = m.network("id1", "front").unwrap();
+        let tally = || {
+            Some(Tally {
+                network: net.clone(),
+                transport: Transport::Tcp,
+            })
+        };
+        let mut ended = PendingTally::new(tally(), QueryOutcome::ServFail);
+        ended.end(QueryOutcome::Forwarded);
+        ended.end(QueryOutcome::Stale);
+        drop(ended);
+        drop(PendingTally::new(tally(), QueryOutcome::ServFail));
+        let tcp = net.outcomes(Transport::Tcp);
+        assert_eq!(tcp[QueryOutcome::Forwarded.index()], 1);
+        assert_eq!(tcp[QueryOutcome::Stale.index()], 0);
+        assert_eq!(tcp[QueryOutcome::ServFail.index()], 1);
+    }
 
     #[test]
     fn buckets_take_each_bound_inclusively() {
@@ -462,5 +535,15 @@ mod tests {
         assert_eq!(local.0[0], 3);
         assert_eq!(local.1, 9_000);
         assert!(DnsMetrics::off().network("id1", "front").is_none());
+        // A network removed: its series go, the latency histogram and the totals keep it.
+        m.remove_network("id1");
+        assert!(m.query_counts().is_empty());
+        assert_eq!(m.latencies().unwrap()[0].0[0], 3);
+        let totals = m.outcome_totals();
+        assert_eq!(
+            totals[QueryOutcome::Local.index()],
+            (QueryOutcome::Local, 3)
+        );
+        assert_eq!(totals[QueryOutcome::NxDomain.index()].1, 1);
     }
 }
