@@ -5,7 +5,7 @@
 //! and the API socket listening. Until then `/ready` answers 503 with what is missing, so a
 //! service manager or an orchestrator can hold the containers back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use resolver::observe::Check;
 
@@ -14,6 +14,9 @@ use resolver::observe::Check;
 pub struct Startup {
     state_loaded: AtomicBool,
     reconciled: AtomicBool,
+    /// Networks and endpoints that could not be brought back at start (each logged).
+    networks_failed: AtomicUsize,
+    endpoints_failed: AtomicUsize,
     api_listening: AtomicBool,
 }
 
@@ -22,8 +25,13 @@ impl Startup {
         self.state_loaded.store(true, Ordering::SeqCst);
     }
 
-    /// The kernel and the table match the state, and every network's listeners are open.
-    pub fn reconciled(&self) {
+    /// The kernel and the table were made to match the state, but for `networks_failed`
+    /// networks (bridge or DNS listeners) and `endpoints_failed` endpoints.
+    pub fn reconciled(&self, networks_failed: usize, endpoints_failed: usize) {
+        self.networks_failed
+            .store(networks_failed, Ordering::SeqCst);
+        self.endpoints_failed
+            .store(endpoints_failed, Ordering::SeqCst);
         self.reconciled.store(true, Ordering::SeqCst);
     }
 
@@ -35,15 +43,28 @@ impl Startup {
     pub fn checks(&self) -> Vec<Check> {
         vec![
             Check {
-                name: "state loaded",
+                name: "state loaded".into(),
                 ok: self.state_loaded.load(Ordering::SeqCst),
             },
             Check {
-                name: "reconciled with the kernel, DNS listeners open",
+                name: "reconciled with the kernel, DNS listeners open".into(),
                 ok: self.reconciled.load(Ordering::SeqCst),
             },
             Check {
-                name: "API socket listening",
+                name: match (
+                    self.networks_failed.load(Ordering::SeqCst),
+                    self.endpoints_failed.load(Ordering::SeqCst),
+                ) {
+                    (0, 0) => "every network and endpoint back".into(),
+                    (n, e) => format!(
+                        "every network and endpoint back ({n} networks, {e} endpoints failed at start: see the log)"
+                    ),
+                },
+                ok: self.networks_failed.load(Ordering::SeqCst) == 0
+                    && self.endpoints_failed.load(Ordering::SeqCst) == 0,
+            },
+            Check {
+                name: "API socket listening".into(),
                 ok: self.api_listening.load(Ordering::SeqCst),
             },
         ]

@@ -49,7 +49,7 @@ fn queries_and_operations_are_counted_promtool_accepts_them_and_prometheus_scrap
         (status, ready.as_str()),
         (
             200,
-            "ready\nok state loaded\nok reconciled with the kernel, DNS listeners open\nok API socket listening\n"
+            "ready\nok state loaded\nok reconciled with the kernel, DNS listeners open\nok every network and endpoint back\nok API socket listening\n"
         )
     );
     let head = http_head_of_get(addr, "/metrics").unwrap();

@@ -44,7 +44,7 @@ pub fn parse_metrics_addr(text: &str) -> Result<Option<SocketAddr>, BadMetricsAd
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     /// What holds when it is met, e.g. "state loaded".
-    pub name: &'static str,
+    pub name: String,
     pub ok: bool,
 }
 
@@ -103,7 +103,7 @@ pub fn readiness_text(checks: &[Check]) -> (bool, String) {
     let mut text = String::from(if ready { "ready\n" } else { "not ready\n" });
     for c in checks {
         text.push_str(if c.ok { "ok " } else { "no " });
-        text.push_str(c.name);
+        text.push_str(&c.name);
         text.push('\n');
     }
     (ready, text)
@@ -158,11 +158,11 @@ mod tests {
     fn readiness_lists_every_check() {
         let checks = [
             Check {
-                name: "state loaded",
+                name: "state loaded".into(),
                 ok: true,
             },
             Check {
-                name: "listeners open",
+                name: "listeners open".into(),
                 ok: false,
             },
         ];

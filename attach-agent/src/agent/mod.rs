@@ -77,6 +77,9 @@ struct Inner {
     startup: Arc<Startup>,
     /// Where the metrics listener is bound, once it is.
     metrics_at: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The state's sizes as last read, for a scrape that finds the state lock held long (a
+    /// slow disk, the mirror applying a batch): a scrape must not time out behind it.
+    last_counts: std::sync::Mutex<StateCounts>,
 }
 
 /// One change over every container waiting for connects to settle (see `Inner::draining`);
@@ -244,6 +247,9 @@ pub(crate) fn endpoint_spec(
 
 pub(crate) use crate::ipam::{mac_for, mac_for_endpoint};
 
+/// How long a scrape waits for the state lock before it shows the sizes last read.
+const SCRAPE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Agent {
     /// Load the state, reconcile it with the kernel, and serve DNS for every network.
     pub async fn open(cfg: AgentConfig) -> Result<Agent> {
@@ -296,16 +302,17 @@ impl Agent {
                 metrics: AgentMetrics::default(),
                 startup: startup.clone(),
                 metrics_at: std::sync::OnceLock::new(),
+                last_counts: Default::default(),
             }),
         };
-        agent.reconcile().await?;
+        let (networks_failed, endpoints_failed) = agent.reconcile().await?;
         // Namespaces that died while the agent was down (a reboot, a runtime that sent no DEL).
         agent.sweep_vanished().await;
         agent.start_link_watch();
         if agent.inner.cluster.is_some() {
             agent.start_mirror().await?;
         }
-        startup.reconciled();
+        startup.reconciled(networks_failed, endpoints_failed);
         Ok(agent)
     }
 
@@ -362,7 +369,36 @@ impl Agent {
 
     /// The state's sizes and the cluster store's health, as the metrics show them.
     pub async fn counts(&self) -> (StateCounts, Option<ClusterCounts>) {
-        let state = self.inner.state.lock().await;
+        let counts = match tokio::time::timeout(SCRAPE_WAIT, self.inner.state.lock()).await {
+            Ok(state) => {
+                let counts = Self::count_state(&state);
+                drop(state);
+                *self
+                    .inner
+                    .last_counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = counts.clone();
+                counts
+            }
+            Err(_) => self
+                .inner
+                .last_counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        };
+        let cluster = self.inner.cluster.as_ref().map(|c| {
+            let h = c.store_health();
+            ClusterCounts {
+                reachable: h.reachable,
+                lease_age: h.renewed.map(|t| t.elapsed()),
+                revision_lag: h.store_revision - h.applied_revision,
+            }
+        });
+        (counts, cluster)
+    }
+
+    fn count_state(state: &State) -> StateCounts {
         let mut per_network: std::collections::BTreeMap<&NetworkId, usize> =
             state.networks.keys().map(|id| (id, 0)).collect();
         let mut running = 0;
@@ -386,16 +422,7 @@ impl Agent {
                 .collect(),
             remote_endpoints: state.remote.len(),
         };
-        drop(state);
-        let cluster = self.inner.cluster.as_ref().map(|c| {
-            let h = c.store_health();
-            ClusterCounts {
-                reachable: h.reachable,
-                lease_age: h.renewed.map(|t| t.elapsed()),
-                revision_lag: h.store_revision - h.applied_revision,
-            }
-        });
-        (counts, cluster)
+        counts
     }
 
     /// Readiness and the headline numbers (`attach-agent info`).
@@ -406,7 +433,7 @@ impl Agent {
         let checks = self.inner.startup.checks();
         Status {
             ready: checks.iter().all(|c| c.ok),
-            checks: checks.iter().map(|c| (c.name.to_string(), c.ok)).collect(),
+            checks: checks.iter().map(|c| (c.name.clone(), c.ok)).collect(),
             metrics_addr: self.metrics_addr(),
             networks: state.networks,
             containers: state.containers,

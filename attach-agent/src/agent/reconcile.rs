@@ -9,7 +9,8 @@ impl Agent {
     /// Make the kernel and the table match the saved state: bridges adopted or recreated,
     /// veths of running containers adopted when present and recreated with the same addresses
     /// when not, leftovers with our prefix removed.
-    pub(super) async fn reconcile(&self) -> Result<()> {
+    /// What did not come back: (networks, endpoints) that failed.
+    pub(super) async fn reconcile(&self) -> Result<(usize, usize)> {
         let mut state = self.inner.state.lock().await;
         let (nets_up, nets_failed) = self.bring_up_networks(&mut state).await;
         let mut kept = 0;
@@ -102,7 +103,7 @@ impl Agent {
             endpoints_failed = failed,
             "reconciled with the kernel"
         );
-        Ok(())
+        Ok((nets_failed, failed))
     }
 
     /// Bridges, tunnels and DNS listeners of the networks this host serves: every local one,

@@ -88,7 +88,7 @@ impl Observed for Shown {
 
     fn readiness(&self) -> Vec<Check> {
         vec![Check {
-            name: "records loaded and listeners open",
+            name: "records loaded and listeners open".into(),
             ok: self.serving.load(Ordering::Relaxed),
         }]
     }
