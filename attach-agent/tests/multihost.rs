@@ -93,6 +93,44 @@ fn overlay_across_three_hosts() {
         }
     }
 
+    // The cluster as host 0's metrics show it: the store reachable, the lease fresh, the
+    // mirror caught up (etcd's progress notifications), the other hosts' endpoints mirrored.
+    phase("cluster metrics");
+    let info: serde_json::Value = serde_json::from_str(&h.ok(0, &["info", "--json"])).unwrap();
+    let addr: std::net::SocketAddr = info["MetricsAddr"].as_str().unwrap().parse().unwrap();
+    let scrape = |ns: String| {
+        common::in_netns(&ns, move || {
+            test_support::prometheus::http_get(addr, "/metrics").expect("GET /metrics")
+        })
+    };
+    let metric = |text: &str, name: &str| test_support::prometheus::sample(text, name, &[]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let (status, text) = scrape(h.host_ns(0));
+        assert_eq!(status, 200);
+        if metric(&text, "attach_agent_cluster_watch_revision_lag") == Some(0.0) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mirror never caught up: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        metric(&text, "attach_agent_cluster_store_reachable"),
+        Some(1.0)
+    );
+    let age = metric(&text, "attach_agent_cluster_lease_age_seconds").expect("a lease age");
+    assert!(age < 10.0, "renewed every third of the TTL: {age}");
+    assert_eq!(
+        metric(&text, "attach_agent_cluster_remote_endpoints"),
+        Some((HOSTS - 1) as f64),
+        "{text}"
+    );
+    let (ok, said) = test_support::prometheus::promtool_check(&text);
+    assert!(ok, "{said}");
+
     // TCP by name across hosts: a server in c1 (host 1), a client in c0 (host 0) dialing
     // the name with bash's /dev/tcp (the system resolver).
     let listener = common::in_netns(&c[1], || {

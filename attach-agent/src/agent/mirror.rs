@@ -120,6 +120,11 @@ impl Agent {
                 };
                 let Some(item) = item else { break };
                 match item {
+                    Ok(batch) if batch.changes.is_empty() => {
+                        // Progress: nothing to apply, the watch is complete up to there.
+                        view.revision = view.revision.max(batch.revision);
+                        cluster.applied(view.revision);
+                    }
                     Ok(batch) => {
                         tracing::debug!(
                             revision = batch.revision,

@@ -52,7 +52,7 @@ use pb::etcdserverpb::watch_request::RequestUnion;
 use pb::etcdserverpb::{
     AuthenticateRequest, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
     LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest, WatchResponse,
+    WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use pb::mvccpb::event::EventType;
 use pb::mvccpb::KeyValue;
@@ -668,8 +668,15 @@ fn kv(k: KeyValue) -> Option<Kv> {
     }
 }
 
-/// One watch response as a batch of changes: `None` for those that carry none (created,
-/// progress notifications), an error when the watch ended (compacted, cancelled).
+/// How often a watch asks etcd how far it has got (a progress notification: every change up
+/// to the store's revision then has been sent): what the revision-lag metric measures
+/// against, on a store other prefixes write to as on one of its own.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// One watch response as a batch of changes: `None` for those that carry none and say
+/// nothing (created), a batch without changes for a progress notification (the watch is
+/// complete up to its header's revision), an error when the watch ended (compacted,
+/// cancelled).
 fn batch(resp: WatchResponse) -> Option<Result<Batch>> {
     if resp.compact_revision > 0 {
         return Some(Err(StoreError::Compacted(resp.compact_revision)));
@@ -681,7 +688,16 @@ fn batch(resp: WatchResponse) -> Option<Result<Batch>> {
         ))));
     }
     if resp.events.is_empty() {
-        return None;
+        if resp.created {
+            return None;
+        }
+        let revision = resp.header.map_or(0, |h| h.revision);
+        return (revision > 0).then(|| {
+            Ok(Batch {
+                revision,
+                changes: Vec::new(),
+            })
+        });
     }
     let mut changes = Vec::with_capacity(resp.events.len());
     let mut revision = 0;
@@ -838,8 +854,14 @@ impl ClusterStore for EtcdStore {
             let (first, rest) = self
                 .retry("watch", |m| {
                     let mut client = m.watch();
-                    let requests =
-                        futures::stream::iter([create.clone()]).chain(futures::stream::pending());
+                    let progress = WatchRequest {
+                        request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+                    };
+                    let asks = futures::stream::unfold(progress, |p| async move {
+                        tokio::time::sleep(PROGRESS_EVERY).await;
+                        Some((p.clone(), p))
+                    });
+                    let requests = futures::stream::iter([create.clone()]).chain(asks);
                     async move {
                         let mut replies = client.watch(requests).await?.into_inner();
                         match replies.message().await? {

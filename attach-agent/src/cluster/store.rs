@@ -59,10 +59,12 @@ pub enum Change {
     Delete(String),
 }
 
-/// Changes of one revision (or of consecutive ones), in order.
+/// Changes of one revision (or of consecutive ones), in order; none for a progress
+/// notification (every change up to `revision` has been sent).
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// The revision of the last change in the batch: resume from the next one.
+    /// The revision of the last change in the batch (or the progress reached): resume from
+    /// the next one.
     pub revision: Revision,
     pub changes: Vec<Change>,
 }
