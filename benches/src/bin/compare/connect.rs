@@ -36,6 +36,44 @@ pub(crate) struct AgentFigures {
     /// Containers connected per second with 1, 4 and 16 clients at once (each phase connects
     /// every container to a network of its own, so each starts on an empty bridge).
     pub(crate) clients_per_second: Vec<(u32, f64)>,
+    /// The p50 of each twentieth of the connects, in order: how each grows as the bridge
+    /// fills (the connect chart).
+    pub(crate) growth: Vec<Growth>,
+}
+
+/// One window of the connects, in the order they were made.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Growth {
+    /// Connects done by the window's end.
+    pub(crate) containers: u32,
+    pub(crate) agent_p50_ms: f64,
+    pub(crate) floor_p50_ms: f64,
+    pub(crate) netavark_p50_ms: Option<f64>,
+}
+
+/// The p50 of each of twenty windows of the three series (taken in the same order).
+fn growth(agent: &[f64], floor: &[f64], netavark: Option<&[f64]>) -> Vec<Growth> {
+    let k = (agent.len() / 20).max(1);
+    let p50 = |all: &[f64], from: usize| {
+        let part = all.get(from..(from + k).min(all.len()))?;
+        if part.is_empty() {
+            return None;
+        }
+        let mut v = part.to_vec();
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    };
+    (0..agent.len())
+        .step_by(k)
+        .filter_map(|from| {
+            Some(Growth {
+                containers: (from + k).min(agent.len()) as u32,
+                agent_p50_ms: p50(agent, from)?,
+                floor_p50_ms: p50(floor, from)?,
+                netavark_p50_ms: netavark.and_then(|n| p50(n, from)),
+            })
+        })
+        .collect()
 }
 
 /// The p50 of the first and of the last tenth of `ms` (in the order they were taken).
@@ -137,8 +175,17 @@ pub(crate) fn agent_figures(n: u32, bridges: u32, dir: &Path, exe_dir: &Path) ->
         );
         let all = Instant::now();
         let times = bench::netavark::setup_times(n, &work);
-        Timings::of(times, all.elapsed().as_secs_f64())
+        (
+            times.clone(),
+            Timings::of(times, all.elapsed().as_secs_f64()),
+        )
     });
+    let growth = growth(
+        &times,
+        &floor,
+        netavark.as_ref().map(|(raw, _)| raw.as_slice()),
+    );
+    let netavark = netavark.map(|(_, t)| t);
     // One client: the connects' own time (the name asked after each is not a connect's).
     let one_client = f64::from(n) / (times.iter().sum::<f64>() / 1e3);
     AgentFigures {
@@ -152,6 +199,7 @@ pub(crate) fn agent_figures(n: u32, bridges: u32, dir: &Path, exe_dir: &Path) ->
         kernel_floor: Timings::of(floor, floor_total),
         connect_phases_ms,
         clients_per_second: std::iter::once((1, one_client)).chain(concurrent).collect(),
+        growth,
     }
 }
 
@@ -204,7 +252,9 @@ async fn connect_one_at_a_time(
             .unwrap();
         nets.push((name, gateway));
     }
+    let made = crate::progress::bar(u64::from(n), "containers created and started");
     for i in 0..n {
+        made.inc(1);
         call(
             Method::POST,
             format!("/containers/create?name=bca-{i}"),
@@ -218,13 +268,16 @@ async fn connect_one_at_a_time(
         )
         .await;
     }
+    made.finish_and_clear();
     let dns = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
     dns.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut times = Vec::with_capacity(n as usize);
     let mut answered = 0;
+    let bar = crate::progress::bar(u64::from(n), "connects, one at a time");
     let all = Instant::now();
     for i in 0..n {
+        bar.inc(1);
         let (net, gateway) = &nets[(i % bridges) as usize];
         let t = Instant::now();
         call(
@@ -251,6 +304,7 @@ async fn connect_one_at_a_time(
         }
     }
     let total = all.elapsed().as_secs_f64();
+    bar.finish_and_clear();
     // Every container connected to `net` (container i by client i mod `clients`): the time.
     let connect_all = |net: String, clients: u32, disconnect: bool| {
         let call = &call;

@@ -55,7 +55,7 @@ impl Mode {
             Mode::Uncacheable => 0,
         }
     }
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Mode::Cached => "answered from cache (upstream TTL 3600)",
             Mode::Uncacheable => "uncacheable (upstream TTL 0: every query goes upstream)",
@@ -174,7 +174,7 @@ fn start(
             cmd.arg(exe_dir.join("echo"))
                 .args(["--listen", &format!("{}:{PORT}", kind.listen())]);
         }
-        Kind::Ours => {
+        Kind::Ours | Kind::OursMetricsOff => {
             let records = format!(
                 "[[network]]\nname = \"bench\"\nlisten = [\"{}\"]\n\n[[container]]\nname = \"client\"\n[[container.endpoint]]\nnetwork = \"bench\"\nipv4 = \"{}\"\n",
                 kind.listen(),
@@ -189,7 +189,8 @@ fn start(
                     "--port",
                     &PORT.to_string(),
                 ])
-                .args(["--log", "warn", "--metrics-addr", "127.0.0.1:0"]);
+                .args(["--log", "warn"])
+                .args(["--metrics-addr", crate::peers::metrics_addr(kind)]);
             for u in &with_port {
                 cmd.args(["--upstream", u]);
             }

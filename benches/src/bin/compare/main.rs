@@ -7,12 +7,14 @@
 //!
 //! Everything listens on loopback (127.76–79.0.1, port 5300); the names' addresses are data only.
 
+mod charts;
 mod connect;
 mod dnsperf;
 mod forward;
 mod peers;
 mod podman;
 mod procfs;
+mod progress;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "echo,ours,dnsmasq,aardvark,agent,docker"
+        default_value = "echo,ours,ours-metrics-off,dnsmasq,aardvark,agent,docker"
     )]
     servers: Vec<Kind>,
     /// Also measure the agent: connect this many running containers, one at a time, over its
@@ -161,8 +163,16 @@ fn main() {
     } else {
         args.names.clone()
     };
+    let forwarding_on = args.forward || args.forward_only;
+    let mut steps = progress::Steps::new(
+        names.len() * args.servers.len()
+            + usize::from(args.agent > 0)
+            + usize::from(args.podman > 0)
+            + usize::from(forwarding_on),
+    );
     for &n in &names {
         for &kind in &args.servers {
+            steps.next(&format!("{} with {n} names", kind.label()));
             if kind.namespaced() && n > namespaced::MAX_NAMES {
                 eprintln!(
                     "{}: skipped at {n} names (one bridge holds 1024 ports)",
@@ -170,13 +180,22 @@ fn main() {
                 );
                 continue;
             }
-            eprintln!("{} with {n} names...", kind.label());
             points.extend(measure(kind, n, &args, &dir, &exe_dir));
         }
     }
-    let agent = (args.agent > 0).then(|| agent_figures(args.agent, args.bridges, &dir, &exe_dir));
-    let podman = (args.podman > 0).then(|| podman::podman_figures(args.podman, &dir, &exe_dir));
-    let forwarding = (args.forward || args.forward_only).then(|| {
+    let agent = (args.agent > 0).then(|| {
+        steps.next(&format!(
+            "the agent's connect, {} containers over {} bridge(s)",
+            args.agent, args.bridges
+        ));
+        agent_figures(args.agent, args.bridges, &dir, &exe_dir)
+    });
+    let podman = (args.podman > 0).then(|| {
+        steps.next(&format!("podman run -d, {} containers", args.podman));
+        podman::podman_figures(args.podman, &dir, &exe_dir)
+    });
+    let forwarding = forwarding_on.then(|| {
+        steps.next("forwarding: from cache, uncacheable, dead first upstream");
         let rate = args.rates.first().copied().unwrap_or(10_000);
         let misses = if args.quick { 10 } else { 100 };
         forward::forward_figures(
@@ -199,6 +218,11 @@ fn main() {
         &args.out.join("compare.json"),
         &serde_json::to_string_pretty(&json).unwrap(),
     );
+    let charts = charts::write_all(&args.out, &points, agent.as_ref(), forwarding.as_ref())
+        .unwrap_or_else(|e| panic!("writing the charts: {e}"));
+    for c in &charts {
+        eprintln!("chart: {}", c.display());
+    }
     print!("{}", table(&points, &args.rates));
     if let Some(a) = agent {
         print!("{}", connect_table(&a));
@@ -254,17 +278,27 @@ fn measure(kind: Kind, n: u32, args: &Args, dir: &Path, exe_dir: &Path) -> Vec<P
         }
     };
     let mut points = Vec::new();
+    let runs = args.forms.len() * args.repeat * (1 + args.rates.len());
+    let bar = progress::bar(runs as u64, &format!("dnsperf runs, {}", kind.label()));
     for &form in &args.forms {
         let queries = query_file(dir, n, form.suffix(kind));
         let sat: Vec<Saturation> = (0..args.repeat)
-            .map(|_| saturation(&target, pid, &queries, args.seconds))
+            .map(|_| {
+                let s = saturation(&target, pid, &queries, args.seconds);
+                bar.inc(1);
+                s
+            })
             .collect();
         let lat = args
             .rates
             .iter()
             .map(|&r| {
                 let runs: Vec<Latency> = (0..args.repeat)
-                    .map(|_| latency(&target, &queries, args.seconds.min(5), r))
+                    .map(|_| {
+                        let l = latency(&target, &queries, args.seconds.min(5), r);
+                        bar.inc(1);
+                        l
+                    })
                     .collect();
                 median(runs, |l| l.p99_ms)
             })
@@ -278,5 +312,6 @@ fn measure(kind: Kind, n: u32, args: &Args, dir: &Path, exe_dir: &Path) -> Vec<P
             rss_kib: rss_kib(pid),
         });
     }
+    bar.finish_and_clear();
     points
 }

@@ -39,6 +39,9 @@ impl Form {
 pub(crate) enum Kind {
     Echo,
     Ours,
+    /// Our resolver with `--metrics-addr ""`: nothing counted (the baseline of the metrics'
+    /// cost, measured in the same run).
+    OursMetricsOff,
     Dnsmasq,
     Aardvark,
     /// The full agent: real namespaces, bridge, veths, DNS on the gateway.
@@ -52,6 +55,7 @@ impl Kind {
         match self {
             Kind::Echo => "echo floor",
             Kind::Ours => "attach-agent resolver",
+            Kind::OursMetricsOff => "attach-agent resolver, metrics off",
             Kind::Dnsmasq => "dnsmasq",
             Kind::Aardvark => "aardvark-dns",
             Kind::Agent => "attach-agent, full agent in namespaces",
@@ -75,6 +79,7 @@ impl Kind {
         match self {
             Kind::Echo => "127.76.0.1",
             Kind::Ours => "127.77.0.1",
+            Kind::OursMetricsOff => "127.80.0.1",
             Kind::Dnsmasq => "127.78.0.1",
             Kind::Aardvark => "127.79.0.1",
             Kind::Agent | Kind::Docker => unreachable!("namespaced"),
@@ -85,6 +90,7 @@ impl Kind {
         match self {
             Kind::Echo => "127.76.0.2",
             Kind::Ours => "127.77.0.2",
+            Kind::OursMetricsOff => "127.80.0.2",
             Kind::Dnsmasq => "127.78.0.2",
             Kind::Aardvark => "127.79.0.2",
             Kind::Agent | Kind::Docker => unreachable!("namespaced"),
@@ -146,7 +152,7 @@ pub(crate) fn start(kind: Kind, n: u32, dir: &Path, exe_dir: &Path) -> Server {
             cmd.arg(exe_dir.join("echo"))
                 .args(["--listen", &format!("{}:{PORT}", kind.listen())]);
         }
-        Kind::Ours => ours(&mut cmd, n, &work, exe_dir),
+        Kind::Ours | Kind::OursMetricsOff => ours(kind, &mut cmd, n, &work, exe_dir),
         Kind::Dnsmasq => dnsmasq(&mut cmd, n, &work),
         Kind::Aardvark => aardvark(&mut cmd, n, &work),
         Kind::Agent | Kind::Docker => unreachable!("started by bench::namespaced"),
@@ -165,9 +171,9 @@ pub(crate) fn start(kind: Kind, n: u32, dir: &Path, exe_dir: &Path) -> Server {
     server
 }
 
-/// Our standalone resolver on a records file of the `n` names and the client.
-fn ours(cmd: &mut Command, n: u32, work: &Path, exe_dir: &Path) {
-    let kind = Kind::Ours;
+/// Our standalone resolver on a records file of the `n` names and the client (`kind`: with
+/// metrics, or without).
+fn ours(kind: Kind, cmd: &mut Command, n: u32, work: &Path, exe_dir: &Path) {
     let mut f = String::with_capacity(n as usize * 96);
     let _ = writeln!(
         f,
@@ -196,7 +202,17 @@ fn ours(cmd: &mut Command, n: u32, work: &Path, exe_dir: &Path) {
             &PORT.to_string(),
         ])
         .args(["--upstream", "127.0.0.1:9", "--log", "warn"])
-        .args(["--metrics-addr", "127.0.0.1:0"]);
+        .args(["--metrics-addr", metrics_addr(kind)]);
+}
+
+/// Where our resolver of `kind` serves its metrics: a free port, or nowhere (and then it
+/// counts nothing).
+pub(crate) fn metrics_addr(kind: Kind) -> &'static str {
+    if kind == Kind::OursMetricsOff {
+        ""
+    } else {
+        "127.0.0.1:0"
+    }
 }
 
 /// dnsmasq on a hosts file of the `n` names, its own configuration only.

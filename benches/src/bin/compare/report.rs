@@ -69,6 +69,13 @@ pub(crate) fn table(points: &[Point], rates: &[u32]) -> String {
             let _ = write!(row, " {:.1} |", p.rss_kib as f64 / 1024.0);
             let _ = writeln!(s, "{row}");
         }
+        if let (Some(on), Some(off)) = (cpu(Kind::Ours), cpu(Kind::OursMetricsOff)) {
+            let _ = writeln!(
+                s,
+                "\nThe metrics' cost: {on:.3} µs a query counted, {off:.3} µs with metrics off: {:+.1} %.",
+                (on / off - 1.0) * 100.0
+            );
+        }
     }
     s
 }
