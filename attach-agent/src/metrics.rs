@@ -229,7 +229,7 @@ pub fn render(
         e.single(
             "attach_agent_cluster_watch_revision_lag",
             Kind::Gauge,
-            "Revisions the cluster store was at (last renewal) beyond the last change the mirror applied.",
+            "Revisions the cluster store was at (its last lease renewal or watch progress report) beyond the last change the mirror applied.",
             c.revision_lag.max(0) as f64,
         );
         e.single(
