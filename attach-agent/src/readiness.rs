@@ -60,7 +60,9 @@ impl Startup {
                         "every network and endpoint back ({n} networks, {e} endpoints failed at start: see the log)"
                     ),
                 },
-                ok: self.networks_failed.load(Ordering::SeqCst) == 0
+                // Known only once the reconcile has looked at every one.
+                ok: self.reconciled.load(Ordering::SeqCst)
+                    && self.networks_failed.load(Ordering::SeqCst) == 0
                     && self.endpoints_failed.load(Ordering::SeqCst) == 0,
             },
             Check {

@@ -301,3 +301,37 @@ fn metrics_can_be_turned_off_and_a_bad_address_is_refused() {
         assert!(!env.state_dir().exists(), "no state made");
     }
 }
+
+/// Links made again at start are counted: a network's bridge and a running container's veth
+/// deleted while the daemon was down make `attach_agent_links_recreated_total` 2 after the
+/// restart (and nothing swept: they were the state's own), and the container is back.
+#[test]
+fn links_made_again_at_start_are_counted() {
+    let mut env = Env::new();
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "n1"]);
+    let a = env.name("a");
+    env.ok(&["run", "--name", &a, "--network", "n1", "busybox"]);
+    let links = env.links();
+    let bridge = links.iter().find(|l| l.contains('-')).expect("the bridge");
+    let veth = links.iter().find(|l| !l.contains('-')).expect("a's veth");
+    env.kill_daemon();
+    for link in [veth, bridge] {
+        let deleted = Command::new("ip")
+            .args(["link", "delete", link])
+            .status()
+            .unwrap();
+        assert!(deleted.success(), "ip link delete {link}");
+    }
+    env.start_daemon();
+    let text = scrape(metrics_addr(&env));
+    assert_eq!(
+        sample(&text, "attach_agent_links_recreated_total", &[]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "attach_agent_links_swept_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(env.addrs_in(&a, "eth0"), [format!("{}/24", env.ip(1, 2))]);
+}

@@ -80,7 +80,10 @@ impl Agent {
                 tracing::info!(container = %c.name, network = %ep.network_id, "re-attaching");
                 reattached.push(cid.clone());
                 match self.reattach(&mut state, cid, &ep.network_id, a).await {
-                    Ok(veth) => keep_veths.push(veth),
+                    Ok(veth) => {
+                        self.inner.metrics.links_recreated(1);
+                        keep_veths.push(veth)
+                    }
                     Err(err) => {
                         failed += 1;
                         tracing::error!(container = %c.name, error = %err, "cannot re-attach")
@@ -123,10 +126,15 @@ impl Agent {
             .collect();
         let mut failed = 0;
         for net in &nets {
+            // Gone since the state was written (a reboot, a hand): made again below.
+            let missing = matches!(self.inner.host.index_of(&net.bridge).await, Ok(None));
             if let Err(e) = self.bring_up_network(net).await {
                 tracing::error!(network = %net.name, error = %e, "cannot bring a network up; serving the others");
                 failed += 1;
                 continue;
+            }
+            if missing {
+                self.inner.metrics.links_recreated(1);
             }
             if net.is_global() {
                 state.joined.insert(net.id.clone());
