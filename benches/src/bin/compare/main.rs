@@ -11,6 +11,7 @@ mod charts;
 mod connect;
 mod dnsperf;
 mod forward;
+mod metrics_cost;
 mod peers;
 mod podman;
 mod procfs;
@@ -77,6 +78,10 @@ struct Args {
     /// Only the forwarding comparison: skip the local-name runs.
     #[arg(long)]
     forward_only: bool,
+    /// Also measure what counting costs a local answer: this many alternating saturation runs
+    /// of our resolver with metrics on and off (at the first --names, bare names; 0: skip).
+    #[arg(long, default_value_t = 0)]
+    metrics_cost: usize,
     /// Where the servers' files and the results go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -168,7 +173,8 @@ fn main() {
         names.len() * args.servers.len()
             + usize::from(args.agent > 0)
             + usize::from(args.podman > 0)
-            + usize::from(forwarding_on),
+            + usize::from(forwarding_on)
+            + usize::from(args.metrics_cost > 0),
     );
     for &n in &names {
         for &kind in &args.servers {
@@ -183,6 +189,14 @@ fn main() {
             points.extend(measure(kind, n, &args, &dir, &exe_dir));
         }
     }
+    let metrics_cost = (args.metrics_cost > 0).then(|| {
+        let n = args.names.first().copied().unwrap_or(100);
+        steps.next(&format!(
+            "the metrics' cost: {} alternating pairs of runs, metrics on and off, {n} names",
+            args.metrics_cost
+        ));
+        metrics_cost::measure(n, args.metrics_cost, args.seconds, &dir, &exe_dir)
+    });
     let agent = (args.agent > 0).then(|| {
         steps.next(&format!(
             "the agent's connect, {} containers over {} bridge(s)",
@@ -213,6 +227,7 @@ fn main() {
         "agent": agent,
         "podman": podman,
         "forwarding": forwarding,
+        "metrics_cost": metrics_cost,
     });
     write(
         &args.out.join("compare.json"),
@@ -224,6 +239,9 @@ fn main() {
         eprintln!("chart: {}", c.display());
     }
     print!("{}", table(&points, &args.rates));
+    if let Some(c) = &metrics_cost {
+        print!("{}", metrics_cost::text(c));
+    }
     if let Some(a) = agent {
         print!("{}", connect_table(&a));
     }

@@ -1,6 +1,7 @@
 //! What a long run is doing: a numbered line a step (`[3/9] dnsmasq with 100 names`), always;
-//! and, on a terminal only, a bar for the long loops (connecting a thousand containers, the
-//! kernel floor, netavark) saying how far along they are. indicatif draws nothing when
+//! and, on a terminal only, a bar for the long loops (the dnsperf runs of a server, connecting
+//! a thousand containers) saying how far along they are; the kernel floor's and netavark's
+//! loops print a line as they begin. indicatif draws nothing when
 //! stderr is not a terminal, so CI's log keeps the step lines alone.
 
 use indicatif::{ProgressBar, ProgressStyle};
