@@ -26,7 +26,7 @@ use clap::Parser;
 
 use connect::{agent_binary, agent_figures};
 use dnsperf::{latency, median, query_file, saturation, Latency, Saturation};
-use peers::{server_pid, start, which, write, Form, Kind};
+use peers::{start_serving, which, write, Form, Kind};
 use procfs::rss_kib;
 use report::{connect_table, podman_table, table, Point};
 
@@ -283,15 +283,7 @@ fn measure(kind: Kind, n: u32, args: &Args, dir: &Path, exe_dir: &Path) -> Vec<P
             (Box::new(r), t, p)
         }
         _ => {
-            let mut server = start(kind, n, dir, exe_dir);
-            let pid = server_pid(
-                kind,
-                &server,
-                &dir.join(format!("{kind:?}-{n}").to_lowercase()),
-            );
-            if pid != server.child.id() {
-                server.daemon = Some(pid);
-            }
+            let (server, pid) = start_serving(kind, n, dir, exe_dir);
             (Box::new(server), kind.target(), pid)
         }
     };

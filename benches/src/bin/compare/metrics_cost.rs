@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::dnsperf::{query_file, saturation, Saturation};
-use crate::peers::{server_pid, start, Form, Kind};
+use crate::peers::{start_serving, Form, Kind};
 use crate::progress;
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,15 +55,7 @@ pub(crate) fn measure(
     let servers: Vec<_> = [Kind::Ours, Kind::OursMetricsOff]
         .into_iter()
         .map(|kind| {
-            let mut server = start(kind, n, dir, exe_dir);
-            let pid = server_pid(
-                kind,
-                &server,
-                &dir.join(format!("{kind:?}-{n}").to_lowercase()),
-            );
-            if pid != server.child.id() {
-                server.daemon = Some(pid);
-            }
+            let (server, pid) = start_serving(kind, n, dir, exe_dir);
             let queries = query_file(dir, n, Form::Bare.suffix(kind));
             (server, kind.target(), pid, queries)
         })

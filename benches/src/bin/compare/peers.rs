@@ -307,6 +307,21 @@ pub(crate) fn wait_answer(
     }
 }
 
+/// [`start`], then find the process that serves (recorded in the guard, so it is ended with
+/// it): the guard and that PID.
+pub(crate) fn start_serving(kind: Kind, n: u32, dir: &Path, exe_dir: &Path) -> (Server, u32) {
+    let mut server = start(kind, n, dir, exe_dir);
+    let pid = server_pid(
+        kind,
+        &server,
+        &dir.join(format!("{kind:?}-{n}").to_lowercase()),
+    );
+    if pid != server.child.id() {
+        server.daemon = Some(pid);
+    }
+    (server, pid)
+}
+
 /// The serving process: aardvark-dns forks into the background, so find it by its command
 /// line (its config directory is ours alone); the others stay the process we started.
 pub(crate) fn server_pid(kind: Kind, server: &Server, dir: &Path) -> u32 {
