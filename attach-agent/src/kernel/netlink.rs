@@ -104,6 +104,57 @@ impl LinkInfo {
     }
 }
 
+/// Have the kernel drop, before they are queued, every message of `socket`'s link group but
+/// a link's deletion (`RTM_DELLINK`, family `AF_UNSPEC`): a socket filter (classic BPF).
+///
+/// Why: each connect makes the kernel announce its veth eight times or so (made, enslaved,
+/// up, its alias, the bridge's own port messages), 0.4–2 KB each. Unfiltered, every one woke
+/// the agent and was parsed whole, on the CPU the connect itself needs: measured with
+/// `compare --agent 200`, the veth's requests took 1.27 ms with the listener against 0.92 ms
+/// without it. The kernel runs the filter on each announcement (one message an skb), so the
+/// listener wakes only for the deletions it is there for.
+fn only_link_deletions(socket: &rtnetlink::sys::Socket) -> std::io::Result<()> {
+    // Classic BPF loads halfwords big-endian; the header holds them in the host's order.
+    let dellink = u32::from(u16::from_be_bytes(libc::RTM_DELLINK.to_ne_bytes()));
+    let unspec = libc::AF_UNSPEC as u32;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let program = [
+        // nlmsghdr.nlmsg_type (offset 4) == RTM_DELLINK, else drop.
+        op(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, 4),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 3, dellink),
+        // ifinfomsg.ifi_family (just after the 16-byte header) == AF_UNSPEC, else drop.
+        op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 16),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, unspec),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`, both alive for the call; the kernel copies the
+    // program and checks it before attaching it; the descriptor is the socket's own.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::addr_of!(fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A link's name, from its message.
 fn if_name(l: &netlink_packet_route::link::LinkMessage) -> Option<String> {
     l.attributes.iter().find_map(|a| match a {
@@ -153,8 +204,10 @@ impl Netlink {
         use futures::StreamExt;
         use rtnetlink::packet_core::NetlinkPayload;
         use rtnetlink::packet_route::RouteNetlinkMessage;
-        let (conn, _handle, messages) =
+        let (mut conn, _handle, messages) =
             rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])?;
+        use rtnetlink::sys::AsyncSocket;
+        only_link_deletions(conn.socket_mut().socket_ref())?;
         tokio::spawn(conn);
         Ok(messages
             .filter_map(|(msg, _)| async move {
