@@ -14,7 +14,8 @@ fn main() -> std::process::ExitCode {
         // Two workers at most (a sidecar), one when the agent is given one CPU: then a
         // request's task and its netlink connection's task hand off on one thread instead of
         // waking each other across threads on the same core (`compare --agent 10`: connect
-        // p50 2.26x the kernel floor with two workers, 1.88-1.94x with one).
+        // p50 2.26x the kernel floor before, 1.88-1.94x with this and the link watch's
+        // filter together; not measured apart).
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(2)))
         .enable_all()
         .build()
