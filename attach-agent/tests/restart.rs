@@ -278,13 +278,20 @@ fn two_agents_with_one_prefix_leave_each_others_links_alone() {
         4,
         "two bridges, two host-side veths: {links:?}"
     );
-    // Each link carries its agent's mark, as its alias and as its group.
+    // Each link carries its agent's mark, as its alias and as its group. (A veth's alias is
+    // set just after its connect returns, by a request of its own: waited for, briefly.)
     let sys = |l: &str, f: &str| {
         std::fs::read_to_string(format!("/sys/class/net/{l}/{f}"))
             .unwrap()
             .trim()
             .to_string()
     };
+    let since = std::time::Instant::now();
+    while links.iter().any(|l| sys(l, "ifalias").is_empty())
+        && since.elapsed() < std::time::Duration::from_secs(5)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     for l in &links {
         let owner = [&first, &second]
             .into_iter()

@@ -707,7 +707,30 @@ impl Agent {
             route(gw).await?;
         }
         timer.lap("route");
+        self.mark_soon(&plan.host_veth);
         Ok(())
+    }
+
+    /// Set the agent's alias on host veth `name` once the operation that made it has had its
+    /// turn: a request of its own (the kernel takes no alias at creation), kept off the
+    /// connect's path. Nothing depends on it being there at once: the veth carries the
+    /// agent's group from its creation, and the sweep takes either for the agent's mark.
+    fn mark_soon(&self, name: &str) {
+        let (host, mark, name) = (
+            self.inner.host.clone(),
+            self.inner.mark.clone(),
+            name.to_string(),
+        );
+        // Spawned, so it runs when the connect's task next waits (its durable write's flush)
+        // or after its reply, not before the requests the connect still has to make.
+        tokio::spawn(async move {
+            match host.set_mark(&name, &mark).await {
+                // Disconnected meanwhile.
+                Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                Err(e) => tracing::warn!(veth = %name, error = %e, "cannot mark a veth"),
+                Ok(()) => {}
+            }
+        });
     }
 
     /// Record the planned attachment on the endpoint (before or after the kernel work).

@@ -379,7 +379,8 @@ impl Netlink {
     /// Create a veth pair: `host_name` here, a port of `bridge` and up; its peer created
     /// directly inside `ns` as `peer_name` with MAC `peer_mac` (never visible in the host).
     /// `mtu`: both ends (an overlay's tunnel header needs room); `None`: the kernel's default.
-    /// The host end carries `mark`.
+    /// The host end carries `mark`'s group; its alias is the caller's to set
+    /// ([`Netlink::set_mark`]), when it suits it (the kernel takes no alias at creation).
     #[allow(clippy::too_many_arguments)]
     pub async fn add_veth(
         &self,
@@ -412,8 +413,7 @@ impl Netlink {
             .add(msg)
             .execute()
             .await
-            .map_err(kernel(format!("add veth {host_name}")))?;
-        self.set_mark(host_name, mark).await
+            .map_err(kernel(format!("add veth {host_name}")))
     }
 
     /// Make link `name` a port of `bridge`, up (a veth whose bridge was made again).
