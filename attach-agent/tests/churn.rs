@@ -182,10 +182,30 @@ fn connect_disconnect_churn_under_load_is_never_wrong() {
             ));
         }
     }
-    let timeouts = probes
+    let timed_out: Vec<&Probe> = probes
         .iter()
         .filter(|p| p.answer == Answer::Timeout)
-        .count();
+        .collect();
+    let timeouts = timed_out.len();
+    // Where each timeout was sent, to tell a local answer that never came from a forwarded
+    // one (the disconnected name goes upstream) when this fails.
+    let sent_in: Vec<String> = timed_out
+        .iter()
+        .map(|pr| {
+            let win = windows
+                .iter()
+                .find(|w| w.from <= pr.sent && pr.sent <= w.to);
+            format!(
+                "sent {:.3} s in, {}",
+                (pr.sent - started).as_secs_f64(),
+                match win {
+                    Some(w) if w.connected => "while connected",
+                    Some(_) => "while disconnected",
+                    None => "during a connect or disconnect call",
+                }
+            )
+        })
+        .collect();
     let total = probes.len() as u64 + steady_asked;
     report(json!({
         "test": "churn",
@@ -210,7 +230,7 @@ fn connect_disconnect_churn_under_load_is_never_wrong() {
         steady_wrong.is_empty(),
         "steady names failed during churn: {steady_wrong:#?}"
     );
-    assert_eq!(timeouts, 0, "churned-name queries timed out");
+    assert_eq!(timeouts, 0, "churned-name queries timed out: {sent_in:?}");
     // The judging must have had something to judge, on both sides.
     assert!(
         judged_up >= CYCLES as u64 / 4 && judged_down >= CYCLES as u64 / 4,
