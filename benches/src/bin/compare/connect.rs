@@ -305,16 +305,19 @@ async fn connect_one_at_a_time(
     }
     let total = all.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    // Every container connected to `net` (container i by client i mod `clients`): the time.
-    let connect_all = |net: String, clients: u32, disconnect: bool| {
+    // Every container connected to one of `nets` (container i to network i mod their number,
+    // as in the one-at-a-time phase, so it meets as many ports as there; by client i mod
+    // `clients`): the time.
+    let connect_all = |nets: Vec<String>, clients: u32, disconnect: bool| {
         let call = &call;
         async move {
             let all = Instant::now();
             let workers = (0..clients).map(|t| {
-                let net = net.clone();
+                let nets = nets.clone();
                 async move {
                     for i in (t..n).step_by(clients as usize) {
                         let verb = if disconnect { "disconnect" } else { "connect" };
+                        let net = &nets[i as usize % nets.len()];
                         call(
                             Method::POST,
                             format!("/networks/{net}/{verb}"),
@@ -328,7 +331,8 @@ async fn connect_one_at_a_time(
             all.elapsed().as_secs_f64()
         }
     };
-    // Each concurrent phase starts as the first did: no veth on any bridge, its network new.
+    // Each concurrent phase starts as the first did: no veth on any bridge, its networks new
+    // (as many as the first phase's).
     for (b, (net, _)) in nets.iter().enumerate() {
         for i in (b as u32..n).step_by(bridges as usize) {
             call(
@@ -340,18 +344,24 @@ async fn connect_one_at_a_time(
         }
     }
     let mut concurrent = Vec::new();
+    let mut made: Vec<String> = nets.into_iter().map(|(name, _)| name).collect();
     for clients in [4u32, 16] {
-        let net = format!("bench-{clients}");
-        call(
-            Method::POST,
-            "/networks/create".into(),
-            serde_json::json!({"Name": net}),
-        )
-        .await;
+        let phase: Vec<String> = (0..bridges)
+            .map(|b| format!("bench-{clients}-b{b}"))
+            .collect();
+        for net in &phase {
+            call(
+                Method::POST,
+                "/networks/create".into(),
+                serde_json::json!({"Name": net}),
+            )
+            .await;
+        }
+        made.extend(phase.iter().cloned());
         eprintln!("connecting {n} containers with {clients} clients at once...");
-        let took = connect_all(net.clone(), clients, false).await;
+        let took = connect_all(phase.clone(), clients, false).await;
         concurrent.push((clients, f64::from(n) / took));
-        connect_all(net, 16, true).await;
+        connect_all(phase, 16, true).await;
     }
     for i in 0..n {
         let _ = client
@@ -362,8 +372,7 @@ async fn connect_one_at_a_time(
             )
             .await;
     }
-    let made = nets.into_iter().map(|(name, _)| name);
-    for net in made.chain(["bench-4".into(), "bench-16".into()]) {
+    for net in made {
         let _ = client
             .raw(Method::DELETE, &format!("/networks/{net}"), None)
             .await;
