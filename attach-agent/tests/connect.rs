@@ -845,3 +845,86 @@ fn a_given_namespaces_default_route_is_kept_and_asked_names_are_reserved() {
     assert_eq!(env.addrs_in(&d, "eth0"), [format!("{}/24", env.ip(2, 3))]);
     assert_eq!(env.addrs_in(&d, "eth1"), [format!("{}/24", env.ip(1, 3))]);
 }
+
+/// Each of the container's interface lines of `ip -o -6 addr show dev IFNAME`, as
+/// "ADDRESS/LEN scope SCOPE".
+fn ipv6_addrs_in(env: &Env, container: &str, ifname: &str) -> Vec<String> {
+    let o = env.exec(
+        container,
+        &["ip", "-o", "-6", "addr", "show", "dev", ifname],
+    );
+    assert_eq!(o.code, 0, "ip addr show dev {ifname}: {}", o.stderr);
+    o.stdout
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            format!("{} scope {}", w[3], w[5])
+        })
+        .collect()
+}
+
+/// As Docker since 26.0.2: an interface whose endpoint has no IPv6 address (an IPv4-only
+/// network, no fe80 `--link-local-ip`) gets no IPv6 link-local address either, so it sends
+/// and answers no IPv6 at all; one with an IPv6 address, global or link-local, keeps the
+/// kernel's own link-local address beside it.
+#[test]
+fn an_interface_has_ipv6_only_where_its_endpoint_has_an_ipv6_address() {
+    let env = Env::new();
+    let (a, b) = (env.name("a"), env.name("b"));
+    env.ok(&["network", "create", "--subnet", &env.subnet(1), "four"]);
+    let v6net = format!("fd{:02x}:2::/64", env.octet);
+    env.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        &env.subnet(2),
+        "--subnet",
+        &v6net,
+        "dual",
+    ]);
+    env.ok(&["run", "--name", &a, "--network", "four", "busybox"]);
+    assert_eq!(env.addrs_in(&a, "eth0"), [format!("{}/24", env.ip(1, 2))]);
+    assert_eq!(ipv6_addrs_in(&env, &a, "eth0"), Vec::<String>::new());
+    let mode = env.exec(&a, &["cat", "/proc/sys/net/ipv6/conf/eth0/addr_gen_mode"]);
+    assert_eq!(mode.stdout.trim(), "1", "addrgenmode none: {}", mode.stderr);
+    // IPv4 still works over it: the resolver on the gateway answers.
+    assert_eq!(env.dig(&a, &[&a]), env.ip(1, 2));
+
+    // The same container on a dual-stack network: that interface has its global address and
+    // the kernel's link-local one.
+    env.ok(&["network", "connect", "dual", &a]);
+    let eth1 = ipv6_addrs_in(&env, &a, "eth1");
+    let ip6 = env.inspect_container(&a)["NetworkSettings"]["Networks"]["dual"]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(eth1.contains(&format!("{ip6}/64 scope global")), "{eth1:?}");
+    assert!(
+        eth1.iter()
+            .any(|l| l.starts_with("fe80:") && l.ends_with("scope link")),
+        "{eth1:?}"
+    );
+    assert_eq!(ipv6_addrs_in(&env, &a, "eth0"), Vec::<String>::new());
+
+    // An IPv6 link-local address asked for on the IPv4-only network counts as IPv6.
+    env.ok(&["run", "--name", &b, "busybox"]);
+    env.ok(&[
+        "network",
+        "connect",
+        "--link-local-ip",
+        "fe80::77",
+        "four",
+        &b,
+    ]);
+    let eth0 = ipv6_addrs_in(&env, &b, "eth0");
+    assert!(
+        eth0.contains(&"fe80::77/64 scope link".to_string()),
+        "{eth0:?}"
+    );
+    assert!(
+        eth0.iter()
+            .any(|l| l.starts_with("fe80:") && l != "fe80::77/64 scope link"),
+        "the kernel's own link-local address too: {eth0:?}"
+    );
+}

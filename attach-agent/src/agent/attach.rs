@@ -678,6 +678,11 @@ impl Agent {
             let prefix = if ll.is_ipv4() { 16 } else { 64 };
             inside.add_address(index, *ll, prefix).await?;
         }
+        // An interface with no IPv6 address of its own gets no link-local one either
+        // (`Netlink::without_ipv6_link_local`: what Docker does, and no multicast flood).
+        if plan.v6.is_none() && !plan.link_local.iter().any(IpAddr::is_ipv6) {
+            inside.without_ipv6_link_local(index).await?;
+        }
         timer.lap("addr");
         inside.set_up(index).await?;
         timer.lap("up");
