@@ -1,8 +1,10 @@
 //! The kernel's floor for a connect: the requests a connect needs and nothing else, sent by
 //! one process over one netlink socket per namespace, already open — a veth created with its
 //! peer directly in the container's namespace, a port of the bridge and up (one RTM_NEWLINK);
-//! inside, the peer's index, the peer up, its address (no DAD) and the default route. The
-//! agent's connect is printed beside it as a ratio, on the same bridge sizes.
+//! inside, the peer's index, no IPv6 link-local address for it (addrgenmode none: the
+//! container has IPv4 only, and the agent, as Docker, then gives its interface no IPv6), the
+//! peer up, its address (no DAD) and the default route. The agent's connect is printed beside
+//! it as a ratio, on the same bridge sizes.
 //!
 //! The requests are built here with rtnetlink, not through the agent's own `Netlink`, so that
 //! a change in the agent (an extra request, say) shows as the agent's cost and never moves the
@@ -16,7 +18,9 @@ use std::time::Instant;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 use crate::netns::ip;
@@ -155,6 +159,19 @@ fn floor_times_here(n: u32, bridges: u32) -> Vec<f64> {
                 .build();
             host.link().add(veth).execute().await.expect("add veth");
             let eth0 = index_of(&inside, "eth0").await;
+            let no_link_local = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+            ])]);
+            inside
+                .link()
+                .set(
+                    LinkUnspec::new_with_index(eth0)
+                        .append_extra_attribute(no_link_local)
+                        .build(),
+                )
+                .execute()
+                .await
+                .expect("addrgenmode none");
             inside
                 .link()
                 .set(LinkUnspec::new_with_index(eth0).up().build())
@@ -189,6 +206,15 @@ fn floor_times_here(n: u32, bridges: u32) -> Vec<f64> {
         String::from_utf8_lossy(&out.stdout)
             .contains(&address((n - 1) % bridges, (n - 1) / bridges).to_string()),
         "the floor's last container has no address"
+    );
+    let out = std::process::Command::new("ip")
+        .args(["-n", &ns_name(n - 1), "-o", "-6", "addr", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "the floor's last container has IPv6: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
     drop(host_ns);
     times
