@@ -679,7 +679,7 @@ impl Agent {
             inside.add_address(index, *ll, prefix).await?;
         }
         // An interface with no IPv6 address of its own gets no link-local one either
-        // (`Netlink::without_ipv6_link_local`: what Docker does, and no multicast flood).
+        // (`Netlink::without_ipv6_link_local`: no multicast for the bridge to flood).
         if plan.v6.is_none() && !plan.link_local.iter().any(IpAddr::is_ipv6) {
             inside.without_ipv6_link_local(index).await?;
         }

@@ -434,21 +434,27 @@ impl Netlink {
     }
 
     /// Keep link `index` from making itself an IPv6 link-local address (addrgenmode none),
-    /// before it goes up: an interface given no IPv6 address then sends no IPv6 at all.
+    /// before it goes up: an interface given no IPv6 address then sends no IPv6 of its own.
     ///
     /// Why: with a link-local address, every interface coming up sends duplicate address
     /// detection, MLD reports and a router solicitation, which a bridge with no multicast
     /// querier floods to every port, so each connect costs more the more containers share the
-    /// bridge (README, issue 19: 3.3x over 1,000 ports; flat without). Docker (since 26.0.2)
-    /// likewise gives an interface with no IPv6 address no IPv6 (it sets disable_ipv6, a
-    /// sysctl, which would need a thread inside the namespace; this is one request on the
-    /// socket already there). Addresses given explicitly, fe80 ones too, are still taken.
+    /// bridge (README, issue 19: 3.3x over 1,000 ports; flat without). Addresses given
+    /// explicitly, fe80 ones too, are still taken. IPv6 itself stays on (a router
+    /// advertisement could still give the interface an address, as before): Docker since
+    /// 26.0.2 sets disable_ipv6, a sysctl, which would need a thread inside the namespace on
+    /// every connect; this is one request on the socket already there.
+    ///
+    /// A kernel without IPv6 (`ipv6.disable=1`), or an interface IPv6 cannot run on (MTU
+    /// below 1280), refuses the request (EAFNOSUPPORT): there is no link-local address to
+    /// keep away, so that is success.
     pub async fn without_ipv6_link_local(&self, index: u32) -> Result<()> {
         let af_spec =
             LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
                 In6AddrGenMode::None,
             )])]);
-        self.handle
+        let done = self
+            .handle
             .link()
             .set(
                 LinkUnspec::new_with_index(index)
@@ -457,7 +463,11 @@ impl Netlink {
             )
             .execute()
             .await
-            .map_err(kernel("set addrgenmode none"))
+            .map_err(kernel("set addrgenmode none"));
+        match done {
+            Err(e) if e.errno() == Some(libc::EAFNOSUPPORT) => Ok(()),
+            done => done,
+        }
     }
 
     /// Bring a link up.
@@ -670,5 +680,87 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A namespace of its own for one test (`ip netns`, removed on drop, also on failure).
+    struct TestNs(String);
+
+    impl TestNs {
+        fn new(name: &str) -> TestNs {
+            assert_eq!(
+                // SAFETY: geteuid has no preconditions.
+                unsafe { libc::geteuid() },
+                0,
+                "this test makes a network namespace: run it as root"
+            );
+            let ns = TestNs(format!("aanlt-{name}-{}", std::process::id()));
+            let _ = ip(&["netns", "del", &ns.0]);
+            assert!(ip(&["netns", "add", &ns.0]), "ip netns add {}", ns.0);
+            ns
+        }
+
+        fn ip(&self, args: &[&str]) -> bool {
+            let mut all = vec!["-n", self.0.as_str()];
+            all.extend_from_slice(args);
+            ip(&all)
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            let _ = ip(&["netns", "del", &self.0]);
+        }
+    }
+
+    fn ip(args: &[&str]) -> bool {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// An interface IPv6 runs on takes addrgenmode none; one it cannot run on (MTU below
+    /// IPv6's 1280: the kernel refuses, as a kernel without IPv6 does) is left as it is,
+    /// without an error, since it has no link-local address to keep away.
+    #[tokio::test]
+    async fn addrgenmode_none_is_set_and_an_interface_without_ipv6_is_no_error() {
+        let ns = TestNs::new("agm");
+        assert!(ns.ip(&["link", "add", "six", "type", "veth", "peer", "name", "sixp"]));
+        assert!(ns.ip(&[
+            "link", "add", "small", "mtu", "1000", "type", "veth", "peer", "name", "smallp", "mtu",
+            "1000",
+        ]));
+        let file = File::open(format!("/run/netns/{}", ns.0)).unwrap();
+        let inside = Netlink::inside(&file).unwrap();
+        let six = inside.index_of("six").await.unwrap().unwrap();
+        let small = inside.index_of("small").await.unwrap().unwrap();
+        inside.without_ipv6_link_local(six).await.unwrap();
+        inside.without_ipv6_link_local(small).await.unwrap();
+        let shown = std::process::Command::new("ip")
+            .args(["-n", &ns.0, "-d", "link", "show", "six"])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+        assert!(shown.contains("addrgenmode none"), "{shown}");
+        // The request really was refused for the small one (what the test is about).
+        let refused = inside
+            .handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(small)
+                    .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                        vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+                    )]))
+                    .build(),
+            )
+            .execute()
+            .await;
+        let refused = refused.map_err(kernel("set addrgenmode none")).unwrap_err();
+        assert_eq!(refused.errno(), Some(libc::EAFNOSUPPORT), "{refused}");
     }
 }
