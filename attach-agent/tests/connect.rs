@@ -863,10 +863,32 @@ fn ipv6_addrs_in(env: &Env, container: &str, ifname: &str) -> Vec<String> {
         .collect()
 }
 
-/// As Docker since 26.0.2: an interface whose endpoint has no IPv6 address (an IPv4-only
-/// network, no fe80 `--link-local-ip`) gets no IPv6 link-local address either, so it sends
-/// and answers no IPv6 at all; one with an IPv6 address, global or link-local, keeps the
-/// kernel's own link-local address beside it.
+/// The IPv6 lines of IFNAME (as [`ipv6_addrs_in`]) once they hold a link-local address other
+/// than `besides`, waited for up to 5 s (the kernel makes its own once it sees the carrier);
+/// after that, whatever they hold.
+fn kernel_link_local_in(
+    env: &Env,
+    container: &str,
+    ifname: &str,
+    besides: Option<&str>,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let lines = ipv6_addrs_in(env, container, ifname);
+        let has = lines.iter().any(|l| {
+            l.starts_with("fe80:") && l.ends_with("scope link") && Some(l.as_str()) != besides
+        });
+        if has || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// An interface whose endpoint has no IPv6 address (an IPv4-only network, no fe80
+/// `--link-local-ip`) gets no IPv6 link-local address either, so it sends no IPv6 of its own
+/// (no duplicate address detection, MLD or router solicitation); one with an IPv6 address,
+/// global or link-local, keeps the kernel's own link-local address beside it.
 #[test]
 fn an_interface_has_ipv6_only_where_its_endpoint_has_an_ipv6_address() {
     let env = Env::new();
@@ -892,9 +914,9 @@ fn an_interface_has_ipv6_only_where_its_endpoint_has_an_ipv6_address() {
     assert_eq!(env.dig(&a, &[&a]), env.ip(1, 2));
 
     // The same container on a dual-stack network: that interface has its global address and
-    // the kernel's link-local one.
+    // the kernel's link-local one (made once the kernel sees the link's carrier: waited for).
     env.ok(&["network", "connect", "dual", &a]);
-    let eth1 = ipv6_addrs_in(&env, &a, "eth1");
+    let eth1 = kernel_link_local_in(&env, &a, "eth1", None);
     let ip6 = env.inspect_container(&a)["NetworkSettings"]["Networks"]["dual"]["GlobalIPv6Address"]
         .as_str()
         .unwrap()
@@ -917,7 +939,7 @@ fn an_interface_has_ipv6_only_where_its_endpoint_has_an_ipv6_address() {
         "four",
         &b,
     ]);
-    let eth0 = ipv6_addrs_in(&env, &b, "eth0");
+    let eth0 = kernel_link_local_in(&env, &b, "eth0", Some("fe80::77/64 scope link"));
     assert!(
         eth0.contains(&"fe80::77/64 scope link".to_string()),
         "{eth0:?}"
