@@ -687,7 +687,8 @@ impl Netlink {
 mod tests {
     use super::*;
 
-    /// A namespace of its own for one test (`ip netns`, removed on drop, also on failure).
+    /// A namespace of its own for one test (`ip netns`, named `aanlt-TEST-PID`; removed on
+    /// drop, also on failure, and its test's leftovers swept first).
     struct TestNs(String);
 
     impl TestNs {
@@ -698,8 +699,19 @@ mod tests {
                 0,
                 "this test makes a network namespace: run it as root"
             );
-            let ns = TestNs(format!("aanlt-{name}-{}", std::process::id()));
-            let _ = ip(&["netns", "del", &ns.0]);
+            // Leftovers of an earlier run that died before its guard ran.
+            let prefix = format!("aanlt-{name}-");
+            for old in std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let old = old.file_name().to_string_lossy().to_string();
+                if old.starts_with(&prefix) {
+                    let _ = ip(&["netns", "del", &old]);
+                }
+            }
+            let ns = TestNs(format!("{prefix}{}", std::process::id()));
             assert!(ip(&["netns", "add", &ns.0]), "ip netns add {}", ns.0);
             ns
         }
